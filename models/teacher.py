@@ -1,0 +1,103 @@
+"""The teacher: a large, accurate DBD network (not meant for phones).
+
+EfficientNet-Lite2 encoder -> multi-scale context (ASPP) and non-local self-attention on the
+high-level features -> U-Net decoder with deep supervision. These are the ingredients of
+Distill-DBDGAN's teacher: defocus is judged relative to the whole scene (non-local) and across
+blur scales (dilated branches), while the decoder recovers sharp region boundaries.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import DBDNet, DBDOutput
+from .layers import ConvBNAct, upsample_like
+from .registry import create_model, register_model
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: parallel dilated 3x3 branches plus global image context."""
+
+    def __init__(self, cin: int, cout: int, rates: tuple[int, ...] = (2, 4, 6)):
+        super().__init__()
+        self.branches = nn.ModuleList([ConvBNAct(cin, cout, 1)] + [ConvBNAct(cin, cout, 3, dilation=r) for r in rates])
+        self.image_pool = ConvBNAct(cin, cout, 1)
+        self.project = nn.Sequential(ConvBNAct(cout * (len(rates) + 2), cout, 1), nn.Dropout(0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.image_pool(x.mean((2, 3), keepdim=True)).expand(-1, -1, *x.shape[-2:])
+        return self.project(torch.cat([b(x) for b in self.branches] + [pooled], 1))
+
+
+class NonLocalBlock(nn.Module):
+    """Embedded-Gaussian non-local block (Wang et al. 2018): every position attends to all others.
+
+    The output projection's BN starts at zero, so at initialisation the block is the identity and
+    does not disturb the pretrained encoder features.
+    """
+
+    def __init__(self, channels: int, inner: int | None = None):
+        super().__init__()
+        inner = inner or channels // 2
+        self.theta = nn.Conv2d(channels, inner, 1)
+        self.phi = nn.Conv2d(channels, inner, 1)
+        self.g = nn.Conv2d(channels, inner, 1)
+        self.out = nn.Sequential(nn.Conv2d(inner, channels, 1, bias=False), nn.BatchNorm2d(channels))
+        nn.init.zeros_(self.out[1].weight)
+        self.scale = inner ** -0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        q = self.theta(x).flatten(2).transpose(1, 2)          # B, HW, C'
+        k = self.phi(x).flatten(2)                             # B, C', HW
+        v = self.g(x).flatten(2).transpose(1, 2)               # B, HW, C'
+        attn = torch.softmax(q @ k * self.scale, dim=-1)       # B, HW, HW
+        y = (attn @ v).transpose(1, 2).reshape(b, -1, h, w)
+        return x + self.out(y)
+
+
+class DecoderBlock(nn.Module):
+    """Upsample, concatenate the encoder skip, two 3x3 convs (U-Net)."""
+
+    def __init__(self, cin: int, cskip: int, cout: int):
+        super().__init__()
+        self.convs = nn.Sequential(ConvBNAct(cin + cskip, cout, 3), ConvBNAct(cout, cout, 3))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.convs(torch.cat([upsample_like(x, skip), skip], 1))
+
+
+class DBDTeacher(DBDNet):
+    def __init__(self, encoder: str = "efficientnet_lite2", pretrained: bool = False,
+                 context_channels: int = 256, decoder_channels: tuple[int, ...] = (128, 96, 64, 32)):
+        super().__init__()
+        self.encoder = create_model(encoder, pretrained=pretrained, features_only=True)
+        skips = [f["channels"] for f in self.encoder.feature_info]     # strides 2, 4, 8, 16, 32
+        self.context = nn.Sequential(ASPP(skips[4], context_channels), NonLocalBlock(context_channels))
+        chans = (context_channels, *decoder_channels)
+        self.decoder = nn.ModuleList(DecoderBlock(chans[i], skips[3 - i], chans[i + 1]) for i in range(4))
+        self.attention16 = NonLocalBlock(decoder_channels[0])
+        # Deep supervision: one 1x1 side head on the context and on each of the first three stages.
+        self.side_heads = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in chans[:4])
+        self.head = nn.Sequential(ConvBNAct(decoder_channels[3], decoder_channels[3], 3), nn.Conv2d(decoder_channels[3], 1, 1))
+        self.feature_channels = tuple(decoder_channels[:3])
+        self.pretrained_cfg = {**self.encoder.pretrained_cfg, "input_size": (320, 320)}
+
+    def forward_train(self, x: torch.Tensor) -> DBDOutput:
+        c2, c4, c8, c16, c32 = self.encoder(x)
+        d = self.context(c32)
+        stages = [d]
+        for i, (block, skip) in enumerate(zip(self.decoder, (c16, c8, c4, c2))):
+            d = block(d, skip)
+            if i == 0:
+                d = self.attention16(d)
+            stages.append(d)
+        logits = upsample_like(self.head(d), x)
+        sides = [upsample_like(head(s), x) for head, s in zip(self.side_heads, stages)]
+        return DBDOutput(logits, sides, stages[1:4])
+
+
+@register_model
+def dbd_teacher(pretrained: bool = False, **config) -> DBDTeacher:
+    """Teacher: EfficientNet-Lite2 + ASPP + non-local + U-Net decoder (pretrained: ImageNet encoder)."""
+    return DBDTeacher(pretrained=pretrained, **config)

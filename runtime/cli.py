@@ -1,0 +1,17 @@
+"""`dbd-predict`: predict blur maps for images, folders and video."""
+from __future__ import annotations
+
+import argparse
+
+from dbd.models.errors import DBDError, cli_entry
+
+
+@cli_entry("dbd-predict")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dbd-predict", description="predict blur maps for images, folders and video (not implemented in this version)")
+    parser.parse_known_args(argv)
+    raise DBDError("dbd-predict is not implemented in this version of dbd; see the README's roadmap")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,17 @@
+"""`dbd-train`: train the teacher and the distilled student."""
+from __future__ import annotations
+
+import argparse
+
+from dbd.models.errors import DBDError, cli_entry
+
+
+@cli_entry("dbd-train")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dbd-train", description="train the teacher and the distilled student (not implemented in this version)")
+    parser.parse_known_args(argv)
+    raise DBDError("dbd-train is not implemented in this version of dbd; see the README's roadmap")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
