@@ -142,7 +142,10 @@ class PairedDataset:
 
     def __repr__(self) -> str:
         split = f", split={self.split!r}" if self.split else ""
-        return f"PairedDataset({self.name!r}, {len(self)} pairs{split}, polarity={self.spec.polarity!r}, folder='{self.folder}')"
+        return (
+            f"PairedDataset({self.name!r}, {len(self)} pairs{split}, "
+            f"polarity={self.spec.polarity!r}, folder='{self.folder}')"
+        )
 
 
 def _lookup_catalogue(name: str) -> DatasetSpec | None:
@@ -237,7 +240,13 @@ def _split_file(folder: Path, spec: DatasetSpec, split: str) -> Path:
 
 def _select_split(samples: list[Sample], split_file: Path) -> list[Sample]:
     """The samples a split file lists (one image filename per line, matched by stem), in its order."""
-    lines = [line.strip() for line in split_file.read_text(encoding="utf-8-sig").splitlines()]
+    try:
+        lines = [line.strip() for line in split_file.read_text(encoding="utf-8-sig").splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise DBDError(
+            f"cannot read split file '{split_file}' ({type(err).__name__}); "
+            f"make it a UTF-8 text file with one image filename per line"
+        ) from None
     names = [line for line in lines if line]
     if not names:
         raise DBDError(f"split file '{split_file}' is empty; list one image filename per line")
@@ -293,7 +302,7 @@ def _folder_spec(folder: Path, polarity: str | None) -> tuple[DatasetSpec, Path]
     An explicit polarity that contradicts the catalogue wins here: the folder is the user's data.
     """
     if not folder.is_dir():
-        raise DBDError(f"dataset folder '{folder}' does not exist; check the path")
+        raise DBDError(f"dataset folder '{folder}' does not exist (or is not a folder); check the path")
     # Exact folder names only (CUHK, DUT-samples, ...): a user's own "dut" folder is not guessed at.
     catalogued = next((s for s in CATALOGUE.values() if folder.name in s.dirnames), None)
     if polarity is None:
@@ -324,8 +333,8 @@ def open_dataset(
     """Open a catalogued benchmark by name (under the data root) or a folder with images/ + masks/.
 
     A bare name that is not in the catalogue may still be a folder in the cwd. A plain folder needs
-    `polarity`; a folder named like a catalogued dataset (e.g. .../CUHK) uses the catalogue's. `split` is a split name of the dataset or a path to
-    a split file.
+    `polarity`; a folder named like a catalogued dataset (e.g. .../CUHK) uses the catalogue's.
+    `split` is a split name of the dataset or a path to a split file.
     """
     text = str(name_or_path)
     explicit_path = (
