@@ -28,7 +28,7 @@ CARD_KEY = "dbd_card"
 CARD_FORMAT = "dbd-checkpoint/1"
 
 
-def _atomic_write(path: Path, write: callable) -> None:
+def atomic_write(path: Path, write: callable) -> None:
     """Write through a temp file in the same folder, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -63,8 +63,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: dict[str, Any] | N
             tensor = tensor.to(dtype)
         tensors[name] = tensor.contiguous()
     header = {CARD_KEY: json.dumps(full_card, sort_keys=True)}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
-    _atomic_write(path.with_suffix(".json"),
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    atomic_write(path.with_suffix(".json"),
                   lambda tmp: Path(tmp).write_text(json.dumps(full_card, indent=2, sort_keys=True) + "\n"))
     return full_card
 

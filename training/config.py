@@ -1,0 +1,138 @@
+"""Training configuration: one dataclass, filled from defaults, then a TOML file, then flags.
+
+The defaults reproduce the shipped weights (README: "Training"). Every loss term has a weight;
+0 switches it off, so an ablation is one flag away.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dbd.models.errors import DBDError
+
+STAGES = ("teacher", "student")
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "teacher"
+    # data
+    data: str = "cuhk"                    # catalogue name, a folder with images/ + masks/, or "synthetic"
+    split: str | None = "train"           # CUHK-TR-1; the test split is never used for training or selection
+    polarity: str | None = None           # for plain folders: blur_white or sharp_white
+    val_fraction: float = 0.1             # held out of the training split for validation / model selection
+    synthetic: float = 0.0                # extra synthetic defocus samples, as a fraction of the real ones
+    synthetic_len: int = 64               # dataset size when data == "synthetic"
+    # schedule
+    imgsz: int = 320
+    low_res: int = 256                    # image size of the first `low_res_epochs` epochs (cheaper on CPU)
+    low_res_epochs: int = 9
+    epochs: int = 12
+    batch: int = 8
+    lr: float = 1e-3
+    encoder_lr_mult: float = 0.3          # the pretrained encoder moves slower than the new decoder
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    max_steps_per_epoch: int = 0          # 0 = full epochs; >0 caps them (smoke tests)
+    # losses (0 switches a term off)
+    bce: float = 1.0
+    dice: float = 1.0
+    side: float = 0.4                     # deep supervision: weight of each side output
+    kd_out: float = 1.0                   # student: BCE to the teacher's soft blur map
+    kd_feat: float = 1.0                  # student: decoder features matched through 1x1 adapters
+    adv_gt: float = 0.01                  # student: discriminator of (image, gt) vs (image, student)
+    adv_teacher: float = 0.01             # student: discriminator of (image, teacher) vs (image, student)
+    teacher: str | None = None            # student: teacher checkpoint (.safetensors)
+    # run
+    model_config: dict[str, Any] = field(default_factory=dict)   # kwargs of the architecture
+    pretrained: bool = True               # ImageNet-initialised encoder
+    seed: int = 0
+    out: str = "runs/teacher"
+    resume: bool = False
+    device: str = "auto"                  # auto, cpu, cuda
+    workers: int = 2
+    threads: int = 0                      # torch CPU threads; 0 = torch's default
+
+    @property
+    def arch(self) -> str:
+        return f"dbd_{self.stage}"
+
+    def validate(self) -> "TrainConfig":
+        if self.stage not in STAGES:
+            raise DBDError(f"unknown stage '{self.stage}'; use one of {', '.join(STAGES)}")
+        if self.stage == "student" and not self.teacher:
+            raise DBDError("the student is distilled from a teacher: pass --teacher runs/teacher/best.safetensors "
+                           "(or the shipped teacher)")
+        for name in ("epochs", "batch", "imgsz", "low_res"):
+            if getattr(self, name) <= 0:
+                raise DBDError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.imgsz % 32 or self.low_res % 32:
+            raise DBDError(f"--imgsz and --low-res must be multiples of 32, got {self.imgsz} and {self.low_res}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise DBDError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.split and self.split.lower() == "test":
+            raise DBDError("training on the test split would make every reported number meaningless; use --split train")
+        for name in ("bce", "dice", "side", "kd_out", "kd_feat", "adv_gt", "adv_teacher", "synthetic", "lr"):
+            if getattr(self, name) < 0:
+                raise DBDError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        return self
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field (default None = 'not given', so file values survive)."""
+    parser.add_argument("--config", type=Path, help="TOML file with any of the fields below")
+    for f in fields(TrainConfig):
+        if f.name in ("stage", "model_config"):
+            continue
+        if f.type in ("bool", bool):
+            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            default = f.default if f.default is not dataclasses.MISSING else None
+            parser.add_argument(_flag(f.name), type=kind, default=None, metavar=kind.__name__.upper(),
+                                help=f"(default: {default})")
+
+
+def load_config(stage: str, args: argparse.Namespace) -> TrainConfig:
+    values: dict[str, Any] = {"stage": stage, "out": f"runs/{stage}"}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise DBDError(f"config file '{args.config}' does not exist; check the --config path")
+        try:
+            file_values = tomllib.loads(args.config.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise DBDError(f"config file '{args.config}' is not valid TOML: {err}") from None
+        known = {f.name for f in fields(TrainConfig)}
+        unknown = sorted(set(file_values) - known)
+        if unknown:
+            raise DBDError(f"config file '{args.config}' has unknown keys {unknown}; see dbd-train {stage} --help")
+        values.update(file_values)
+    values.update({k: v for k, v in vars(args).items() if k in {f.name for f in fields(TrainConfig)} and v is not None})
+    return TrainConfig(**values).validate()
+
+
+def to_toml(cfg: TrainConfig) -> str:
+    """The resolved config as TOML (written into every run folder, re-usable with --config)."""
+    lines = []
+    for key, value in dataclasses.asdict(cfg).items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        elif isinstance(value, dict):
+            text = "{" + ", ".join(f"{k} = {v!r}" if not isinstance(v, (list, tuple)) else f"{k} = {list(v)!r}"
+                                    for k, v in value.items()) + "}"
+        else:
+            text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
