@@ -15,6 +15,11 @@ from typing import Any
 from dbd.models.errors import DBDError
 
 STAGES = ("teacher", "student")
+# Schedules that fit a few hours on 2 CPU cores (the shipped weights); a GPU run can afford more.
+STAGE_DEFAULTS = {
+    "teacher": {"out": "runs/teacher", "epochs": 12, "low_res_epochs": 9},
+    "student": {"out": "runs/student", "epochs": 8, "low_res_epochs": 6},
+}
 
 
 @dataclass
@@ -102,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(stage: str, args: argparse.Namespace) -> TrainConfig:
-    values: dict[str, Any] = {"stage": stage, "out": f"runs/{stage}"}
+    values: dict[str, Any] = {"stage": stage, **STAGE_DEFAULTS[stage]}
     if args.config is not None:
         if not args.config.is_file():
             raise DBDError(f"config file '{args.config}' does not exist; check the --config path")

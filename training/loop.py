@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -30,7 +29,7 @@ from dbd.models import create_model
 from dbd.models.base import DBDOutput
 from dbd.models.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from dbd.models.errors import DBDError
-from dbd.runtime.metrics import BlurMapMetrics
+from dbd.runtime.evaluate import evaluate_model
 from dbd.runtime.spec import PreprocessSpec
 from dbd.runtime.synthetic import SyntheticDefocus
 
@@ -94,21 +93,9 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-@torch.no_grad()
 def validate(net: nn.Module, pairs: PairCache, spec: PreprocessSpec, device: torch.device, batch: int) -> dict[str, float]:
-    """D-DFFNet protocol on the held-out pairs: full image resized to the model, map resized back."""
-    was_training = net.training
-    net.eval()
-    metrics = BlurMapMetrics(positive="blur")
-    for start in range(0, len(pairs), batch):
-        images = pairs.images[start:start + batch]
-        x = torch.from_numpy(np.concatenate([spec.preprocess(im) for im in images])).to(device)
-        probs = net(x).float().cpu().numpy()
-        for prob, image, mask in zip(probs, images, pairs.masks[start:start + batch]):
-            metrics.update(spec.postprocess(prob, image.shape[:2]), mask.astype(np.float32))
-    net.train(was_training)
-    result = metrics.compute()
-    # Model selection: one number that rewards all three headline metrics.
+    """D-DFFNet protocol on the held-out pairs, plus the number model selection maximises."""
+    result = evaluate_model(net, spec, zip(pairs.images, pairs.masks), device, batch).compute()
     result["score"] = (result["fbeta_fixed"] + result["iou"] + (1 - result["mae"])) / 3
     return result
 
@@ -219,18 +206,19 @@ def train(cfg: TrainConfig, command: str) -> dict:
                 g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, total_steps, cfg.warmup_steps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 parts = student_or_teacher_losses(cfg, ddp_model, teacher, ddp_discs, x, y, renorm)
+            maps = {k: parts.pop(k) for k in ("student_prob", "teacher_prob") if k in parts}
             loss = sum(parts.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if d_optimizer is not None:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    d_loss = discriminator_loss(ddp_discs, x, y, parts.pop("_student_prob"), parts.pop("_teacher_prob"))
+                    d_loss = discriminator_loss(ddp_discs, x, y, maps["student_prob"], maps["teacher_prob"])
                 d_optimizer.zero_grad(set_to_none=True)
                 d_loss.backward()
                 d_optimizer.step()
-                parts["d_loss"] = d_loss.detach()
-            parts = {k: float(v.detach()) for k, v in parts.items() if not k.startswith("_")}
+                parts["d_loss"] = d_loss
+            parts = {k: float(v.detach()) for k, v in parts.items()}
             parts["loss"] = sum(v for k, v in parts.items() if k != "d_loss")
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -286,7 +274,7 @@ def student_or_teacher_losses(cfg: TrainConfig, model: nn.Module, teacher: nn.Mo
         parts["adv_gt"] = cfg.adv_gt * losses.lsgan_loss(discriminators["adv_gt"](x, s_prob), real=True)
     if cfg.adv_teacher:
         parts["adv_teacher"] = cfg.adv_teacher * losses.lsgan_loss(discriminators["adv_teacher"](x, s_prob), real=True)
-    parts["_student_prob"], parts["_teacher_prob"] = s_prob.detach(), t_prob
+    parts["student_prob"], parts["teacher_prob"] = s_prob.detach(), t_prob  # for the discriminator step
     return parts
 
 

@@ -1,0 +1,234 @@
+"""dbd-train: a short real run of both stages, exact resume after SIGKILL, DDP on CPU, and every
+bad configuration answered with one line."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dbd.models import create_model
+from dbd.models.checkpoint import read_card, save_checkpoint
+from dbd.runtime.spec import PreprocessSpec
+from dbd.training.cli import main
+from dbd.training.data import AugmentedPairs, PairCache
+from dbd.training.loop import Renormalise, lr_factor
+from dbd.runtime.synthetic import SyntheticDefocus
+
+# A few steps at 64x64 on synthetic defocus: seconds, yet every code path of the real run.
+TINY = ["--data", "synthetic", "--synthetic-len", "12", "--val-fraction", "0.25", "--imgsz", "64", "--low-res", "64",
+        "--batch", "4", "--workers", "0", "--threads", "1", "--warmup-steps", "2"]
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    assert main(["teacher", *TINY, "--epochs", "1", "--max-steps-per-epoch", "2", "--out", str(out)]) == 0
+    return out / "best.safetensors"
+
+
+def test_teacher_run_writes_checkpoints_card_log_and_config(tiny_teacher):
+    out = tiny_teacher.parent
+    assert {"best.safetensors", "last.safetensors", "best.json", "last_state.pt", "log.csv", "config.toml"} <= {
+        p.name for p in out.iterdir()}
+    card = read_card(tiny_teacher)
+    assert card["arch"] == "dbd_teacher" and card["training"]["stage"] == "teacher"
+    assert card["training"]["command"].startswith("dbd-train teacher")
+    assert PreprocessSpec.from_dict(card["preprocess"]).input_size == (64, 64)
+    assert {"mae", "fbeta_fixed", "iou", "fbeta_max"} <= set(card["metrics"]["validation"])
+    assert "val_mae" in (out / "log.csv").read_text().splitlines()[0]
+
+
+def test_student_distills_with_every_loss_term(tiny_teacher, tmp_path, capsys):
+    out = tmp_path / "student"
+    code, err = run_cli(["student", *TINY, "--teacher", str(tiny_teacher), "--epochs", "1",
+                         "--max-steps-per-epoch", "2", "--out", str(out)], capsys)
+    assert code == 0, err
+    header = (out / "log.csv").read_text().splitlines()[0].split(",")
+    for term in ("train_seg", "train_kd_out", "train_kd_feat", "train_adv_gt", "train_adv_teacher", "train_d_loss"):
+        assert term in header
+    card = read_card(out / "best.safetensors")
+    assert card["arch"] == "dbd_student" and card["training"]["teacher"]["arch"] == "dbd_teacher"
+
+
+def test_student_ablation_switches_terms_off(tiny_teacher, tmp_path, capsys):
+    out = tmp_path / "alone"
+    code, err = run_cli(["student", *TINY, "--teacher", str(tiny_teacher), "--epochs", "1", "--max-steps-per-epoch", "1",
+                         "--kd-out", "0", "--kd-feat", "0", "--adv-gt", "0", "--adv-teacher", "0", "--out", str(out)], capsys)
+    assert code == 0, err
+    header = (out / "log.csv").read_text().splitlines()[0]
+    assert "train_seg" in header and "kd" not in header and "adv" not in header
+
+
+def test_config_file_is_read_and_flags_override_it(tmp_path, capsys):
+    from dbd.training.config import load_config, add_arguments
+    import argparse
+    config = tmp_path / "run.toml"
+    config.write_text('epochs = 7\nlr = 0.002\ndata = "synthetic"\n')
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = load_config("teacher", parser.parse_args(["--config", str(config), "--lr", "0.0005"]))
+    assert (cfg.epochs, cfg.lr, cfg.data) == (7, 0.0005, "synthetic")
+
+
+def test_augmentation_is_reproducible_and_flips_image_and_mask_together():
+    synthetic = SyntheticDefocus(size=(64, 64), length=4, seed=3)
+    pairs = PairCache(synthetic, ["a", "b", "c", "d"])
+    spec = PreprocessSpec(input_size=(64, 64))
+    data = AugmentedPairs(pairs, spec, 64, seed=0)
+    x1, y1 = data[2]
+    x2, y2 = data[2]
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    data.epoch = 1
+    x3, _ = data[2]
+    assert not torch.equal(x1, x3)  # a new epoch draws new augmentations
+    assert x1.shape == (3, 64, 64) and y1.shape == (1, 64, 64) and 0 <= y1.min() and y1.max() <= 1
+
+
+def test_renormalise_maps_student_inputs_to_teacher_normalisation():
+    student, teacher = PreprocessSpec(), PreprocessSpec.for_model(create_model("dbd_teacher"))
+    image = np.random.default_rng(0).integers(0, 256, (320, 320, 3), dtype=np.uint8)
+    converted = Renormalise(student, teacher)(torch.from_numpy(student.preprocess(image)))
+    assert torch.allclose(converted, torch.from_numpy(teacher.preprocess(image)), atol=1e-5)
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine():
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.505, abs=0.01)
+    assert lr_factor(100, 100, 10) == pytest.approx(0.01)
+
+
+# --- bad configurations: one line on stderr, exit 2 --------------------------------------------
+
+def _assert_one_line(code: int, err: str, *fragments: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_data_folder_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    code, err = run_cli(["teacher", "--data", str(missing), "--polarity", "blur_white", "--out", str(tmp_path / "o")], capsys)
+    _assert_one_line(code, err, str(missing))
+
+
+def test_wrong_teacher_checkpoint_is_one_line(tmp_path, capsys):
+    wrong = tmp_path / "student.safetensors"
+    save_checkpoint(wrong, create_model("dbd_student"))
+    code, err = run_cli(["student", *TINY, "--teacher", str(wrong), "--out", str(tmp_path / "o")], capsys)
+    _assert_one_line(code, err, str(wrong), "dbd_teacher")
+
+
+def test_pickled_teacher_checkpoint_is_one_line(tmp_path, capsys):
+    pickled = tmp_path / "teacher.pt"
+    torch.save({"x": torch.zeros(1)}, pickled)
+    code, err = run_cli(["student", *TINY, "--teacher", str(pickled), "--out", str(tmp_path / "o")], capsys)
+    _assert_one_line(code, err, str(pickled), "pickle")
+
+
+def test_empty_split_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "data"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    from PIL import Image
+    Image.new("RGB", (64, 64)).save(folder / "images" / "a.png")
+    Image.new("L", (64, 64)).save(folder / "masks" / "a.png")
+    split = tmp_path / "empty.txt"
+    split.write_text("\n")
+    code, err = run_cli(["teacher", "--data", str(folder), "--polarity", "blur_white", "--split", str(split),
+                         "--out", str(tmp_path / "o")], capsys)
+    _assert_one_line(code, err, str(split))
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["student", "--data", "synthetic"], "--teacher"),
+    (["teacher", "--split", "test"], "test split"),
+    (["teacher", "--imgsz", "300"], "multiples of 32"),
+    (["teacher", "--epochs", "0"], "--epochs"),
+    (["teacher", "--kd-out", "-1"], "--kd-out"),
+    (["teacher", "--resume", "--out", "{tmp}/never"], "nothing to resume"),
+])
+def test_bad_flags_are_one_line(args, fragment, tmp_path, capsys):
+    code, err = run_cli([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
+    _assert_one_line(code, err, fragment)
+
+
+def test_bad_config_files_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = = 3\n")
+    _assert_one_line(*run_cli(["teacher", "--config", str(bad)], capsys), str(bad), "TOML")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("epocs = 3\n")
+    _assert_one_line(*run_cli(["teacher", "--config", str(unknown)], capsys), "epocs")
+
+
+def test_existing_run_is_never_overwritten_without_resume(tiny_teacher, capsys):
+    before = tiny_teacher.read_bytes()
+    code, err = run_cli(["teacher", *TINY, "--out", str(tiny_teacher.parent)], capsys)
+    _assert_one_line(code, err, "already holds a run", "--resume")
+    assert tiny_teacher.read_bytes() == before
+
+
+# --- resume and DDP (subprocesses) --------------------------------------------------------------
+
+def _train_cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dbd.training.cli", "teacher", *TINY, "--synthetic-len", "40",
+            "--epochs", "3", "--no-pretrained", "--out", str(out), *extra]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_mid_epoch_reproduces_the_uninterrupted_run(tmp_path):
+    reference = tmp_path / "reference"
+    subprocess.run(_train_cmd(reference), check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "last_state.pt").exists():  # epoch 1 saved: we are now inside epoch 2
+        assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert torch.load(killed / "last_state.pt", weights_only=True)["epoch"] < 2  # really interrupted
+
+    subprocess.run(_train_cmd(killed, "--resume"), check=True, capture_output=True)
+    expected, resumed = load_file(reference / "last.safetensors"), load_file(killed / "last.safetensors")
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes_trains_one_model(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "dbd.training.cli", "teacher", *TINY, "--synthetic-len", "24", "--epochs", "1", "--no-pretrained",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "world size 2" in proc.stdout
+    assert (out / "best.safetensors").exists() and read_card(out / "best.safetensors")["arch"] == "dbd_teacher"
+
+
+def test_report_prints_the_test_table_for_checkpoints(tiny_teacher, data_root, tmp_path, capsys):
+    from dbd.training.report import main as report
+    assert report([str(tiny_teacher), "--labels", "tiny", "--data", "dut", "--split", "", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| tiny |"))
+    assert len(row.split("|")) == 10 and "(5 images)" in out
+    import json
+    assert json.loads((tmp_path / "r.json").read_text())[0]["n_images"] == 5
