@@ -65,7 +65,7 @@ def test_student_distills_with_every_loss_term(tiny_teacher, tmp_path, capsys):
 
 def test_student_ablation_switches_terms_off(tiny_teacher, tmp_path, capsys):
     out = tmp_path / "alone"
-    code, err = run_cli(["student", *TINY, "--teacher", str(tiny_teacher), "--epochs", "1", "--max-steps-per-epoch", "1",
+    code, err = run_cli(["student", *TINY, "--epochs", "1", "--max-steps-per-epoch", "1",
                          "--kd-out", "0", "--kd-feat", "0", "--adv-gt", "0", "--adv-teacher", "0", "--out", str(out)], capsys)
     assert code == 0, err
     header = (out / "log.csv").read_text().splitlines()[0]
@@ -157,6 +157,7 @@ def test_empty_split_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, fragment", [
     (["student", "--data", "synthetic"], "--teacher"),
+    (["student", "--data", "synthetic", "--kd-out", "0", "--kd-feat", "0"], "--teacher"),  # --adv-teacher needs one
     (["teacher", "--split", "test"], "test split"),
     (["teacher", "--imgsz", "300"], "multiples of 32"),
     (["teacher", "--epochs", "0"], "--epochs"),

@@ -66,12 +66,16 @@ class TrainConfig:
     def arch(self) -> str:
         return f"dbd_{self.stage}"
 
+    @property
+    def needs_teacher(self) -> bool:
+        return self.stage == "student" and bool(self.kd_out or self.kd_feat or self.adv_teacher)
+
     def validate(self) -> "TrainConfig":
         if self.stage not in STAGES:
             raise DBDError(f"unknown stage '{self.stage}'; use one of {', '.join(STAGES)}")
-        if self.stage == "student" and not self.teacher:
-            raise DBDError("the student is distilled from a teacher: pass --teacher runs/teacher/best.safetensors "
-                           "(or the shipped teacher)")
+        if self.needs_teacher and not self.teacher:
+            raise DBDError("distillation (--kd-out, --kd-feat, --adv-teacher) needs a teacher: pass --teacher "
+                           "runs/teacher/best.safetensors (or set those weights to 0 to train the student alone)")
         for name in ("epochs", "batch", "imgsz", "low_res"):
             if getattr(self, name) <= 0:
                 raise DBDError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

@@ -121,10 +121,11 @@ def train(cfg: TrainConfig, command: str) -> dict:
     net = create_model(cfg.arch, pretrained=cfg.pretrained and not cfg.resume, **cfg.model_config).to(device)
     spec = PreprocessSpec.for_model(net, (cfg.imgsz, cfg.imgsz))
     teacher, teacher_card, adapters, discriminators = None, None, None, {}
-    if cfg.stage == "student":
+    if cfg.needs_teacher:
         teacher, teacher_card = load_checkpoint(cfg.teacher, expected_arch="dbd_teacher")
         teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
         teacher_spec = PreprocessSpec.from_dict(teacher_card["preprocess"])
+    if cfg.stage == "student":
         if cfg.kd_feat:
             adapters = nn.ModuleList(nn.Conv2d(cs, ct, 1) for cs, ct in
                                      zip(net.feature_channels, teacher.feature_channels)).to(device)
@@ -205,7 +206,7 @@ def train(cfg: TrainConfig, command: str) -> dict:
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, total_steps, cfg.warmup_steps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                parts = student_or_teacher_losses(cfg, ddp_model, teacher, ddp_discs, x, y, renorm)
+                parts = compute_losses(cfg, ddp_model, teacher, ddp_discs, x, y, renorm)
             maps = {k: parts.pop(k) for k in ("student_prob", "teacher_prob") if k in parts}
             loss = sum(parts.values())
             optimizer.zero_grad(set_to_none=True)
@@ -213,7 +214,7 @@ def train(cfg: TrainConfig, command: str) -> dict:
             optimizer.step()
             if d_optimizer is not None:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    d_loss = discriminator_loss(ddp_discs, x, y, maps["student_prob"], maps["teacher_prob"])
+                    d_loss = discriminator_loss(ddp_discs, x, y, maps["student_prob"], maps.get("teacher_prob"))
                 d_optimizer.zero_grad(set_to_none=True)
                 d_loss.backward()
                 d_optimizer.step()
@@ -255,17 +256,18 @@ def train(cfg: TrainConfig, command: str) -> dict:
     return {"out": str(out), "best_score": best}
 
 
-def student_or_teacher_losses(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None,
+def compute_losses(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None,
                               discriminators: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
                               renorm: nn.Module | None) -> dict:
     out = model(x)
     parts = {"seg": losses.segmentation_loss(out, y, cfg.bce, cfg.dice, cfg.side)}
-    if teacher is None:
+    if cfg.stage == "teacher":
         return parts
-    with torch.no_grad():
-        t_out = teacher.forward_train(renorm(x))
-    t_prob = torch.sigmoid(t_out.logits.float())
     s_prob = torch.sigmoid(out.logits.float())
+    if teacher is not None:
+        with torch.no_grad():
+            t_out = teacher.forward_train(renorm(x))
+        parts["teacher_prob"] = t_prob = torch.sigmoid(t_out.logits.float())  # for the discriminator step
     if cfg.kd_out:
         parts["kd_out"] = cfg.kd_out * losses.output_distillation(out.logits.float(), t_prob)
     if cfg.kd_feat:
@@ -274,12 +276,12 @@ def student_or_teacher_losses(cfg: TrainConfig, model: nn.Module, teacher: nn.Mo
         parts["adv_gt"] = cfg.adv_gt * losses.lsgan_loss(discriminators["adv_gt"](x, s_prob), real=True)
     if cfg.adv_teacher:
         parts["adv_teacher"] = cfg.adv_teacher * losses.lsgan_loss(discriminators["adv_teacher"](x, s_prob), real=True)
-    parts["student_prob"], parts["teacher_prob"] = s_prob.detach(), t_prob  # for the discriminator step
+    parts["student_prob"] = s_prob.detach()
     return parts
 
 
 def discriminator_loss(discriminators: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-                       student_prob: torch.Tensor, teacher_prob: torch.Tensor) -> torch.Tensor:
+                       student_prob: torch.Tensor, teacher_prob: torch.Tensor | None) -> torch.Tensor:
     """Real vs fake in one forward per discriminator (DDP expects one forward per backward)."""
     loss = x.new_zeros(())
     for name, disc in discriminators.items():
