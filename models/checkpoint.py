@@ -73,8 +73,11 @@ def _check_file(path: Path) -> None:
     if not path.is_file():
         raise DBDError(f"checkpoint '{path}' does not exist; check the path (shipped weights: python -m dbd.models)")
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = f.read(9)
+    # safetensors: an 8-byte header length, then the JSON header's "{". Pickles (torch.save) start
+    # with a zip signature (PK) or a pickle protocol opcode (0x80).
+    looks_like_safetensors = len(head) == 9 and head[8:9] == b"{"
+    if not looks_like_safetensors and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise DBDError(f"checkpoint '{path}' is a pickle (torch.save), which can run code when loaded; "
                        "dbd loads only .safetensors checkpoints written by dbd.models.save_checkpoint")
 

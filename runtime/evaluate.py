@@ -8,17 +8,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .metrics import BlurMapMetrics
+from .metrics import LiteratureMetrics
 from .spec import PreprocessSpec
 
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, spec: PreprocessSpec, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
-                   device: torch.device | str = "cpu", batch: int = 8, positive: str = "blur") -> BlurMapMetrics:
-    """Returns the filled BlurMapMetrics (call .compute() / .curves()); the model's mode is restored."""
+                   device: torch.device | str = "cpu", batch: int = 8) -> LiteratureMetrics:
+    """Returns the filled LiteratureMetrics (call .compute() / .curves()); the model's mode is restored."""
     was_training = model.training
     model.eval()
-    metrics = BlurMapMetrics(positive=positive)
+    metrics = LiteratureMetrics()
 
     def flush(images: list[np.ndarray], masks: list[np.ndarray]) -> None:
         x = torch.from_numpy(np.concatenate([spec.preprocess(im) for im in images])).to(device)

@@ -33,7 +33,7 @@ import numpy as np
 
 from dbd.models.errors import DBDError
 
-__all__ = ["BlurMapMetrics", "adaptive_threshold", "fbeta", "resize_to"]
+__all__ = ["BlurMapMetrics", "LiteratureMetrics", "adaptive_threshold", "fbeta", "resize_to"]
 
 _POSITIVES = ("blur", "sharp")
 
@@ -209,3 +209,32 @@ class BlurMapMetrics:
             "iou": float(_divide(self._inter, self._union)),
             "n_images": len(self._mae),
         }
+
+
+class LiteratureMetrics:
+    """Every protocol with the positive class it was published with (docs/metrics.md):
+
+    * D-DFFNet table — ``mae``, ``fbeta_fixed``, ``iou`` — blur is positive;
+    * ``fbeta_adaptive`` (py_sod_metrics) and ``fbeta_max`` (BR2Net/BDRAR) — in-focus is positive.
+      With blur positive these two are degenerate on CUHK: blur covers ~2/3 of a typical photo, so
+      the adaptive threshold min(2·mean, 1) saturates at 1 and almost nothing is predicted positive.
+
+    ``curves()`` are the blur-positive PR / Fβ-vs-threshold curves.
+    """
+
+    def __init__(self) -> None:
+        self.blur = BlurMapMetrics(positive="blur")
+        self.sharp = BlurMapMetrics(positive="sharp")
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        self.blur.update(pred, gt)
+        self.sharp.update(pred, gt)
+
+    def compute(self) -> dict[str, float]:
+        blur, sharp = self.blur.compute(), self.sharp.compute()
+        return {"mae": blur["mae"], "fbeta_fixed": blur["fbeta_fixed"], "iou": blur["iou"],
+                "fbeta_adaptive": sharp["fbeta_adaptive"], "fbeta_max": sharp["fbeta_max"],
+                "n_images": blur["n_images"]}
+
+    def curves(self) -> dict[str, np.ndarray]:
+        return self.blur.curves()

@@ -218,3 +218,22 @@ def test_normalize_option_min_max_scales_prediction_like_py_sod_metrics():
     assert r["mae"] == pytest.approx(1 / 6)
     assert r["fbeta_fixed"] == pytest.approx(1.0)
     assert score([pair])["fbeta_fixed"] == 0.0
+
+
+def test_literature_metrics_use_each_protocol_positive_class():
+    from dbd.runtime.metrics import LiteratureMetrics
+
+    # 3/4 of the image is blurred (as in most CUHK photos); a confident, correct map (0.9 / 0.1).
+    gt = np.zeros((4, 4)); gt[:, 1:] = 1.0
+    pred = np.where(gt == 1, 0.9, 0.1)
+    lit = LiteratureMetrics()
+    lit.update(pred, gt)
+    scores = lit.compute()
+    assert scores["mae"] == pytest.approx(0.1) and scores["fbeta_fixed"] == pytest.approx(1.0)
+    assert scores["iou"] == pytest.approx(1.0)
+    # In-focus positive: mean P(sharp) = 0.3, threshold 0.6 -> exactly the sharp column -> F = 1.
+    assert scores["fbeta_adaptive"] == pytest.approx(1.0) and scores["fbeta_max"] == pytest.approx(1.0)
+    # Blur positive would be degenerate: mean 0.7 -> threshold min(1.4, 1) = 1 -> nothing positive.
+    blur_only = BlurMapMetrics(positive="blur")
+    blur_only.update(pred, gt)
+    assert blur_only.compute()["fbeta_adaptive"] == 0.0

@@ -1,0 +1,98 @@
+"""dbd-bench output: a terminal table, and Markdown, JSON and plots in the report folder."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from dbd.models.checkpoint import atomic_write
+
+
+def _f(value: Any, fmt: str = ".4f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    return format(value, fmt)
+
+
+def table_rows(rows: list[dict[str, Any]], threads: list[int]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "format", "prec", "MB", "params M", "GMACs"]
+    for t in threads:
+        header += [f"ms@{t}t", f"p90@{t}t", f"FPS@{t}t", f"%peak@{t}t"]
+    header += ["peak MB", "MAE", "Fβ@.5", "Fβ adapt (sharp+)", "Fβ max (sharp+)", "IoU", "ΔFβ teacher", "ΔMAE teacher",
+               "PSNR teacher", "ΔFβ student", "PSNR student"]
+    body = []
+    for r in rows:
+        line = [r["model"], r["format"], r["precision"], _f(r["size_mb"], ".2f"), _f(r["params_m"], ".2f"), _f(r["gmacs"], ".2f")]
+        for t in threads:
+            lat = r.get("latency", {}).get(str(t))
+            line += ([_f(lat["median_ms"], ".1f"), _f(lat["p90_ms"], ".1f"), _f(lat["fps"], ".1f"), _f(lat["peak_fraction"] * 100, ".0f")]
+                     if lat else ["–"] * 4)
+        m, vt, vs = r.get("metrics") or {}, r.get("vs_teacher") or {}, r.get("vs_student") or {}
+        line += [_f(r.get("peak_mem_mb"), ".0f"), _f(m.get("mae")), _f(m.get("fbeta_fixed")), _f(m.get("fbeta_adaptive")),
+                 _f(m.get("fbeta_max")), _f(m.get("iou")), _f(vt.get("d_fbeta"), "+.4f"), _f(vt.get("d_mae"), "+.4f"),
+                 _f(vt.get("psnr"), ".1f"), _f(vs.get("d_fbeta"), "+.4f"), _f(vs.get("psnr"), ".1f")]
+        body.append(line)
+    return header, body
+
+
+def terminal(header: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(lines)
+
+
+def markdown(header: list[str], body: list[list[str]], title: str, notes: list[str]) -> str:
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
+
+
+def plots(rows: list[dict[str, Any]], folder: Path, threads: int) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in rows if r.get("curves")]
+    written = []
+    fig, (pr, ft) = plt.subplots(1, 2, figsize=(12, 5))
+    for r in scored:
+        label = f"{r['model']} {r['format']} {r['precision']}"
+        c = r["curves"]
+        pr.plot(c["recall"], c["precision"], label=label)
+        ft.plot(c["thresholds"], c["fbeta"], label=label)
+    pr.set(xlabel="recall", ylabel="precision", title="PR curves (blur = positive)", xlim=(0, 1), ylim=(0.5, 1))
+    ft.set(xlabel="threshold", ylabel="Fβ (β²=0.3)", title="Fβ vs threshold", xlim=(0, 1))
+    pr.legend(fontsize=7), ft.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(_save(fig, folder / "curves.png"))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for r in scored:
+        lat = r.get("latency", {}).get(str(threads))
+        if lat:
+            ax.scatter(lat["median_ms"], r["metrics"]["fbeta_fixed"])
+            ax.annotate(f"{r['model'].removeprefix('dbd_')} {r['format']} {r['precision']}",
+                        (lat["median_ms"], r["metrics"]["fbeta_fixed"]), fontsize=7)
+    ax.set(xscale="log", xlabel=f"latency median, ms ({threads} thread{'s' if threads > 1 else ''})",
+           ylabel="Fβ@0.5", title="latency vs accuracy")
+    fig.tight_layout()
+    written.append(_save(fig, folder / "latency_accuracy.png"))
+    plt.close("all")
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    return path
+
+
+def write_reports(rows, header, body, folder: Path, title: str, notes: list[str], threads: list[int]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    md, js = folder / "bench.md", folder / "bench.json"
+    atomic_write(md, lambda tmp: Path(tmp).write_text(markdown(header, body, title, notes)))
+    atomic_write(js, lambda tmp: Path(tmp).write_text(json.dumps({"title": title, "notes": notes, "rows": rows}, indent=1) + "\n"))
+    return [md, js, *plots(rows, folder, threads[0])]
