@@ -25,7 +25,9 @@ class ASPP(nn.Module):
         self.project = nn.Sequential(ConvBNAct(cout * (len(rates) + 2), cout, 1), nn.Dropout(0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.image_pool(x.mean((2, 3), keepdim=True)).expand(-1, -1, *x.shape[-2:])
+        # Broadcast the 1x1 image context by a bilinear resize, not expand(): litert-torch turns
+        # expand into a BROADCAST_TO that its TFLite graphs cannot run.
+        pooled = upsample_like(self.image_pool(x.mean((2, 3), keepdim=True)), x)
         return self.project(torch.cat([b(x) for b in self.branches] + [pooled], 1))
 
 

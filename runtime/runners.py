@@ -69,6 +69,13 @@ class _ExportedRunner(Runner):
         self.precision = meta["file"]["precision"]
         super().__init__(path, PreprocessSpec.from_dict(meta["preprocess"]), meta)
 
+    def check_input_shape(self, actual: list) -> None:
+        """The file's real input tensor must be what its metadata promises (else it was tampered with)."""
+        declared = [int(v) for v in self.info["input"]["shape"]]
+        if [int(v) if isinstance(v, int) else -1 for v in actual] != declared:
+            raise DBDError(f"'{self.path}' declares input shape {declared} in its metadata but its graph takes "
+                           f"{list(actual)}; re-export it with dbd-export")
+
 
 class OnnxRunner(_ExportedRunner):
     format = "onnx"
@@ -86,6 +93,7 @@ class OnnxRunner(_ExportedRunner):
         except Exception as err:  # onnxruntime raises its own exception types for corrupt files
             raise DBDError(f"onnxruntime cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it") from None
         self.input_name = self.info["input"]["name"]
+        self.check_input_shape(self.session.get_inputs()[0].shape)
 
     def run(self, unit_rgb: np.ndarray) -> np.ndarray:
         raw = self.session.run(None, {self.input_name: encode_input(self.info, unit_rgb)})[0]
@@ -109,7 +117,9 @@ class TFLiteRunner(_ExportedRunner):
                 self.interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as err:
                 raise DBDError(f"LiteRT cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it") from None
-        self.input_index = self.interpreter.get_input_details()[0]["index"]
+        details = self.interpreter.get_input_details()[0]
+        self.check_input_shape([int(v) for v in details["shape"]])
+        self.input_index = details["index"]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
 
     def run(self, unit_rgb: np.ndarray) -> np.ndarray:

@@ -1,0 +1,208 @@
+"""The one interface every export format implements, and the registry of formats.
+
+A format module (onnx_format, tflite_format, coreml_format) subclasses `ExportFormat` and
+registers itself with `@register_format`. It implements three things:
+
+* `export(job, precision, dest)`: convert `job.model` and write the file (with its "dbd"
+  metadata embedded) to `dest`, a temporary path beside the final one; returns the metadata.
+* `verify(job, precision, path)`: structural checks of the written file (I/O names, shapes,
+  dtypes, quantisation parameters against its metadata, allowed ops) and the parity run against
+  PyTorch on real images; returns a `Verification`.
+* `describe(path)`: what is inside the file (op histogram, dtypes, I/O), for the printout and report.
+
+and may implement `prepare(job)`: the conversion all its precisions share (torch -> ONNX fp32,
+torch -> float TFLite, torch.export for CoreML), done once per job and timed on its own.
+
+Everything shared (loading the checkpoint, calibration images, reference maps, parity figures and
+budgets, metadata, atomic replacement, the report) lives outside the format modules, in
+`pipeline`, `calibration`, `parity` and `metadata`.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import sys
+import tempfile
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from torch import nn
+
+from dbd.models.errors import DBDError
+from dbd.runtime.spec import PreprocessSpec
+
+from .calibration import ImageSet
+from .parity import ParityBudget
+
+
+@dataclass
+class ExportJob:
+    """What every format needs to export and check one model at one input size."""
+
+    model: nn.Module                 # float32, eval mode, forward(x NCHW normalised) -> P(blur) (B, 1, H, W)
+    card: dict[str, Any]             # the checkpoint's model card
+    weights: Path                    # the source checkpoint
+    weights_sha256: str
+    spec: PreprocessSpec             # input_size = the export size, layout NCHW
+    calibration: ImageSet            # real images for int8 calibration
+    parity: ImageSet                 # real images (with masks) for the parity check
+    budget: ParityBudget
+    onnx_exporter: str = "dynamo"    # "dynamo" (default, legacy as fallback) or "legacy"
+    verbose: bool = False
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def arch(self) -> str:
+        return self.card.get("arch", getattr(self.model, "arch", "model"))
+
+    def reference_maps(self) -> np.ndarray:
+        """PyTorch fp32 P(blur) of the parity images, (N, H, W), computed once per job."""
+        if "reference" not in self._cache:
+            from .parity import torch_maps
+
+            self._cache["reference"] = torch_maps(self.model, self.spec, self.parity.unit)
+        return self._cache["reference"]
+
+
+@dataclass
+class Verification:
+    """The outcome of `ExportFormat.verify`."""
+
+    parity: dict[str, Any] | None        # figures from parity.measure, None where not runnable here
+    failures: list[str]                  # budget violations (empty: passed)
+    notes: list[str] = field(default_factory=list)   # e.g. "prediction is macOS-only: ..."
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class ExportFormat(ABC):
+    name: str = ""
+    suffix: str = ""
+    precisions: tuple[str, ...] = ()
+    default_precision: str = ""
+
+    def prepare(self, job: ExportJob) -> None:
+        """Optional: the conversion every precision of this format shares (cached on the job), timed apart."""
+
+    @abstractmethod
+    def export(self, job: ExportJob, precision: str, dest: Path) -> dict[str, Any]:
+        """Write the converted model with its "dbd" metadata to `dest`; return the metadata."""
+
+    @abstractmethod
+    def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
+        """Check the file at `path` structurally and against PyTorch on `job.parity`."""
+
+    @abstractmethod
+    def describe(self, path: Path) -> dict[str, Any]:
+        """Inspect the file: {"ops": {op: count}, "inputs": [...], "outputs": [...], ...}."""
+
+    def tools(self) -> dict[str, str]:
+        """Versions of the conversion tools, for the metadata and the report."""
+        return {}
+
+
+FORMATS: dict[str, ExportFormat] = {}
+
+
+def register_format(cls: type[ExportFormat]) -> type[ExportFormat]:
+    FORMATS[cls.name] = cls()
+    return cls
+
+
+FORMAT_ORDER = ("onnx", "tflite", "coreml")
+
+
+def _load_format_modules() -> None:
+    # The modules register themselves on import; FORMAT_ORDER fixes the order `all` runs them in.
+    from . import coreml_format, onnx_format, tflite_format  # noqa: F401
+
+
+def get_format(name: str) -> ExportFormat:
+    _load_format_modules()
+    if name not in FORMATS:
+        raise DBDError(unknown_choice("format", name, list_formats() + ["all"]))
+    return FORMATS[name]
+
+
+def list_formats() -> list[str]:
+    _load_format_modules()
+    return sorted(FORMATS, key=lambda n: (FORMAT_ORDER.index(n) if n in FORMAT_ORDER else len(FORMAT_ORDER), n))
+
+
+def unknown_choice(what: str, value: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(value.lower(), known, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown {what} '{value}'; {hint}choose from {', '.join(known)}"
+
+
+# ---- helpers the format modules share ---------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool = True) -> Iterator[None]:
+    """Silence the converters' progress bars, banners and C++ logs (file descriptors 1 and 2).
+
+    On an exception the captured tail is attached to it as a note, so nothing useful is lost.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException as err:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sink.seek(0)
+            tail = sink.read()[-4000:].decode("utf-8", "replace")
+            if tail.strip() and hasattr(err, "add_note"):
+                err.add_note("converter output (tail):\n" + tail)
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def quant_dict(scale: float, zero_point: int) -> dict[str, float | int]:
+    return {"scale": float(scale), "zero_point": int(zero_point)}
+
+
+def same_quant(a: dict | None, b: dict | None, rtol: float = 1e-6) -> bool:
+    if not a or not b:
+        return not a and not b
+    return int(a["zero_point"]) == int(b["zero_point"]) and abs(a["scale"] - b["scale"]) <= rtol * abs(b["scale"])
+
+
+def check_io(path: Path, meta: dict[str, Any], inputs: list[dict], outputs: list[dict]) -> None:
+    """The file's single input/output must be what its metadata says (name, shape, dtype, quantisation)."""
+    for role, found in (("input", inputs), ("output", outputs)):
+        if len(found) != 1:
+            raise DBDError(f"'{path}' has {len(found)} {role}s, a dbd model has exactly one; re-export it")
+        want, got = meta[role], found[0]
+        for key in ("name", "shape", "dtype"):
+            have, said = got[key], want[key]
+            if key == "shape":
+                have, said = [int(v) for v in have], [int(v) for v in said]
+            if have != said:
+                raise DBDError(f"{role} {key} of '{path}' is {have!r} but its metadata says {said!r}; "
+                               f"the export is inconsistent, re-export it")
+        if not same_quant(got.get("quantization"), want.get("quantization")):
+            raise DBDError(f"quantised {role} of '{path}' has scale/zero-point {got.get('quantization')} but its "
+                           f"metadata says {want.get('quantization')}; the {role} contract would be wrong on the phone")

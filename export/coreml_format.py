@@ -1,0 +1,194 @@
+"""CoreML: fp32, fp16 and int8-weight .mlpackage (ML Program) files for iOS/macOS.
+
+Route (toolchain.md): coremltools 9 `ct.convert(..., convert_to="mlprogram")` with float16 compute
+precision (float32 for fp32); int8 = fp16 program + `linear_quantize_weights` (per-channel
+symmetric int8 weights; activations stay fp16: activation quantisation needs to run the model,
+which coremltools cannot do on Linux). The network is handed over as a `torch.export` program:
+tracing with torch.jit trips coremltools 9 on the size arithmetic of the bilinear upsampling.
+Input: NCHW float32, normalised per the spec (like ONNX); output NCHW float32 P(blur).
+
+Prediction is macOS-only. On Linux the file is validated as far as possible without running it:
+the package and spec load (`skip_model_load=True`), I/O names, shapes and types match the
+metadata, the op set is counted and the weight dtypes are what the precision promises. On macOS
+the parity check runs as for the other formats.
+"""
+from __future__ import annotations
+
+import collections
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dbd.models.errors import DBDError
+from dbd.runtime.metadata import METADATA_KEY, decode_output, encode_input, read_metadata
+
+from . import parity
+from .base import ExportFormat, ExportJob, Verification, check_io, quiet, register_format
+from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
+
+INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"
+QUANTIZATION_WORDS = {
+    "fp32": "none (float32 compute)",
+    "fp16": "float16 weights and compute (ML Program), float32 I/O",
+    "int8": "int8 per-channel symmetric weights (linear_quantize_weights), float16 compute, float32 I/O",
+}
+_ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32", 131080: "int8"}
+_CONST_OPS = ("const", "constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense")
+CAN_PREDICT = sys.platform == "darwin"
+
+
+def _ct():
+    with quiet():
+        import coremltools as ct
+    return ct
+
+
+def mil_operations(spec) -> list:
+    ops = []
+
+    def walk(block):
+        for op in block.operations:
+            ops.append(op)
+            for inner in op.blocks:
+                walk(inner)
+
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            walk(block)
+    return ops
+
+
+def weight_dtypes(spec) -> collections.Counter:
+    """Counts of constant tensors by dtype: 'int8' for each quantised (constexpr) weight, else the const's type."""
+    from coremltools.proto import MIL_pb2
+
+    names = {v: k.lower() for k, v in MIL_pb2.DataType.items()}
+    counts: collections.Counter = collections.Counter()
+    for op in mil_operations(spec):
+        if op.type == "const":
+            value = op.attributes.get("val")
+            if value is not None and value.type.WhichOneof("type") == "tensorType" and value.type.tensorType.rank > 0:
+                counts[names.get(value.type.tensorType.dataType, "?")] += 1
+        elif op.type.startswith("constexpr_"):
+            data = op.attributes.get("quantized_data") or op.attributes.get("data") or op.attributes.get("indices")
+            dtype = names.get(data.type.tensorType.dataType, "?") if data is not None else "?"
+            counts[f"{dtype} ({op.type})"] += 1
+    return counts
+
+
+@register_format
+class CoreMLFormat(ExportFormat):
+    name = "coreml"
+    suffix = ".mlpackage"
+    precisions = ("fp32", "fp16", "int8")
+    default_precision = "fp16"
+
+    def tools(self) -> dict[str, str]:
+        return package_versions("torch", "coremltools")
+
+    def prepare(self, job: ExportJob) -> None:
+        self._program(job)
+
+    def _program(self, job: ExportJob):
+        if "coreml_program" not in job._cache:
+            h, w = job.spec.input_size
+            with quiet(not job.verbose):
+                program = torch.export.export(job.model.eval(), (torch.zeros(1, 3, h, w),))
+                job._cache["coreml_program"] = program.run_decompositions({})
+        return job._cache["coreml_program"]
+
+    def _convert(self, job: ExportJob, precision: str):
+        """An MLModel for `precision`; int8 quantises the weights of the fp16 program (converted once per job)."""
+        ct = _ct()
+        h, w = job.spec.input_size
+        compute = "fp32" if precision == "fp32" else "fp16"
+        key = f"coreml_{compute}"
+        with quiet(not job.verbose):
+            if key not in job._cache:
+                job._cache[key] = ct.convert(
+                    self._program(job),
+                    inputs=[ct.TensorType(name=INPUT_NAME, shape=(1, 3, h, w), dtype=np.float32)],
+                    outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
+                    convert_to="mlprogram",
+                    compute_precision=ct.precision.FLOAT32 if compute == "fp32" else ct.precision.FLOAT16,
+                    minimum_deployment_target=ct.target.iOS16,
+                )
+            model = job._cache[key]
+            if precision == "int8":
+                import coremltools.optimize.coreml as cto
+
+                config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+                    mode="linear_symmetric", dtype="int8", granularity="per_channel"))
+                model = cto.linear_quantize_weights(model, config=config)
+        return model
+
+    def export(self, job: ExportJob, precision: str, dest: Path) -> dict[str, Any]:
+        if precision not in self.precisions:
+            raise DBDError(f"coreml has no precision '{precision}'")
+        model = self._convert(job, precision)
+        meta = build_metadata(
+            job, "coreml", precision, QUANTIZATION_WORDS[precision],
+            input_entry(job, INPUT_NAME, "NCHW", "float32", folded=False, quantization=None),
+            output_entry(job, OUTPUT_NAME, "NCHW", "float32", quantization=None),
+            self.tools(), calibrated=False)
+        model.user_defined_metadata[METADATA_KEY] = dumps(meta)
+        model.short_description = (f"dbd {job.arch}: per-pixel defocus blur probability (1 = out of focus), "
+                                   f"{precision}")
+        model.author = "dbd-export"
+        model.version = meta["dbd_version"]
+        model.input_description[INPUT_NAME] = meta["input"]["contract"]
+        model.output_description[OUTPUT_NAME] = meta["output"]["contract"]
+        with quiet(not job.verbose):
+            model.save(str(dest))
+        return meta
+
+    def _load_spec(self, path: Path):
+        ct = _ct()
+        with quiet():
+            try:
+                return ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+            except Exception as err:  # noqa: BLE001 - whatever coremltools raises for a broken package
+                raise DBDError(f"'{path}' does not load as a CoreML package ({type(err).__name__}); re-export it") from None
+
+    def _io(self, spec) -> tuple[list[dict], list[dict]]:
+        rows = []
+        for features in (spec.description.input, spec.description.output):
+            rows.append([{"name": f.name, "shape": list(f.type.multiArrayType.shape),
+                          "dtype": _ARRAY_DTYPES.get(f.type.multiArrayType.dataType, str(f.type.multiArrayType.dataType)),
+                          "quantization": None} for f in features])
+        return rows[0], rows[1]
+
+    def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
+        meta = read_metadata(path)
+        spec = self._load_spec(path)
+        if not spec.HasField("mlProgram"):
+            raise DBDError(f"'{path}' is not an ML Program; re-export it with dbd-export")
+        check_io(path, meta, *self._io(spec))
+        dtypes = weight_dtypes(spec)
+        quantized = sum(v for k, v in dtypes.items() if k.startswith("int8"))
+        expected = {"fp32": ("float32", "float16"), "fp16": ("float16", "float32"), "int8": ("int8", None)}[precision]
+        if precision == "int8" and not quantized:
+            raise DBDError(f"'{path}' should hold int8 weights but has none ({dict(dtypes)}); re-export it")
+        if precision != "int8" and (dtypes.get(expected[1], 0) > dtypes.get(expected[0], 0) or quantized):
+            raise DBDError(f"'{path}' should hold {expected[0]} weights but has {dict(dtypes)}; re-export it")
+        if not CAN_PREDICT:
+            return Verification(None, [], ["CoreML prediction is macOS-only: validated on Linux without running it "
+                                           "(package and spec load, I/O names/shapes/types match the metadata, "
+                                           f"{precision} weights as promised); parity not measured here"])
+        ct = _ct()
+        model = ct.models.MLModel(str(path))
+        x = encode_input(meta, job.parity.unit)
+        raw = np.concatenate([model.predict({INPUT_NAME: x[i:i + 1]})[OUTPUT_NAME] for i in range(len(x))])
+        figures = parity.measure(job.reference_maps(), decode_output(meta, raw), job.parity.masks)
+        return Verification(figures, parity.check(precision, figures, job.budget))
+
+    def describe(self, path: Path) -> dict[str, Any]:
+        spec = self._load_spec(path)
+        ops = collections.Counter(op.type for op in mil_operations(spec) if op.type not in _CONST_OPS)
+        inputs, outputs = self._io(spec)
+        return {"ops": dict(ops.most_common()), "weight_dtypes": dict(weight_dtypes(spec)),
+                "inputs": inputs, "outputs": outputs, "spec_version": spec.specificationVersion,
+                "can_predict_here": CAN_PREDICT}

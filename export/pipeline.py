@@ -1,0 +1,202 @@
+"""Export, verify, then (and only then) replace: the flow every format and precision goes through.
+
+For each file: the format writes it to a hidden temporary path beside the final one (same folder,
+same suffix), `verify` checks it structurally and against PyTorch, and only a file that passes is
+moved over the final name (`os.replace`; an .mlpackage folder is swapped in with two renames, the
+old one removed after). A failed check or a converter error deletes the temporary file and leaves
+any previous export untouched. `export_report.json` in the out folder is rewritten atomically after
+every file: size, sha256, precision, conversion time, parity figures, ops.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dbd.models.checkpoint import atomic_write
+from dbd.models.errors import DBDError
+
+from .base import ExportFormat, ExportJob
+from .metadata import sha256_path, size_of
+
+REPORT_NAME = "export_report.json"
+REPORT_FORMAT = "dbd-export-report/1"
+
+
+@dataclass
+class Outcome:
+    format: str
+    precision: str
+    path: Path                       # the final path (written only when ok)
+    ok: bool = False
+    error: str | None = None         # why it was not written
+    size: int | None = None
+    sha256: str | None = None
+    prepare_s: float = 0.0           # the format's shared conversion (torch -> ONNX / float TFLite / torch.export)
+    conversion_s: float = 0.0        # this precision's own conversion
+    verify_s: float = 0.0
+    parity: dict[str, Any] | None = None
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    description: dict[str, Any] = field(default_factory=dict)
+    replaced: bool = False           # an older export of the same name was replaced
+    metadata: dict[str, Any] | None = None
+
+
+def output_path(out_dir: Path, job: ExportJob, fmt: ExportFormat, precision: str) -> Path:
+    h, w = job.spec.input_size
+    size = f"{h}" if h == w else f"{h}x{w}"
+    return Path(out_dir) / f"{job.arch}_{size}_{precision}{fmt.suffix}"
+
+
+def _temp_path(final: Path) -> Path:
+    return final.with_name(f".{final.stem}.{secrets.token_hex(4)}.tmp{final.suffix}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def replace_path(src: Path, dst: Path) -> bool:
+    """Move the verified `src` over `dst` atomically (a folder: swap with two renames). True if dst existed."""
+    existed = dst.exists()
+    if not src.is_dir():
+        os.replace(src, dst)
+        return existed
+    old = None
+    if existed:
+        old = dst.with_name(f".{dst.name}.old-{secrets.token_hex(4)}")
+        os.replace(dst, old)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dst)
+        raise
+    if old is not None:
+        _remove(old)
+    return existed
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
+
+
+def export_one(job: ExportJob, fmt: ExportFormat, precision: str, out_dir: Path, prepare_s: float = 0.0) -> Outcome:
+    final = output_path(out_dir, job, fmt, precision)
+    outcome = Outcome(fmt.name, precision, final, prepare_s=prepare_s)
+    tmp = _temp_path(final)
+    try:
+        start = time.perf_counter()
+        outcome.metadata = fmt.export(job, precision, tmp)
+        outcome.conversion_s = time.perf_counter() - start
+        start = time.perf_counter()
+        verification = fmt.verify(job, precision, tmp)
+        outcome.verify_s = time.perf_counter() - start
+        outcome.parity, outcome.failures = verification.parity, verification.failures
+        outcome.notes = list(verification.notes)
+        outcome.description = fmt.describe(tmp)
+        if not verification.ok:
+            outcome.error = "parity check failed: " + "; ".join(verification.failures)
+            return outcome
+        outcome.size, outcome.sha256 = size_of(tmp), sha256_path(tmp)
+        outcome.replaced = replace_path(tmp, final)
+        outcome.ok = True
+    except DBDError as err:
+        outcome.error = str(err)
+    except Exception as err:  # noqa: BLE001 - a converter crash fails this file, not the whole run
+        if job.verbose:
+            traceback.print_exc()
+        outcome.error = (f"{fmt.name} {precision} conversion failed ({_one_line(err)}); "
+                         f"rerun with --verbose for the converter's output")
+    finally:
+        _remove(tmp)
+    return outcome
+
+
+def prepare(job: ExportJob, fmt: ExportFormat) -> tuple[float, str | None]:
+    """Run the format's shared conversion; (seconds, error or None)."""
+    start = time.perf_counter()
+    try:
+        fmt.prepare(job)
+    except DBDError as err:
+        return time.perf_counter() - start, str(err)
+    except Exception as err:  # noqa: BLE001
+        if job.verbose:
+            traceback.print_exc()
+        return time.perf_counter() - start, (f"{fmt.name} conversion failed ({_one_line(err)}); "
+                                             f"rerun with --verbose for the converter's output")
+    return time.perf_counter() - start, None
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+
+def _report_entry(job: ExportJob, outcome: Outcome) -> dict[str, Any]:
+    meta = outcome.metadata or {}
+    return {
+        "file": outcome.path.name, "format": outcome.format, "precision": outcome.precision,
+        "size_bytes": outcome.size, "sha256": outcome.sha256,
+        "created": meta.get("file", {}).get("created"),
+        "quantization": meta.get("file", {}).get("quantization"),
+        "input": {k: meta.get("input", {}).get(k) for k in ("name", "shape", "layout", "dtype", "normalization", "quantization")},
+        "output": {k: meta.get("output", {}).get(k) for k in ("name", "shape", "layout", "dtype", "quantization")},
+        "conversion_s": round(outcome.conversion_s, 3),
+        "shared_conversion_s": round(outcome.prepare_s, 3),
+        "verify_s": round(outcome.verify_s, 3),
+        "parity": outcome.parity,
+        "parity_images": {"data": job.parity.source, "n_images": len(job.parity)} if outcome.parity else None,
+        "budget": job.budget.to_dict(),
+        "verified": "parity" if outcome.parity else "structure only",
+        "notes": outcome.notes,
+        "ops": outcome.description.get("ops"),
+        "weights": {"file": str(job.weights), "sha256": job.weights_sha256, "arch": job.arch},
+        "calibration": ({k: v for k, v in job.calibration.describe().items() if k != "names"}
+                        if outcome.precision == "int8" and outcome.format != "coreml" else None),
+    }
+
+
+def update_report(out_dir: Path, job: ExportJob, outcomes: list[Outcome], command: str) -> Path:
+    """Merge this run into export_report.json (entries of files still on disk are kept)."""
+    path = Path(out_dir) / REPORT_NAME
+    files: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if old.get("format") == REPORT_FORMAT:
+                files = {k: v for k, v in old.get("files", {}).items() if (Path(out_dir) / k).exists()}
+        except (OSError, json.JSONDecodeError, AttributeError):
+            files = {}
+    for outcome in outcomes:
+        if outcome.ok:
+            files[outcome.path.name] = _report_entry(job, outcome)
+    report = {
+        "format": REPORT_FORMAT,
+        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "last_run": {
+            "command": command, "python": sys.version.split()[0],
+            "written": [o.path.name for o in outcomes if o.ok],
+            "failed": [{"file": o.path.name, "error": o.error, "parity": o.parity} for o in outcomes if not o.ok],
+        },
+        "files": dict(sorted(files.items())),
+    }
+    text = json.dumps(report, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o644)
+
+    atomic_write(path, write)
+    return path

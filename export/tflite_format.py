@@ -1,0 +1,305 @@
+"""TFLite: fp32, fp16 and full-integer int8 files for the phone, run with ai-edge-litert.
+
+Every TFLite file is camera-native: the normalisation is folded into the graph (`FoldedPixels`),
+so the app feeds the RGB pixels of the resized photo, NHWC, and reads P(blur) back:
+
+* fp32 / fp16: float32 pixels 0..255 in, float32 P(blur) out (fp16 = float16 weights);
+* int8: int8 = pixel - 128 in (scale 1, zero-point -128: forced, then checked in the file),
+  int8 out with the LOGISTIC's fixed scale 1/256, zero-point -128 (P = (q + 128) / 256).
+
+Route (toolchain.md): litert-torch `convert` of the NHWC wrapper (its layout pass leaves no
+Transpose), then ai-edge-quantizer on that flatbuffer: weight-only FLOAT_CASTING for fp16, the
+`static_wi8_ai8` recipe calibrated on the real calibration images for int8. The "dbd" metadata
+goes into the flatbuffer's `metadata` (entry "dbd"), written with the schema's object API.
+Verification refuses any non-builtin op (Flex / select-TF / custom) and layout Transposes.
+"""
+from __future__ import annotations
+
+import collections
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dbd.models.errors import DBDError
+from dbd.runtime.metadata import METADATA_KEY, decode_output, encode_input, read_metadata
+from dbd.runtime.spec import PreprocessSpec
+
+from . import parity
+from .base import ExportFormat, ExportJob, Verification, check_io, quant_dict, quiet, register_format
+from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
+
+INPUT_NAME, OUTPUT_NAME = "pixels", "blur_prob"
+SIGNATURE = "serving_default"
+PIXEL_RANGE = (0.0, 255.0)           # int8 input calibration range: scale 1, zero-point -128
+INT8_INPUT_QUANT = {"scale": 1.0, "zero_point": -128}
+QUANTIZATION_WORDS = {
+    "fp32": "none (float32)",
+    "fp16": "float16 weights (dequantised to float32 at load/run time), float32 activations and I/O",
+    "int8": "full integer: int8 per-channel symmetric weights, int8 activations (static, MinMax calibration), "
+            "int8 input (pixel - 128) and int8 output (scale 1/256)",
+}
+
+
+class FoldedPixels(nn.Module):
+    """Camera-native wrapper: NHWC RGB pixels 0..255 -> /255 -> (x - mean) / std -> model -> NHWC P(blur).
+
+    The two affine steps are merged into one per-channel multiply-add, x * (1 / (255 std)) - mean / std
+    (one MUL and one ADD in the graph: fewer requantisations in int8).
+    """
+
+    def __init__(self, model: nn.Module, spec: PreprocessSpec):
+        super().__init__()
+        self.model = model
+        mean = torch.tensor(spec.mean, dtype=torch.float64)
+        std = torch.tensor(spec.std, dtype=torch.float64)
+        self.register_buffer("scale", (1.0 / (float(spec.pixel_scale) * std)).float().view(1, 3, 1, 1))
+        self.register_buffer("bias", (-mean / std).float().view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = pixels.permute(0, 3, 1, 2) * self.scale + self.bias
+        return {OUTPUT_NAME: self.model(x).permute(0, 2, 3, 1)}
+
+
+# ---- the flatbuffer, through the schema's object API --------------------------------------------
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def _op_names() -> dict[int, str]:
+    schema = _schema()
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def read_model(data: bytes):
+    """The flatbuffer as a ModelT; buffers stored after the flatbuffer (offset/size) are pulled inline."""
+    schema = _schema()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise DBDError("not a TFLite flatbuffer (no TFL3 identifier)")
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    for buffer in model.buffers or []:
+        if buffer.offset and buffer.offset > 1:   # ai-edge-quantizer writes constants this way
+            end = buffer.offset + buffer.size
+            if end > len(data):
+                raise DBDError("TFLite buffer points past the end of the file (truncated?)")
+            buffer.data = np.frombuffer(data, np.uint8, count=buffer.size, offset=buffer.offset).copy()
+            buffer.offset = buffer.size = 0
+    return model
+
+
+def write_model(model) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def embed_metadata(data: bytes, text: str) -> bytes:
+    """The flatbuffer with `text` as its metadata entry "dbd" (replacing an older one)."""
+    schema = _schema()
+    model = read_model(data)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(text.encode("utf-8"), np.uint8).copy()
+    model.buffers = list(model.buffers or []) + [buffer]
+    entry = schema.MetadataT()
+    entry.name = METADATA_KEY
+    entry.buffer = len(model.buffers) - 1
+    kept = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_KEY]
+    model.metadata = kept + [entry]
+    return write_model(model)
+
+
+def op_histogram(data: bytes) -> tuple[collections.Counter, list[str], list[list[int]]]:
+    """(op name -> count over all subgraphs, custom op codes, perms of rank-4 TRANSPOSE ops)."""
+    schema = _schema()
+    model = read_model(data)
+    names = _op_names()
+    counts: collections.Counter = collections.Counter()
+    custom, transposes = [], []
+    for subgraph in model.subgraphs or []:
+        for op in subgraph.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+            if builtin == schema.BuiltinOperator.CUSTOM:
+                name = (code.customCode or b"?").decode("utf-8", "replace")
+                custom.append(name)
+                counts[f"CUSTOM:{name}"] += 1
+                continue
+            counts[names.get(builtin, f"BUILTIN_{builtin}")] += 1
+            if builtin == schema.BuiltinOperator.TRANSPOSE and op.inputs is not None and len(op.inputs) > 1:
+                perm_tensor = subgraph.tensors[op.inputs[1]]
+                data_ = model.buffers[perm_tensor.buffer].data if perm_tensor.buffer < len(model.buffers) else None
+                perm = np.frombuffer(bytes(data_), np.int32).tolist() if data_ is not None else []
+                transposes.append(perm)
+    return counts, custom, transposes
+
+
+def is_layout_transpose(perm: list[int]) -> bool:
+    """NHWC <-> NCHW (or unknown perm): what a layout conversion leaves behind."""
+    return not perm or perm in ([0, 3, 1, 2], [0, 2, 3, 1])
+
+
+def check_ops(path: Path, data: bytes) -> collections.Counter:
+    """Builtin ops only and no layout Transpose; returns the op histogram."""
+    counts, custom, transposes = op_histogram(data)
+    if custom:
+        flex = [c for c in custom if c.startswith("Flex")]
+        kinds = collections.Counter(custom)
+        listed = ", ".join(f"{k} x{v}" for k, v in kinds.most_common(3))
+        what = "select-TensorFlow (Flex) ops" if flex else "custom ops"
+        raise DBDError(f"'{path}' contains {what} ({listed}), which the phone's builtin TFLite runtime cannot run; "
+                       f"the model must use builtin ops only (replace the layer that produces them)")
+    layout = [p for p in transposes if is_layout_transpose(p)]
+    if layout:
+        raise DBDError(f"'{path}' contains {len(layout)} layout Transpose op(s) (NCHW<->NHWC) inside the graph, "
+                       f"which cost time on the phone; export through the NHWC wrapper (litert_torch.to_channel_last_io)")
+    return counts
+
+
+def _details(interpreter) -> tuple[list[dict], list[dict]]:
+    runner = interpreter.get_signature_runner(SIGNATURE)
+    result = []
+    for details in (runner.get_input_details(), runner.get_output_details()):
+        rows = []
+        for name, d in details.items():
+            scale, zero = d["quantization"]
+            rows.append({"name": name, "tensor": d["name"], "shape": [int(v) for v in d["shape"]],
+                         "dtype": np.dtype(d["dtype"]).name,
+                         "quantization": quant_dict(scale, zero) if scale else None})
+        result.append(rows)
+    return result[0], result[1]
+
+
+def _interpreter(data: bytes):
+    with quiet():
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_content=bytes(data))
+        interpreter.allocate_tensors()
+    return interpreter
+
+
+@register_format
+class TFLiteFormat(ExportFormat):
+    name = "tflite"
+    suffix = ".tflite"
+    precisions = ("fp32", "fp16", "int8")
+    default_precision = "int8"
+
+    def tools(self) -> dict[str, str]:
+        return package_versions("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert")
+
+    def prepare(self, job: ExportJob) -> None:
+        self._float(job)
+
+    def _float(self, job: ExportJob) -> bytes:
+        """The float32 camera-native flatbuffer (converted once per job)."""
+        if "tflite_float" not in job._cache:
+            h, w = job.spec.input_size
+            wrapper = FoldedPixels(job.model, job.spec).eval()
+            sample = {INPUT_NAME: torch.rand(1, h, w, 3) * 255}
+            with tempfile.TemporaryDirectory(prefix="dbd-tflite-") as tmp, quiet(not job.verbose):
+                import litert_torch
+
+                path = Path(tmp) / "float.tflite"
+                litert_torch.convert(wrapper, sample_kwargs=sample).export(str(path))
+                data = path.read_bytes()
+            try:
+                _interpreter(data)
+            except (RuntimeError, ValueError) as err:
+                reason = " ".join(str(err).split())[:200]
+                raise DBDError(f"litert-torch turned '{job.arch}' into a TFLite graph that does not run ({reason}); "
+                               f"this architecture cannot be exported to TFLite with litert-torch "
+                               f"{package_versions('litert-torch')['litert-torch']}: use --format onnx or coreml") from None
+            job._cache["tflite_float"] = data
+        return job._cache["tflite_float"]
+
+    def export(self, job: ExportJob, precision: str, dest: Path) -> dict[str, Any]:
+        data = self._float(job)
+        if precision == "fp16":
+            data = self._fp16(job, data)
+        elif precision == "int8":
+            data = self._int8(job, data)
+        elif precision != "fp32":
+            raise DBDError(f"tflite has no precision '{precision}'")
+        inputs, outputs = _details(_interpreter(data))
+        if precision == "int8":
+            input_quant = dict(INT8_INPUT_QUANT)        # the contract; verify checks the file against it
+            input_dtype = "int8"
+        else:
+            input_quant, input_dtype = None, "float32"
+        meta = build_metadata(
+            job, "tflite", precision, QUANTIZATION_WORDS[precision],
+            {**input_entry(job, INPUT_NAME, "NHWC", input_dtype, folded=True, quantization=input_quant),
+             "tensor": inputs[0]["tensor"], "signature": SIGNATURE},
+            {**output_entry(job, OUTPUT_NAME, "NHWC", outputs[0]["dtype"], quantization=outputs[0]["quantization"]),
+             "tensor": outputs[0]["tensor"], "signature": SIGNATURE},
+            self.tools(), calibrated=precision == "int8")
+        Path(dest).write_bytes(embed_metadata(data, dumps(meta)))
+        return meta
+
+    def _quantizer(self, data: bytes, recipe=None):
+        from ai_edge_quantizer import quantizer
+
+        return quantizer.Quantizer(bytearray(data), recipe)
+
+    def _fp16(self, job: ExportJob, data: bytes) -> bytes:
+        with quiet(not job.verbose):
+            from ai_edge_quantizer import qtyping, recipe
+
+            qt = self._quantizer(data)
+            qt.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                      algorithm_key=recipe.AlgorithmName.FLOAT_CASTING)
+            return bytes(qt.quantize(enable_progress_report=False).quantized_model)
+
+    def _int8(self, job: ExportJob, data: bytes) -> bytes:
+        with quiet(not job.verbose):
+            from ai_edge_quantizer import recipe
+
+        pixels = job.calibration.unit * np.float32(job.spec.pixel_scale)
+        samples = [{INPUT_NAME: pixels[i:i + 1]} for i in range(len(pixels))]
+        inputs, _ = _details(_interpreter(data))
+        input_tensor = inputs[0]["tensor"]
+        with quiet(not job.verbose):
+            qt = self._quantizer(data, recipe.static_wi8_ai8())
+            ranges = qt.calibrate({SIGNATURE: samples}, num_threads=1)
+            if input_tensor not in ranges:
+                raise RuntimeError(f"calibration has no range for the input tensor {input_tensor}")
+            # The camera contract: the full pixel range, not the calibration images' min/max, so that
+            # int8 = pixel - 128 exactly (scale 1, zero-point -128).
+            like = np.asarray(ranges[input_tensor]["min"])
+            ranges[input_tensor] = {"min": np.full_like(like, PIXEL_RANGE[0]), "max": np.full_like(like, PIXEL_RANGE[1])}
+            return bytes(qt.quantize(ranges, enable_progress_report=False).quantized_model)
+
+    def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
+        meta = read_metadata(path)
+        data = Path(path).read_bytes()
+        check_ops(path, data)
+        interpreter = _interpreter(data)
+        inputs, outputs = _details(interpreter)
+        check_io(path, meta, inputs, outputs)
+        runner = interpreter.get_signature_runner(SIGNATURE)
+        x = encode_input(meta, job.parity.unit)
+        raw = np.concatenate([runner(**{INPUT_NAME: x[i:i + 1]})[OUTPUT_NAME] for i in range(len(x))])
+        figures = parity.measure(job.reference_maps(), decode_output(meta, raw), job.parity.masks)
+        return Verification(figures, parity.check(precision, figures, job.budget))
+
+    def describe(self, path: Path) -> dict[str, Any]:
+        data = Path(path).read_bytes()
+        counts, custom, transposes = op_histogram(data)
+        model = read_model(data)
+        schema = _schema()
+        type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+        dtypes = collections.Counter(type_names.get(t.type, str(t.type)) for sg in model.subgraphs for t in sg.tensors)
+        inputs, outputs = _details(_interpreter(data))
+        return {"ops": dict(counts.most_common()), "custom_ops": custom,
+                "layout_transposes": sum(is_layout_transpose(p) for p in transposes),
+                "tensor_dtypes": dict(dtypes.most_common()), "inputs": inputs, "outputs": outputs}
