@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         del r["_maps"]
 
     title = f"dbd-bench on {data} ({len(pairs)} images), device {args.device}"
-    notes += [f"machine peak (fp32 GEMM): " + ", ".join(f"{peaks[t]:.1f} GMAC/s at {t} thread(s)" for t in args.threads)] if peaks else []
+    notes += ["machine peak (fp32 GEMM): " + ", ".join(f"{peaks[t]:.1f} GMAC/s at {t} thread(s)" for t in args.threads)] if peaks else []
     notes += ["%peak = the row's achieved GMAC/s (model GMACs / median latency) over that peak",
               "Δ vs teacher / student: Fβ@0.5 and MAE differences; PSNR of the blur maps at the model's input size"]
     header, body = table_rows(rows, args.threads if args.runs else [])

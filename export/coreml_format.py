@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from dbd.models.errors import DBDError
-from dbd.runtime.metadata import METADATA_KEY, decode_output, encode_input, read_metadata
+from dbd.runtime.metadata import METADATA_KEY, read_metadata
+from dbd.runtime.runners import CoreMLRunner
 
 from . import parity
 from .base import ExportFormat, ExportJob, Verification, check_io, quiet, register_format
@@ -178,11 +179,7 @@ class CoreMLFormat(ExportFormat):
             return Verification(None, [], ["CoreML prediction is macOS-only: validated on Linux without running it "
                                            "(package and spec load, I/O names/shapes/types match the metadata, "
                                            f"{precision} weights as promised); parity not measured here"])
-        ct = _ct()
-        model = ct.models.MLModel(str(path))
-        x = encode_input(meta, job.parity.unit)
-        raw = np.concatenate([model.predict({INPUT_NAME: x[i:i + 1]})[OUTPUT_NAME] for i in range(len(x))])
-        figures = parity.measure(job.reference_maps(), decode_output(meta, raw), job.parity.masks)
+        figures = parity.measure(job.reference_maps(), CoreMLRunner(path).run(job.parity.unit), job.parity.masks)
         return Verification(figures, parity.check(precision, figures, job.budget))
 
     def describe(self, path: Path) -> dict[str, Any]:

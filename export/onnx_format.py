@@ -19,11 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from dbd.models.errors import DBDError
-from dbd.runtime.metadata import METADATA_KEY, decode_output, encode_input, read_metadata
+from dbd.runtime.metadata import METADATA_KEY, read_metadata
+from dbd.runtime.runners import OnnxRunner
 
 from . import parity
 from .base import ExportFormat, ExportJob, Verification, check_io, quiet, register_format
@@ -178,9 +178,7 @@ class OnnxFormat(ExportFormat):
         io = [[{"name": t.name, "shape": list(t.shape), "dtype": _ORT_DTYPES.get(t.type, t.type), "quantization": None}
                for t in tensors] for tensors in (session.get_inputs(), session.get_outputs())]
         check_io(path, meta, *io)
-        x = encode_input(meta, job.parity.unit)
-        raw = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + 1]})[0] for i in range(len(x))])
-        figures = parity.measure(job.reference_maps(), decode_output(meta, raw), job.parity.masks)
+        figures = parity.measure(job.reference_maps(), OnnxRunner(path).run(job.parity.unit), job.parity.masks)
         return Verification(figures, parity.check(precision, figures, job.budget))
 
     def describe(self, path: Path) -> dict[str, Any]:

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from dbd.models.errors import DBDError
-from dbd.runtime.metadata import METADATA_KEY, decode_output, encode_input, read_metadata
+from dbd.runtime.metadata import METADATA_KEY, read_metadata
+from dbd.runtime.runners import TFLiteRunner
 from dbd.runtime.spec import PreprocessSpec
 
 from . import parity
@@ -286,10 +287,7 @@ class TFLiteFormat(ExportFormat):
         interpreter = _interpreter(data)
         inputs, outputs = _details(interpreter)
         check_io(path, meta, inputs, outputs)
-        runner = interpreter.get_signature_runner(SIGNATURE)
-        x = encode_input(meta, job.parity.unit)
-        raw = np.concatenate([runner(**{INPUT_NAME: x[i:i + 1]})[OUTPUT_NAME] for i in range(len(x))])
-        figures = parity.measure(job.reference_maps(), decode_output(meta, raw), job.parity.masks)
+        figures = parity.measure(job.reference_maps(), TFLiteRunner(path).run(job.parity.unit), job.parity.masks)
         return Verification(figures, parity.check(precision, figures, job.budget))
 
     def describe(self, path: Path) -> dict[str, Any]:

@@ -96,7 +96,9 @@ class OnnxRunner(_ExportedRunner):
         self.check_input_shape(self.session.get_inputs()[0].shape)
 
     def run(self, unit_rgb: np.ndarray) -> np.ndarray:
-        raw = self.session.run(None, {self.input_name: encode_input(self.info, unit_rgb)})[0]
+        # Exports have a static batch of 1 (what phones run): one image per call.
+        x = encode_input(self.info, unit_rgb)
+        raw = np.concatenate([self.session.run(None, {self.input_name: one[None]})[0] for one in x])
         return decode_output(self.info, raw)
 
 
