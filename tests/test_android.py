@@ -380,7 +380,7 @@ def test_ci_fails_when_kotlin_preprocessing_or_the_model_contract_drifts(drift, 
 
 
 def _contract_models() -> list[Path]:
-    shipped = ROOT / "exports" / "dbd_student_int8.tflite"     # what the app's Gradle task copies by default
+    shipped = ROOT / "exports" / "dbd_student_320_int8.tflite"     # what the app's Gradle task copies by default
     return [shipped] if shipped.is_file() else []
 
 
@@ -446,7 +446,7 @@ def test_gradle_project_is_complete_and_the_app_takes_its_contract_from_the_mode
     assert re.search(r"distributionUrl=https\\://services\.gradle\.org/distributions/gradle-\d+\.\d+(\.\d+)?-bin\.zip", wrapper)
     app = (ANDROID / "app/build.gradle.kts").read_text()
     assert "minSdk = 24" in app and 'noCompress += "tflite"' in app
-    assert "../exports/dbd_student_int8.tflite" in app and "dbd.model" in app and 'project(":core")' in app
+    assert "../exports/dbd_student_320_int8.tflite" in app and "dbd.model" in app and 'project(":core")' in app
     manifest = (ANDROID / "app/src/main/AndroidManifest.xml").read_text()
     assert "android.permission.CAMERA" in manifest and 'android:required="false"' in manifest
     core_build = (ANDROID / "core/build.gradle.kts").read_text()

@@ -47,7 +47,7 @@ kotlin {
 
 /**
  * Puts the exported model into the app's assets as `dbd_model.tflite` (the name the app opens).
- * The source is the repository's export, `../exports/dbd_student_int8.tflite` (relative to
+ * The source is the repository's export, `../exports/dbd_student_320_int8.tflite` (relative to
  * android_demo/), or `-Pdbd.model=PATH`. Nothing is downloaded: a missing file stops the build
  * and says how to make one. The app reads the input size, normalisation, layout and quantisation
  * from the metadata inside the file, so any dbd-export .tflite can be swapped in this way.
@@ -69,7 +69,7 @@ abstract class CopyDbdModel : DefaultTask() {
         if (!source.isFile) {
             throw GradleException(
                 "dbd model '${modelPath.get()}' not found ($source). Export one from the repository root with " +
-                    "`dbd-export --format tflite` (writes exports/dbd_student_int8.tflite) or pass -Pdbd.model=PATH.",
+                    "`dbd-export --format tflite` (writes exports/dbd_student_320_int8.tflite) or pass -Pdbd.model=PATH.",
             )
         }
         val out = outputDirectory.get().asFile
@@ -85,10 +85,10 @@ abstract class CopyDbdModel : DefaultTask() {
 
 val copyDbdModel = tasks.register<CopyDbdModel>("copyDbdModel") {
     group = "dbd"
-    description = "Copies the exported .tflite (-Pdbd.model, default ../exports/dbd_student_int8.tflite) into the assets."
+    description = "Copies the exported .tflite (-Pdbd.model, default ../exports/dbd_student_320_int8.tflite) into the assets."
     // Locals only in the provider lambda (configuration-cache safe): relative paths are from android_demo/.
     val demoRoot: Directory = rootProject.layout.projectDirectory
-    val path: Provider<String> = providers.gradleProperty("dbd.model").orElse("../exports/dbd_student_int8.tflite")
+    val path: Provider<String> = providers.gradleProperty("dbd.model").orElse("../exports/dbd_student_320_int8.tflite")
     modelPath.set(path)
     model.from(path.map { p -> File(p).takeIf { it.isAbsolute } ?: demoRoot.file(p).asFile })
 }
