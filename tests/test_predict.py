@@ -113,3 +113,47 @@ def test_bad_arguments_are_one_line(args, fragment, small_student, data_root, tm
     assert predict_main([*argv, "--weights", str(small_student), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err
+
+
+@pytest.fixture(scope="module")
+def small_onnx(small_student, tmp_path_factory) -> Path:
+    from dbd.export.cli import main as export_main
+
+    out = tmp_path_factory.mktemp("onnx")
+    assert export_main(["--format", "onnx", "--precision", "fp32", "--weights", str(small_student),
+                        "--calib", "dut", "--calib-n", "2", "--parity-n", "2", "--out", str(out)]) == 0
+    return next(out.glob("*.onnx"))
+
+
+def test_predictor_runs_an_exported_file_like_its_checkpoint(small_onnx, small_student):
+    image = np.random.default_rng(2).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    from_onnx = Predictor(small_onnx, threads=1).predict(image)
+    from_torch = Predictor(small_student, threads=1).predict(image)
+    assert np.abs(from_onnx - from_torch).max() < 1e-4
+
+
+def test_exported_file_whose_metadata_claims_another_input_size_is_refused(small_onnx, tmp_path):
+    import json
+
+    import onnx
+
+    model = onnx.load(str(small_onnx))
+    entry = next(p for p in model.metadata_props if p.key == "dbd")
+    doc = json.loads(entry.value)
+    doc["input"]["shape"] = [1, 3, 96, 96]
+    entry.value = json.dumps(doc)
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, str(tampered))
+    with pytest.raises(DBDError, match=r"declares input shape \[1, 3, 96, 96\].*graph takes \[1, 3, 128, 128\]"):
+        Predictor(tampered)
+
+
+def test_exported_file_without_dbd_metadata_is_refused(small_onnx, tmp_path):
+    import onnx
+
+    model = onnx.load(str(small_onnx))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    with pytest.raises(DBDError, match="no 'dbd' metadata"):
+        Predictor(bare)
