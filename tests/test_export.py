@@ -432,12 +432,16 @@ def test_bad_flags_are_answered_with_one_line(args, expected, student_ckpt, tmp_
 
 
 def test_default_weights_are_the_shipped_student(data_root, tmp_path):
-    from dbd.models.released import WEIGHTS_DIR
+    import hashlib
 
-    if (WEIGHTS_DIR / "dbd_student.safetensors").exists():
-        pytest.skip("the shipped student is present: the default is exercised by the slow end-to-end test")
-    code, _, stderr = run_quietly(["--format", "onnx", "--out", str(tmp_path)])
-    assert code == 2 and "shipped dbd_student weights are missing" in one_line_error(stderr)
+    from dbd.models.released import released_checkpoint
+
+    code, stdout, stderr = run_quietly(["--format", "onnx", "--precision", "fp32", "--imgsz", "64",
+                                        "--calib-n", "2", "--parity-n", "2", "--out", str(tmp_path)])
+    assert code == 0, stderr + stdout
+    meta = read_metadata(next(tmp_path.glob("*.onnx")))
+    shipped = released_checkpoint("dbd_student")
+    assert meta["source_checkpoint"]["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
 
 
 # ---- calibration and the metadata contract ---------------------------------------------------
