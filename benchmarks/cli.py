@@ -20,11 +20,12 @@ from dbd.models import create_model
 from dbd.models.errors import DBDError, cli_entry
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.datasets import open_dataset
+from dbd.runtime.evaluate import evaluate
 from dbd.runtime.metadata import FILE_FORMATS
 from dbd.runtime.runners import open_runner
 
 from . import gate
-from .measure import PeakMemory, evaluate, map_psnr, measure_latency, peak_gmacs_per_s
+from .measure import PeakMemory, map_psnr, measure_latency, peak_gmacs_per_s
 from .report import table_rows, terminal, write_reports
 
 
@@ -81,7 +82,7 @@ def bench_row(path: Path, pairs: list, threads: list[int], args, peaks: dict[int
     row: dict[str, Any] = {"id": f"{arch}:{runner.format}:{runner.precision}", "model": arch, "format": runner.format,
                            "precision": runner.precision, "file": str(path), "size_mb": file_size_mb(path),
                            "params_m": params, "gmacs": gmacs, "peak_mem_mb": memory.mb, "latency": {}}
-    metrics, maps = evaluate(runner, pairs)
+    metrics, maps = evaluate(runner, pairs, keep_maps=True)
     row["metrics"] = {k: v for k, v in metrics.compute().items() if k != "n_images"}
     row["curves"] = {k: [round(float(x), 5) for x in v] for k, v in metrics.curves().items()}
     row["_maps"] = maps

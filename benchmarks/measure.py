@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dbd.runtime.metrics import LiteratureMetrics
 from dbd.runtime.runners import Runner
 
 
@@ -85,30 +84,6 @@ def peak_gmacs_per_s(threads: int, n: int = 1024, seconds: float = 1.0) -> float
     elapsed = time.perf_counter() - start
     torch.set_num_threads(previous)
     return count * n ** 3 / elapsed / 1e9
-
-
-def evaluate(runner: Runner, pairs, batch: int = 8) -> tuple[LiteratureMetrics, np.ndarray]:
-    """Metrics on (image, mask) pairs plus the maps at the model's size (for Δ/PSNR between rows)."""
-    spec = runner.spec
-    metrics = LiteratureMetrics()
-    maps = []
-    chunk_images, chunk_masks = [], []
-
-    def flush():
-        unit = np.stack([spec.resize_image(im.astype(np.float32) / np.float32(spec.pixel_scale)) for im in chunk_images])
-        for prob, image, mask in zip(runner.run(unit), chunk_images, chunk_masks):
-            maps.append(prob.astype(np.float32))
-            metrics.update(spec.postprocess(prob, image.shape[:2]), mask)
-
-    for image, mask in pairs:
-        chunk_images.append(image)
-        chunk_masks.append(mask)
-        if len(chunk_images) == batch:
-            flush()
-            chunk_images, chunk_masks = [], []
-    if chunk_images:
-        flush()
-    return metrics, np.stack(maps)
 
 
 def map_psnr(a: np.ndarray, b: np.ndarray) -> float:

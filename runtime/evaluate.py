@@ -1,38 +1,42 @@
-"""Score a PyTorch DBD model on image/mask pairs, the D-DFFNet way: each full photo resized to
-the model input, the blur map resized back to the mask's original resolution, then the metrics."""
+"""Score any model on image/mask pairs, the D-DFFNet way: each full photo resized to the model
+input, the blur map resized back to the mask's original resolution, then the metrics.
+
+One function for every caller — training's validation (a live network), the test-set report and
+release (checkpoints) and dbd-bench (every exported format) — because it takes a runner.
+"""
 from __future__ import annotations
 
 from typing import Iterable
 
 import numpy as np
-import torch
-from torch import nn
 
 from .metrics import LiteratureMetrics
-from .spec import PreprocessSpec
+from .runners import Runner
 
 
-@torch.no_grad()
-def evaluate_model(model: nn.Module, spec: PreprocessSpec, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
-                   device: torch.device | str = "cpu", batch: int = 8) -> LiteratureMetrics:
-    """Returns the filled LiteratureMetrics (call .compute() / .curves()); the model's mode is restored."""
-    was_training = model.training
-    model.eval()
+def evaluate(runner: Runner, pairs: Iterable[tuple[np.ndarray, np.ndarray]], batch: int = 8,
+             keep_maps: bool = False) -> tuple[LiteratureMetrics, np.ndarray | None]:
+    """(filled metrics, the maps at the model's input size if `keep_maps`, for Δ/PSNR between models)."""
+    spec = runner.spec
     metrics = LiteratureMetrics()
+    maps: list[np.ndarray] = []
+    images: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
 
-    def flush(images: list[np.ndarray], masks: list[np.ndarray]) -> None:
-        x = torch.from_numpy(np.concatenate([spec.preprocess(im) for im in images])).to(device)
-        for prob, image, mask in zip(model(x).float().cpu().numpy(), images, masks):
+    def flush() -> None:
+        unit = np.stack([spec.resize_image(im.astype(np.float32) / np.float32(spec.pixel_scale)) for im in images])
+        for prob, image, mask in zip(runner.run(unit), images, masks):
+            if keep_maps:
+                maps.append(prob.astype(np.float32))
             metrics.update(spec.postprocess(prob, image.shape[:2]), mask.astype(np.float32))
+        images.clear()
+        masks.clear()
 
-    images, masks = [], []
     for image, mask in pairs:
         images.append(image)
         masks.append(mask)
         if len(images) == batch:
-            flush(images, masks)
-            images, masks = [], []
+            flush()
     if images:
-        flush(images, masks)
-    model.train(was_training)
-    return metrics
+        flush()
+    return metrics, (np.stack(maps) if keep_maps else None)

@@ -27,7 +27,7 @@ class Runner(ABC):
     format: str
     precision: str
 
-    def __init__(self, path: Path, spec: PreprocessSpec, info: dict[str, Any]):
+    def __init__(self, path: Path | None, spec: PreprocessSpec, info: dict[str, Any]):
         self.path, self.spec, self.info = path, spec, info
 
     @property
@@ -54,6 +54,16 @@ class TorchRunner(Runner):
         model, card = load_checkpoint(path, map_location="cpu")
         self.model, self.device, self.torch = model.to(device).eval(), torch.device(device), torch
         super().__init__(path, PreprocessSpec.from_dict(card["preprocess"]), card)
+
+    @classmethod
+    def from_model(cls, model, spec: PreprocessSpec, device="cpu") -> "TorchRunner":
+        """A runner over a live network (training's validation); the caller owns its train/eval mode."""
+        import torch
+
+        runner = cls.__new__(cls)
+        Runner.__init__(runner, None, spec, {"arch": getattr(model, "arch", None), "config": getattr(model, "config", {})})
+        runner.model, runner.device, runner.torch = model, torch.device(device), torch
+        return runner
 
     def run(self, unit_rgb: np.ndarray) -> np.ndarray:
         torch = self.torch

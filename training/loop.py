@@ -29,7 +29,8 @@ from dbd.models import create_model
 from dbd.models.base import DBDOutput
 from dbd.models.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from dbd.models.errors import DBDError
-from dbd.runtime.evaluate import evaluate_model
+from dbd.runtime.evaluate import evaluate
+from dbd.runtime.runners import TorchRunner
 from dbd.runtime.spec import PreprocessSpec
 from dbd.runtime.synthetic import SyntheticDefocus
 
@@ -95,7 +96,11 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 def validate(net: nn.Module, pairs: PairCache, spec: PreprocessSpec, device: torch.device, batch: int) -> dict[str, float]:
     """D-DFFNet protocol on the held-out pairs, plus the number model selection maximises."""
-    result = evaluate_model(net, spec, zip(pairs.images, pairs.masks), device, batch).compute()
+    net.eval()
+    try:
+        result = evaluate(TorchRunner.from_model(net, spec, device), zip(pairs.images, pairs.masks), batch)[0].compute()
+    finally:
+        net.train()
     result["score"] = (result["fbeta_fixed"] + result["iou"] + (1 - result["mae"])) / 3
     return result
 

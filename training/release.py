@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
-from dbd.models.checkpoint import load_checkpoint, save_checkpoint
+from dbd.models.checkpoint import save_checkpoint
 from dbd.models.errors import cli_entry
 from dbd.models.released import RELEASED, WEIGHTS_DIR
 from dbd.runtime.datasets import open_dataset
-from dbd.runtime.evaluate import evaluate_model
-from dbd.runtime.spec import PreprocessSpec
+from dbd.runtime.evaluate import evaluate
+from dbd.runtime.runners import TorchRunner
 
 
 @cli_entry("python -m dbd.training.release")
@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args(argv)
-    model, card = load_checkpoint(args.checkpoint)
-    spec = PreprocessSpec.from_dict(card["preprocess"])
-    test = evaluate_model(model, spec, open_dataset("cuhk", split="test")).compute()
+    runner = TorchRunner(args.checkpoint)
+    model, card = runner.model, runner.info
+    test = evaluate(runner, open_dataset("cuhk", split="test"))[0].compute()
     card["metrics"]["cuhk_te1"] = {k: round(v, 5) if isinstance(v, float) else v for k, v in test.items()}
     card["metrics"]["protocol"] = ("D-DFFNet: blur positive, threshold 0.5, per-image Fβ (β²=0.3) averaged, IoU pooled, "
                                    "MAE at the mask's resolution; fbeta_adaptive / fbeta_max with in-focus positive")

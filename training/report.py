@@ -11,23 +11,20 @@ import argparse
 import json
 from pathlib import Path
 
-from dbd.models.checkpoint import load_checkpoint
 from dbd.models.errors import cli_entry
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.datasets import open_dataset
-from dbd.runtime.evaluate import evaluate_model
-from dbd.runtime.spec import PreprocessSpec
+from dbd.runtime.evaluate import evaluate
+from dbd.runtime.runners import TorchRunner
 
 COLUMNS = ("mae", "fbeta_fixed", "iou", "fbeta_adaptive", "fbeta_max")
 
 
 def score(checkpoint: Path, data: str, split: str | None) -> dict:
-    model, card = load_checkpoint(checkpoint)
-    spec = PreprocessSpec.from_dict(card["preprocess"])
-    dataset = open_dataset(data, split=split or None)
-    metrics = evaluate_model(model, spec, dataset).compute()
-    return {"checkpoint": str(checkpoint), "arch": card["arch"], "params_m": count_params(model) / 1e6,
-            "gmacs": count_macs(model, spec.input_size) / 1e9, **metrics}
+    runner = TorchRunner(checkpoint)
+    metrics = evaluate(runner, open_dataset(data, split=split or None))[0].compute()
+    return {"checkpoint": str(checkpoint), "arch": runner.info["arch"], "params_m": count_params(runner.model) / 1e6,
+            "gmacs": count_macs(runner.model, runner.size) / 1e9, **metrics}
 
 
 @cli_entry("python -m dbd.training.report")
