@@ -16,6 +16,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dbd.models import create_model
 from dbd.models.errors import DBDError, cli_entry
 from dbd.models.summary import count_macs, count_params
@@ -74,7 +76,7 @@ def file_size_mb(path: Path) -> float:
 def bench_row(path: Path, pairs: list, threads: list[int], args, peaks: dict[int, float]) -> dict[str, Any]:
     with PeakMemory() as memory:
         runner = open_runner(path, threads=max(threads), device=args.device)
-        runner.run(__import__("numpy").zeros((1, *runner.size, 3), "float32"))
+        runner.run(np.zeros((1, *runner.size, 3), np.float32))
     info = runner.info
     arch = info["arch"] if runner.format == "torch" else info["model"]["arch"]
     config = info["config"] if runner.format == "torch" else info["model"].get("config", {})
