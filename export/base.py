@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 from torch import nn
 
 from dbd.models.errors import DBDError
@@ -53,12 +54,17 @@ class ExportJob:
     parity: ImageSet                 # real images (with masks) for the parity check
     budget: ParityBudget
     onnx_exporter: str = "dynamo"    # "dynamo" (default, legacy as fallback) or "legacy"
+    int8_float: tuple[str, ...] = ()  # modules int8 exports keep in float (mixed_precision.py)
     verbose: bool = False
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def arch(self) -> str:
         return self.card.get("arch", getattr(self.model, "arch", "model"))
+
+    def example_input(self) -> torch.Tensor:
+        """A zero NCHW batch of one at the export size (for tracing the model's calls)."""
+        return torch.zeros(1, 3, *self.spec.input_size)
 
     def reference_maps(self) -> np.ndarray:
         """PyTorch fp32 P(blur) of the parity images, (N, H, W), computed once per job."""

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("exports"), help="output folder (default: exports/)")
     parser.add_argument("--onnx-exporter", choices=("dynamo", "legacy"), default="dynamo",
                         help="torch.onnx exporter (default dynamo, falling back to legacy if it fails)")
+    parser.add_argument("--int8-float", default=None, metavar="MODULES",
+                        help="int8: comma-separated modules kept in float for accuracy, or 'none' for full int8 "
+                             "(default: the architecture's choice; the student keeps encoder.features.0,1)")
     group = parser.add_argument_group("parity budgets")
     group.add_argument("--fp32-max-abs", type=float, default=budget.fp32_max_abs, help="fp32: max |Δ| of the blur maps")
     group.add_argument("--fp16-min-psnr", type=float, default=budget.fp16_min_psnr, help="fp16: min PSNR (dB)")
@@ -154,7 +157,7 @@ def print_outcome(outcome, verbose_ops: bool = True) -> None:
 
 def make_job(weights: Path | None, imgsz: str | None = None, calib: str = "cuhk", calib_n: int = DEFAULT_CALIB_N,
              parity_n: int = DEFAULT_PARITY_N, polarity: str | None = None, budget=None, calibrate: bool = True,
-             onnx_exporter: str = "dynamo", verbose: bool = False):
+             onnx_exporter: str = "dynamo", verbose: bool = False, int8_float: str | None = None):
     """Load the checkpoint and the real images: the ExportJob every format works from."""
     from dbd.models.base import DBDNet
     from dbd.models.checkpoint import load_checkpoint
@@ -164,6 +167,7 @@ def make_job(weights: Path | None, imgsz: str | None = None, calib: str = "cuhk"
     from .base import ExportJob
     from .calibration import load_images
     from .metadata import sha256_file
+    from .mixed_precision import default_modules, resolve_modules
     from .parity import ParityBudget
 
     weights = Path(weights) if weights is not None else released_checkpoint("dbd_student")
@@ -173,10 +177,16 @@ def make_job(weights: Path | None, imgsz: str | None = None, calib: str = "cuhk"
                        f"pass a dbd_student or dbd_teacher checkpoint")
     base_spec = PreprocessSpec.from_dict(card["preprocess"]) if "preprocess" in card else PreprocessSpec.for_model(model)
     spec = dataclasses.replace(base_spec, input_size=parse_imgsz(imgsz, base_spec.input_size), layout="NCHW")
+    if int8_float is None:
+        float_modules = default_modules(model)
+    elif int8_float.strip().lower() == "none":
+        float_modules = ()
+    else:
+        float_modules = resolve_modules(model, int8_float.split(","))
     calibration, parity_images = load_images(calib, spec, calib_n, parity_n, polarity, calibrate=calibrate)
     return ExportJob(model=model.float().eval(), card=card, weights=weights, weights_sha256=sha256_file(weights),
                      spec=spec, calibration=calibration, parity=parity_images, budget=budget or ParityBudget(),
-                     onnx_exporter=onnx_exporter, verbose=verbose)
+                     onnx_exporter=onnx_exporter, verbose=verbose, int8_float=float_modules)
 
 
 @cli_entry(PROG)
@@ -194,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     need_calibration = any("int8" in precisions and name != "coreml" for name, precisions in plan)
     budget = ParityBudget(args.fp32_max_abs, args.fp16_min_psnr, args.int8_min_psnr, args.int8_max_dfbeta)
     job = make_job(args.weights, args.imgsz, args.calib, args.calib_n, args.parity_n, polarity=args.polarity,
-                   budget=budget, calibrate=need_calibration, onnx_exporter=args.onnx_exporter, verbose=args.verbose)
+                   budget=budget, calibrate=need_calibration, onnx_exporter=args.onnx_exporter, verbose=args.verbose,
+                   int8_float=args.int8_float)
     calibration, parity_images, size = job.calibration, job.parity, job.spec.input_size
 
     from .base import get_format
@@ -204,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{PROG}: {job.arch} from {_rel(job.weights)} (sha256 {job.weights_sha256[:12]}), input {w}x{h}")
     if need_calibration:
         print(f"  int8 calibration: {len(calibration)} images of {calibration.source} (seeded selection)")
+        print(f"  int8 keeps in float: {', '.join(job.int8_float) or 'nothing (full int8)'}")
     print(f"  parity check: {len(parity_images)} images of {parity_images.source} against PyTorch fp32")
     for note in calibration.notes + parity_images.notes:
         print(f"  note: {note}")

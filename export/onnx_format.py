@@ -4,6 +4,7 @@ Route (toolchain.md): `torch.onnx.export(dynamo=True, opset_version=18)` (the le
 exporter as fallback, or on request) -> onnxsim -> `onnx.checker.check_model(full_check=True)`.
 fp16: onnxruntime's float16 converter with float32 I/O (Casts at the edges). int8: onnxruntime
 `quant_pre_process` + `quantize_static` (QDQ, MinMax calibration on the real calibration images,
+the modules in `job.int8_float` left unquantised (mixed_precision.py),
 per-channel weights). Input: NCHW float32, normalised per the spec.
 
 int8 weights are UINT8, not int8 (U8U8 rather than U8S8): onnxruntime's U8S8 integer kernels
@@ -28,6 +29,7 @@ from dbd.runtime.runners import OnnxRunner
 from . import parity
 from .base import ExportFormat, ExportJob, Verification, check_io, quiet, register_format
 from .calibration import normalised_nchw
+from .mixed_precision import conv_call_order, float_convs
 from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
 
 OPSET = 18
@@ -126,8 +128,11 @@ class OnnxFormat(ExportFormat):
         else:
             raise DBDError(f"onnx has no precision '{precision}'")
         tools = {**self.tools(), "exporter": exporter}
+        words = QUANTIZATION_WORDS[precision]
+        if precision == "int8" and job.int8_float:
+            words += f"; kept in float32 for accuracy: {', '.join(job.int8_float)}"
         meta = build_metadata(
-            job, "onnx", precision, QUANTIZATION_WORDS[precision],
+            job, "onnx", precision, words,
             input_entry(job, INPUT_NAME, "NCHW", "float32", folded=False, quantization=None),
             output_entry(job, OUTPUT_NAME, "NCHW", "float32", quantization=None),
             tools, calibrated=precision == "int8")
@@ -160,10 +165,30 @@ class OnnxFormat(ExportFormat):
             fp32, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
             onnx.save(base, str(fp32))
             quant_pre_process(str(fp32), str(pre))
+            exclude = self._float_nodes(job, onnx.load(str(pre)))
             quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8, per_channel=True,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude)
             return onnx.load(str(out))
+
+    def _float_nodes(self, job: ExportJob, model) -> list[str]:
+        """ONNX nodes of the modules kept in float: their Conv nodes (paired with the PyTorch Conv2d
+        calls in execution order, shapes checked) and the Relu/Clip right after each."""
+        if not job.int8_float:
+            return []
+        from onnx import numpy_helper
+
+        calls = conv_call_order(job.model, job.example_input())
+        weights = {t.name: tuple(numpy_helper.to_array(t).shape) for t in model.graph.initializer}
+        convs = [n for n in model.graph.node if n.op_type == "Conv"]
+        shapes = [weights.get(n.input[1]) for n in convs]
+        if shapes != [shape for _, shape in calls]:
+            raise DBDError(f"--int8-float: the ONNX graph's {len(convs)} Conv nodes do not pair up with the model's "
+                           f"{len(calls)} Conv2d calls, so the float modules cannot be located; pass --int8-float none")
+        keep = {convs[i].output[0]: convs[i].name for i in float_convs(job.model, job.example_input(), job.int8_float)}
+        names = list(keep.values())
+        names += [n.name for n in model.graph.node if n.op_type in ("Relu", "Clip") and n.input[0] in keep]
+        return names
 
     def _session(self, path: Path):
         import onnxruntime as ort

@@ -9,13 +9,15 @@ so the app feeds the RGB pixels of the resized photo, NHWC, and reads P(blur) ba
 
 Route (toolchain.md): litert-torch `convert` of the NHWC wrapper (its layout pass leaves no
 Transpose), then ai-edge-quantizer on that flatbuffer: weight-only FLOAT_CASTING for fp16, the
-`static_wi8_ai8` recipe calibrated on the real calibration images for int8. The "dbd" metadata
+`static_wi8_ai8` recipe calibrated on the real calibration images for int8 (the modules in
+`job.int8_float` stay float between a DEQUANTIZE and a QUANTIZE: mixed_precision.py). The "dbd" metadata
 goes into the flatbuffer's `metadata` (entry "dbd"), written with the schema's object API.
 Verification refuses any non-builtin op (Flex / select-TF / custom) and layout Transposes.
 """
 from __future__ import annotations
 
 import collections
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from dbd.runtime.spec import PreprocessSpec
 from . import parity
 from .base import ExportFormat, ExportJob, Verification, check_io, quant_dict, quiet, register_format
 from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
+from .mixed_precision import litert_scopes
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "blur_prob"
 SIGNATURE = "serving_default"
@@ -143,6 +146,13 @@ def op_histogram(data: bytes) -> tuple[collections.Counter, list[str], list[list
     return counts, custom, transposes
 
 
+def op_scopes(data: bytes) -> list[str]:
+    """Each operator's scope as ai-edge-quantizer matches it: its output tensor names, joined."""
+    model = read_model(data)
+    return [";".join(sg.tensors[i].name.decode("utf-8", "replace") for i in op.outputs if i >= 0)
+            for sg in model.subgraphs or [] for op in sg.operators or []]
+
+
 def is_layout_transpose(perm: list[int]) -> bool:
     """NHWC <-> NCHW (or unknown perm): what a layout conversion leaves behind."""
     return not perm or perm in ([0, 3, 1, 2], [0, 2, 3, 1])
@@ -237,8 +247,11 @@ class TFLiteFormat(ExportFormat):
             input_dtype = "int8"
         else:
             input_quant, input_dtype = None, "float32"
+        words = QUANTIZATION_WORDS[precision]
+        if precision == "int8" and job.int8_float:
+            words += f"; kept in float32 for accuracy: {', '.join(job.int8_float)}"
         meta = build_metadata(
-            job, "tflite", precision, QUANTIZATION_WORDS[precision],
+            job, "tflite", precision, words,
             {**input_entry(job, INPUT_NAME, "NHWC", input_dtype, folded=True, quantization=input_quant),
              "tensor": inputs[0]["tensor"], "signature": SIGNATURE},
             {**output_entry(job, OUTPUT_NAME, "NHWC", outputs[0]["dtype"], quantization=outputs[0]["quantization"]),
@@ -263,14 +276,26 @@ class TFLiteFormat(ExportFormat):
 
     def _int8(self, job: ExportJob, data: bytes) -> bytes:
         with quiet(not job.verbose):
-            from ai_edge_quantizer import recipe
+            from ai_edge_quantizer import qtyping, recipe
+            from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
+        float_regexes = []
+        scopes = op_scopes(data)
+        for module, scope in litert_scopes(job.model, job.example_input(), job.int8_float).items():
+            regex = re.escape(scope)
+            if not any(re.search(regex, s) for s in scopes):
+                raise DBDError(f"--int8-float: no TFLite op carries the scope of '{module}' ({scope}); "
+                               f"litert-torch named the layers differently, pass --int8-float none")
+            float_regexes.append(regex)
         pixels = job.calibration.unit * np.float32(job.spec.pixel_scale)
         samples = [{INPUT_NAME: pixels[i:i + 1]} for i in range(len(pixels))]
         inputs, _ = _details(_interpreter(data))
         input_tensor = inputs[0]["tensor"]
         with quiet(not job.verbose):
             qt = self._quantizer(data, recipe.static_wi8_ai8())
+            for regex in float_regexes:
+                qt.update_quantization_recipe(regex=regex, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                              algorithm_key=AlgorithmName.NO_QUANTIZE)
             ranges = qt.calibrate({SIGNATURE: samples}, num_threads=1)
             if input_tensor not in ranges:
                 raise RuntimeError(f"calibration has no range for the input tensor {input_tensor}")

@@ -22,6 +22,9 @@ class DBDOutput:
 class DBDNet(nn.Module):
     # Decoder feature channels at strides 16, 8, 4, in the order of DBDOutput.features.
     feature_channels: tuple[int, ...] = ()
+    # Modules int8 exports keep in float because quantising them costs most of the accuracy
+    # (measured per architecture; see dbd.export.mixed_precision).
+    int8_float_modules: tuple[str, ...] = ()
 
     def forward_train(self, x: torch.Tensor) -> DBDOutput:
         raise NotImplementedError

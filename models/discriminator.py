@@ -3,6 +3,9 @@
 It sees the (normalised) image and a blur map together, so it judges whether the map is
 plausible *for this image* — region boundaries that follow image edges, consistent blur within
 objects — not just whether it looks like some mask. Spectral norm keeps its gradients tame.
+
+Width 16 (0.18 M parameters): with width 32 the two discriminators took ~3/4 of a distillation
+step on CPU, for loss terms weighted 0.01; at 16 they cost less than the student's own backward.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from .registry import register_model
 
 
 class PatchDiscriminator(nn.Module):
-    def __init__(self, image_channels: int = 3, width: int = 32, layers: int = 3):
+    def __init__(self, image_channels: int = 3, width: int = 16, layers: int = 3):
         super().__init__()
         blocks: list[nn.Module] = []
         cin, cout = image_channels + 1, width

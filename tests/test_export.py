@@ -219,6 +219,53 @@ def test_onnx_int8_keeps_parity_with_realistic_activations(tmp_path, data_root):
     assert "legacy" in read_metadata(tmp_path / "dbd_student_64_int8.onnx")["file"]["tools"]["exporter"]
 
 
+# ---- mixed precision: the modules int8 keeps in float ------------------------------------------
+
+
+def test_float_modules_are_located_by_their_converter_names():
+    from dbd.export.mixed_precision import conv_call_order, float_convs, litert_scopes
+
+    model = create_model("dbd_student").eval()
+    x = torch.zeros(1, 3, 64, 64)
+    scopes = litert_scopes(model, x, model.int8_float_modules)
+    assert scopes["encoder.features.1"] == ("/dbd.models.mobilenetv2.MobileNetV2_encoder/"
+                                            "dbd.models.mobilenetv2.InvertedResidual_1/")
+    calls = conv_call_order(model, x)
+    assert calls[0] == ("encoder.features.0.0", (32, 3, 3, 3))
+    assert not any(name.startswith("side_heads") for name, _ in calls)       # training-only heads are not exported
+    assert float_convs(model, x, model.int8_float_modules) == [0, 1, 2]      # stem, depthwise, projection
+    with pytest.raises(DBDError, match="never called"):
+        litert_scopes(model, x, ["side_heads.0"])
+
+
+def _dequantize_ops(path: Path) -> int:
+    return tflite_format.op_histogram(path.read_bytes())[0].get("DEQUANTIZE", 0)
+
+
+def test_int8_keeps_the_student_stem_in_float_and_none_means_full_int8(tflite_export, onnx_export, small_job, tmp_path):
+    import onnx
+
+    _, tfl_dir, _, _ = tflite_export
+    mixed = tfl_dir / "dbd_student_64_int8.tflite"
+    assert "kept in float32 for accuracy: encoder.features.0, encoder.features.1" in read_metadata(mixed)["file"]["quantization"]
+    assert _dequantize_ops(mixed) >= 1 and "float32" in tflite_format.TFLiteFormat().describe(mixed)["tensor_dtypes"]
+
+    full_job = dataclasses.replace(small_job, int8_float=())
+    full = tmp_path / "full.tflite"
+    tflite_format.TFLiteFormat().export(full_job, "int8", full)
+    assert _dequantize_ops(full) == 0
+    assert "kept in float" not in read_metadata(full)["file"]["quantization"]
+
+    # ONNX: the first three Convs read float weights directly, the fourth a DequantizeLinear.
+    _, onnx_dir, _, _ = onnx_export
+    graph = onnx.load(str(onnx_dir / "dbd_student_64_int8.onnx")).graph
+    initializers = {t.name for t in graph.initializer}
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert [c.input[1] in initializers for c in convs[:4]] == [True, True, True, False]
+    assert producers[convs[3].input[1]] == "DequantizeLinear"
+
+
 # ---- failures keep the previous file -----------------------------------------------------------
 
 
@@ -411,8 +458,9 @@ def test_folder_replacement_swaps_the_whole_package(tmp_path):
     (["--imgsz", "100"], "multiples of 32"),
     (["--calib-n", "0"], "--calib-n must be at least 1"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--int8-float", "encoder.feature.1"], "did you mean 'encoder.features.1'?"),
 ], ids=["format", "precision", "precision-all-formats", "test-split", "test-split-file", "leaky-split", "missing-weights",
-        "pickle-weights", "discriminator", "imgsz", "calib-n", "unknown-flag"])
+        "pickle-weights", "discriminator", "imgsz", "calib-n", "unknown-flag", "int8-float-module"])
 def test_bad_flags_are_answered_with_one_line(args, expected, student_ckpt, tmp_path, data_root):
     pickle = tmp_path / "weights.safetensors"
     torch.save({"w": torch.zeros(2)}, pickle)

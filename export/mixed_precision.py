@@ -1,0 +1,110 @@
+"""Which modules an int8 export keeps in float, and how each converter names them.
+
+Full int8 of the student costs ~6 dB of blur-map PSNR in MobileNetV2's stem and first inverted
+residual alone (the 160x160 layers whose output is also the decoder's finest skip): measured on
+the parity images, TFLite 27.5 -> 33.9 dB and ONNX 27.1 -> 33.1 dB with those two in float, while
+float decoder, head or any later quarter of the encoder gained < 2 dB. They are 42 of the
+student's 700 MMAC, so the file stays an int8 file in all but its first three convolutions.
+
+An architecture declares its modules (`DBDNet.int8_float_modules`, dotted names as in
+`named_modules()`); `dbd-export --int8-float` overrides them. The converters do not keep PyTorch's
+names, so this module translates them:
+
+* litert-torch names each TFLite tensor after the chain of modules that were *called* to produce
+  it, "<module>.<Class>_<attribute>/..." -> `litert_scopes` records that chain with hooks and
+  ai-edge-quantizer matches it as a regex;
+* the ONNX graph has anonymous Conv nodes in execution order -> `conv_call_order` lists the
+  Conv2d modules in the order they run, and the ONNX format pairs them up (checking shapes).
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from dbd.models.errors import DBDError
+
+
+def resolve_modules(model: nn.Module, names: Iterable[str]) -> tuple[str, ...]:
+    """The module names, checked against the model (one-line error with a suggestion otherwise)."""
+    known = dict(model.named_modules())
+    resolved = []
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(name, [k for k in known if k], n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise DBDError(f"--int8-float: '{name}' is not a module of {type(model).__name__}; {hint}"
+                           f"pass dotted names from model.named_modules(), e.g. encoder.features.1, or 'none'")
+        resolved.append(name)
+    return tuple(resolved)
+
+
+def default_modules(model: nn.Module) -> tuple[str, ...]:
+    return tuple(getattr(model, "int8_float_modules", ()))
+
+
+def _inside(name: str, prefixes: Iterable[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _trace_calls(model: nn.Module, example: torch.Tensor, on_call) -> None:
+    """Run `model(example)`, calling on_call(name, module, stack of called (name, module)) at each module entry."""
+    stack: list[tuple[str, nn.Module]] = []
+    handles = []
+    for name, module in model.named_modules():
+        def pre(mod, args, name=name):
+            stack.append((name, mod))
+            on_call(name, mod, list(stack))
+
+        def post(mod, args, output):
+            stack.pop()
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def litert_scopes(model: nn.Module, example: torch.Tensor, names: Iterable[str]) -> dict[str, str]:
+    """For each module name, the scope fragment litert-torch gives its tensors, e.g.
+    'encoder.features.1' -> '/dbd.models.mobilenetv2.MobileNetV2_encoder/dbd.models.mobilenetv2.InvertedResidual_1/'.
+    """
+    wanted, scopes = set(names), {}
+
+    def on_call(name, module, stack):
+        if name in wanted and name not in scopes:
+            parts = [f"{type(m).__module__}.{type(m).__qualname__}_{n.rsplit('.', 1)[-1]}" for n, m in stack if n]
+            scopes[name] = "/" + "/".join(parts) + "/"
+
+    _trace_calls(model, example, on_call)
+    missing = wanted - set(scopes)
+    if missing:
+        raise DBDError(f"--int8-float: module(s) {', '.join(sorted(missing))} are never called in the exported "
+                       f"forward pass; pass modules the exported graph contains")
+    return scopes
+
+
+def conv_call_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, weight shape) of every Conv2d in the order the forward pass runs them."""
+    calls: list[tuple[str, tuple[int, ...]]] = []
+
+    def on_call(name, module, stack):
+        if isinstance(module, nn.Conv2d):
+            calls.append((name, tuple(module.weight.shape)))
+
+    _trace_calls(model, example, on_call)
+    return calls
+
+
+def float_convs(model: nn.Module, example: torch.Tensor, names: Iterable[str]) -> list[int]:
+    """Positions (in conv_call_order) of the Conv2d modules inside the float modules."""
+    names = tuple(names)
+    return [i for i, (conv, _) in enumerate(conv_call_order(model, example)) if _inside(conv, names)]
