@@ -115,7 +115,8 @@ def export_one(job: ExportJob, fmt: ExportFormat, precision: str, out_dir: Path,
         outcome.replaced = replace_path(tmp, final)
         outcome.ok = True
     except DBDError as err:
-        outcome.error = str(err)
+        # Checks name the file they read, the temporary one; the user knows the final name.
+        outcome.error = str(err).replace(str(tmp), str(final))
     except Exception as err:  # noqa: BLE001 - a converter crash fails this file, not the whole run
         if job.verbose:
             traceback.print_exc()

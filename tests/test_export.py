@@ -322,6 +322,7 @@ def test_tflite_int8_input_scale_other_than_pixel_minus_128_is_refused(tflite_ex
     outcome = export_one(job, get_format("tflite"), "int8", tmp_path)
     assert not outcome.ok and "scale/zero-point" in outcome.error and "metadata says" in outcome.error
     assert "\n" not in outcome.error
+    assert str(tmp_path / name) in outcome.error and ".tmp" not in outcome.error     # names the file the user asked for
     assert sha256(tmp_path / name) == before and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
