@@ -104,6 +104,19 @@ def test_renormalise_maps_student_inputs_to_teacher_normalisation():
     assert torch.allclose(converted, torch.from_numpy(teacher.preprocess(image)), atol=1e-5)
 
 
+def test_output_distillation_learns_from_the_teacher_only_where_it_agrees_with_the_mask():
+    from dbd.training.losses import output_distillation
+
+    logits = torch.tensor([[[[0.3, -1.2, 2.0]]]])
+    teacher = torch.tensor([[[[0.9, 0.2, 0.6]]]])        # right, wrong, right
+    mask = torch.tensor([[[[1.0, 1.0, 1.0]]]])
+    right = torch.nn.functional.binary_cross_entropy_with_logits(logits[..., [0, 2]], teacher[..., [0, 2]])
+    assert torch.allclose(output_distillation(logits, teacher, mask), right)
+    assert torch.allclose(output_distillation(logits, teacher),       # without a mask: every pixel
+                          torch.nn.functional.binary_cross_entropy_with_logits(logits, teacher))
+    assert output_distillation(logits, torch.zeros_like(teacher), mask).item() == 0.0   # teacher wrong everywhere
+
+
 def test_learning_rate_warms_up_then_decays_by_cosine():
     assert lr_factor(0, 100, 10) == pytest.approx(0.1)
     assert lr_factor(9, 100, 10) == pytest.approx(1.0)

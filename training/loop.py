@@ -274,7 +274,7 @@ def compute_losses(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None
             t_out = teacher.forward_train(renorm(x))
         parts["teacher_prob"] = t_prob = torch.sigmoid(t_out.logits.float())  # for the discriminator step
     if cfg.kd_out:
-        parts["kd_out"] = cfg.kd_out * losses.output_distillation(out.logits.float(), t_prob)
+        parts["kd_out"] = cfg.kd_out * losses.output_distillation(out.logits.float(), t_prob, y)
     if cfg.kd_feat:
         parts["kd_feat"] = cfg.kd_feat * losses.feature_distillation(out.features, t_out.features)
     if cfg.adv_gt:

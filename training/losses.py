@@ -31,10 +31,21 @@ def segmentation_loss(out: DBDOutput, target: torch.Tensor, bce: float, dice: fl
     return loss
 
 
-def output_distillation(student_logits: torch.Tensor, teacher_prob: torch.Tensor) -> torch.Tensor:
+def output_distillation(student_logits: torch.Tensor, teacher_prob: torch.Tensor,
+                        target: torch.Tensor | None = None) -> torch.Tensor:
     """BCE of the student's map against the teacher's soft map: it carries the teacher's
-    confidence near boundaries, which binary masks cannot."""
-    return F.binary_cross_entropy_with_logits(student_logits, teacher_prob)
+    confidence near boundaries, which binary masks cannot.
+
+    With `target`, only where the teacher is right (same side of 0.5 as the mask). Where it is
+    wrong, mask and teacher pull the student to opposite ends and it settles near 0.5: unmasked,
+    the distilled student was softer than both (13 % of CUHK-TE-1 pixels in (0.1, 0.9), vs 11.6 %
+    alone and 7.3 % for the teacher), which raised its MAE although it decided better.
+    """
+    loss = F.binary_cross_entropy_with_logits(student_logits, teacher_prob, reduction="none")
+    if target is None:
+        return loss.mean()
+    agree = ((teacher_prob > 0.5) == (target > 0.5)).to(loss.dtype)
+    return (loss * agree).sum() / agree.sum().clamp_min(1.0)
 
 
 def feature_distillation(adapted_student: list[torch.Tensor], teacher_feats: list[torch.Tensor]) -> torch.Tensor:
