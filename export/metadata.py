@@ -106,11 +106,15 @@ def build_metadata(job: ExportJob, file_format: str, precision: str, quantizatio
                    calibrated: bool) -> dict[str, Any]:
     card = job.card
     preprocess = {**job.spec.to_dict(), "layout": inp["layout"]}
+    float_modules = list(job.int8_float) if precision == "int8" and calibrated else []
+    if float_modules:       # calibrated int8 (ONNX, TFLite) honours --int8-float; CoreML's weight-only int8 does not
+        quantization += f"; kept in float32 for accuracy: {', '.join(float_modules)}"
     doc = {
         "format": METADATA_FORMAT,
         "dbd_version": dbd_version(),
         "model": {"arch": job.arch, "config": card.get("config", {})},
         "file": {"format": file_format, "precision": precision, "quantization": quantization,
+                 "float_modules": float_modules,
                  "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "tools": tools},
         "input": inp,
         "output": out,

@@ -128,11 +128,8 @@ class OnnxFormat(ExportFormat):
         else:
             raise DBDError(f"onnx has no precision '{precision}'")
         tools = {**self.tools(), "exporter": exporter}
-        words = QUANTIZATION_WORDS[precision]
-        if precision == "int8" and job.int8_float:
-            words += f"; kept in float32 for accuracy: {', '.join(job.int8_float)}"
         meta = build_metadata(
-            job, "onnx", precision, words,
+            job, "onnx", precision, QUANTIZATION_WORDS[precision],
             input_entry(job, INPUT_NAME, "NCHW", "float32", folded=False, quantization=None),
             output_entry(job, OUTPUT_NAME, "NCHW", "float32", quantization=None),
             tools, calibrated=precision == "int8")

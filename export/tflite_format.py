@@ -247,11 +247,8 @@ class TFLiteFormat(ExportFormat):
             input_dtype = "int8"
         else:
             input_quant, input_dtype = None, "float32"
-        words = QUANTIZATION_WORDS[precision]
-        if precision == "int8" and job.int8_float:
-            words += f"; kept in float32 for accuracy: {', '.join(job.int8_float)}"
         meta = build_metadata(
-            job, "tflite", precision, words,
+            job, "tflite", precision, QUANTIZATION_WORDS[precision],
             {**input_entry(job, INPUT_NAME, "NHWC", input_dtype, folded=True, quantization=input_quant),
              "tensor": inputs[0]["tensor"], "signature": SIGNATURE},
             {**output_entry(job, OUTPUT_NAME, "NHWC", outputs[0]["dtype"], quantization=outputs[0]["quantization"]),

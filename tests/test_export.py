@@ -255,6 +255,8 @@ def test_int8_keeps_the_student_stem_in_float_and_none_means_full_int8(tflite_ex
     tflite_format.TFLiteFormat().export(full_job, "int8", full)
     assert _dequantize_ops(full) == 0
     assert "kept in float" not in read_metadata(full)["file"]["quantization"]
+    assert read_metadata(full)["file"]["float_modules"] == []
+    assert read_metadata(mixed)["file"]["float_modules"] == ["encoder.features.0", "encoder.features.1"]
 
     # ONNX: the first three Convs read float weights directly, the fourth a DequantizeLinear.
     _, onnx_dir, _, _ = onnx_export
