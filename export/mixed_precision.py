@@ -106,7 +106,7 @@ def conv_call_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, 
     return calls
 
 
-def float_convs(model: nn.Module, example: torch.Tensor, names: Iterable[str]) -> list[int]:
-    """Positions (in conv_call_order) of the Conv2d modules inside the float modules."""
+def float_convs(calls: list[tuple[str, tuple[int, ...]]], names: Iterable[str]) -> list[int]:
+    """Positions in `calls` (from conv_call_order) of the Conv2d modules inside the float modules."""
     names = tuple(names)
-    return [i for i, (conv, _) in enumerate(conv_call_order(model, example)) if _inside(conv, names)]
+    return [i for i, (conv, _) in enumerate(calls) if _inside(conv, names)]

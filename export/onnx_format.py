@@ -182,7 +182,7 @@ class OnnxFormat(ExportFormat):
         if shapes != [shape for _, shape in calls]:
             raise DBDError(f"--int8-float: the ONNX graph's {len(convs)} Conv nodes do not pair up with the model's "
                            f"{len(calls)} Conv2d calls, so the float modules cannot be located; pass --int8-float none")
-        keep = {convs[i].output[0]: convs[i].name for i in float_convs(job.model, job.example_input(), job.int8_float)}
+        keep = {convs[i].output[0]: convs[i].name for i in float_convs(calls, job.int8_float)}
         names = list(keep.values())
         names += [n.name for n in model.graph.node if n.op_type in ("Relu", "Clip") and n.input[0] in keep]
         return names

@@ -233,7 +233,7 @@ def test_float_modules_are_located_by_their_converter_names():
     calls = conv_call_order(model, x)
     assert calls[0] == ("encoder.features.0.0", (32, 3, 3, 3))
     assert not any(name.startswith("side_heads") for name, _ in calls)       # training-only heads are not exported
-    assert float_convs(model, x, model.int8_float_modules) == [0, 1, 2]      # stem, depthwise, projection
+    assert float_convs(calls, model.int8_float_modules) == [0, 1, 2]      # stem, depthwise, projection
     with pytest.raises(DBDError, match="never called"):
         litert_scopes(model, x, ["side_heads.0"])
 
