@@ -175,6 +175,7 @@ def test_empty_split_is_one_line(tmp_path, capsys):
     (["teacher", "--imgsz", "300"], "multiples of 32"),
     (["teacher", "--epochs", "0"], "--epochs"),
     (["teacher", "--kd-out", "-1"], "--kd-out"),
+    (["teacher", "--kd-temperature", "0"], "--kd-temperature"),
     (["teacher", "--resume", "--out", "{tmp}/never"], "nothing to resume"),
 ])
 def test_bad_flags_are_one_line(args, fragment, tmp_path, capsys):
@@ -246,3 +247,39 @@ def test_report_prints_the_test_table_for_checkpoints(tiny_teacher, data_root, t
     assert len(row.split("|")) == 10 and "(5 images)" in out
     import json
     assert json.loads((tmp_path / "r.json").read_text())[0]["n_images"] == 5
+
+
+def test_report_pools_seeds_of_a_recipe_and_compares_recipes_seed_by_seed(tiny_teacher, data_root, capsys):
+    from dbd.training.report import main as report
+    tiny = str(tiny_teacher)
+    assert report([tiny, tiny, tiny, "--labels", "base", "base", "other", "--data", "dut", "--split", ""]) == 0
+    out = capsys.readouterr().out
+    assert "| base (2 seeds) |" in out and " ± 0.0000 " in out          # the same weights twice: no spread
+    assert "| other − base | +0.0000 (0/" in out                         # compared on the seed both have
+
+
+def test_paired_deltas_count_a_lower_mae_and_a_higher_fbeta_as_better():
+    from dbd.training.report import COLUMNS, paired_deltas
+    def row(seed, mae, f):
+        return {"seed": seed, **{c: 0.5 for c in COLUMNS}, "mae": mae, "fbeta_fixed": f}
+    base = [row(0, 0.08, 0.95), row(1, 0.07, 0.96), row(2, 0.09, 0.94)]
+    other = [row(0, 0.07, 0.96), row(1, 0.075, 0.97), row(3, 0.01, 0.99)]   # seed 3 has no partner
+    deltas = paired_deltas(base, other)
+    assert deltas["mae"][1:] == (1, 2) and deltas["fbeta_fixed"][1:] == (2, 2)
+    assert abs(deltas["mae"][0] - (-0.01 + 0.005) / 2) < 1e-12
+    assert paired_deltas(base, [row(7, 0.0, 1.0)]) is None
+
+
+def test_report_with_a_label_per_checkpoint_missing_is_one_line(tiny_teacher, capsys):
+    from dbd.training.report import main as report
+    code = report([str(tiny_teacher), str(tiny_teacher), "--labels", "only-one"])
+    _assert_one_line(code, capsys.readouterr().err, "--labels")
+
+
+def test_sharpened_teacher_targets_keep_the_decision_and_drop_the_doubt():
+    from dbd.training.losses import teacher_targets
+    logits = torch.tensor([-3.0, -0.4, 0.0, 0.4, 3.0])
+    plain, sharp = teacher_targets(logits, 1.0), teacher_targets(logits, 0.5)
+    assert torch.allclose(plain, torch.sigmoid(logits))
+    assert torch.equal(plain > 0.5, sharp > 0.5) and sharp[2] == 0.5           # same side of 0.5 everywhere
+    assert ((sharp - 0.5).abs() >= (plain - 0.5).abs()).all()                  # and never less sure

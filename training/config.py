@@ -49,6 +49,7 @@ class TrainConfig:
     side: float = 0.4                     # deep supervision: weight of each side output
     kd_out: float = 1.0                   # student: BCE to the teacher's soft blur map
     kd_feat: float = 1.0                  # student: decoder features matched through 1x1 adapters
+    kd_temperature: float = 1.0           # student: the teacher's logits are divided by this (< 1 sharpens)
     adv_gt: float = 0.01                  # student: discriminator of (image, gt) vs (image, student)
     adv_teacher: float = 0.01             # student: discriminator of (image, teacher) vs (image, student)
     teacher: str | None = None            # student: teacher checkpoint (.safetensors)
@@ -85,6 +86,8 @@ class TrainConfig:
             raise DBDError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.split and self.split.lower() == "test":
             raise DBDError("training on the test split would make every reported number meaningless; use --split train")
+        if self.kd_temperature <= 0:
+            raise DBDError(f"--kd-temperature must be positive, got {self.kd_temperature}")
         for name in ("bce", "dice", "side", "kd_out", "kd_feat", "adv_gt", "adv_teacher", "synthetic", "lr"):
             if getattr(self, name) < 0:
                 raise DBDError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")

@@ -272,7 +272,8 @@ def compute_losses(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None
     if teacher is not None:
         with torch.no_grad():
             t_out = teacher.forward_train(renorm(x))
-        parts["teacher_prob"] = t_prob = torch.sigmoid(t_out.logits.float())  # for the discriminator step
+        t_prob = losses.teacher_targets(t_out.logits, cfg.kd_temperature)
+        parts["teacher_prob"] = t_prob  # also the discriminator's "real" maps
     if cfg.kd_out:
         parts["kd_out"] = cfg.kd_out * losses.output_distillation(out.logits.float(), t_prob, y)
     if cfg.kd_feat:

@@ -31,6 +31,12 @@ def segmentation_loss(out: DBDOutput, target: torch.Tensor, bce: float, dice: fl
     return loss
 
 
+def teacher_targets(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The teacher's blur map as the student's target; a temperature below 1 sharpens it. The
+    sign of each logit (the teacher's decision) is kept; only its doubt shrinks."""
+    return torch.sigmoid(teacher_logits.float() / temperature)
+
+
 def output_distillation(student_logits: torch.Tensor, teacher_prob: torch.Tensor,
                         target: torch.Tensor | None = None) -> torch.Tensor:
     """BCE of the student's map against the teacher's soft map: it carries the teacher's

@@ -4,27 +4,90 @@ Scores each checkpoint on CUHK-TE-1 (default; any catalogued dataset/split by fl
 D-DFFNet protocol (blur = positive, threshold 0.5, per-image Fβ averaged, IoU pooled, MAE at the
 mask's original resolution) plus adaptive and max Fβ, and prints a Markdown table. The test
 split is only ever read here, never for training or model selection.
+
+Checkpoints that share a label are runs of one recipe with different seeds: the table then shows
+their mean ± standard deviation, and a second table compares every recipe with the first one
+seed by seed (the mean paired difference, and on how many seeds it went the right way), because
+on 100 test images the spread between seeds can exceed the effect of a loss term.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
-from dbd.models.errors import cli_entry
+from dbd.models.errors import DBDError, cli_entry
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.evaluate import evaluate
 from dbd.runtime.runners import TorchRunner
 
 COLUMNS = ("mae", "fbeta_fixed", "iou", "fbeta_adaptive", "fbeta_max")
+LOWER_IS_BETTER = {"mae"}
 
 
 def score(checkpoint: Path, data: str, split: str | None) -> dict:
     runner = TorchRunner(checkpoint)
     metrics = evaluate(runner, open_dataset(data, split=split or None))[0].compute()
-    return {"checkpoint": str(checkpoint), "arch": runner.info["arch"], "params_m": count_params(runner.model) / 1e6,
+    return {"checkpoint": str(checkpoint), "arch": runner.info["arch"],
+            "seed": runner.info.get("training", {}).get("config", {}).get("seed"),
+            "params_m": count_params(runner.model) / 1e6,
             "gmacs": count_macs(runner.model, runner.size) / 1e9, **metrics}
+
+
+def group_rows(rows: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["label"], []).append(r)
+    return groups
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def paired_deltas(base: list[dict], other: list[dict]) -> dict[str, tuple[float, int, int]] | None:
+    """Per metric: (mean of other − base over the seeds both have, seeds where other is better, seeds)."""
+    by_seed = {r["seed"]: r for r in base}
+    pairs = [(by_seed[r["seed"]], r) for r in other if r["seed"] in by_seed]
+    if not pairs:
+        return None
+    out = {}
+    for c in COLUMNS:
+        deltas = [o[c] - b[c] for b, o in pairs]
+        better = sum((d < 0) if c in LOWER_IS_BETTER else (d > 0) for d in deltas)
+        out[c] = (statistics.mean(deltas), better, len(pairs))
+    return out
+
+
+def print_tables(rows: list[dict], data: str, split: str) -> None:
+    groups = group_rows(rows)
+    seeds = any(len(g) > 1 for g in groups.values())
+    print(f"{data} split {split} ({rows[0]['n_images']} images), D-DFFNet protocol (blur = positive; adaptive and max Fβ "
+          f"with in-focus positive, as published){'; mean ± std over seeds' if seeds else ''}\n")
+    print("| model | params (M) | GMACs | MAE ↓ | Fβ@0.5 ↑ | IoU ↑ | Fβ adaptive (in-focus +) ↑ | Fβ max (in-focus +) ↑ |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, group in groups.items():
+        name = f"{label} ({len(group)} seeds)" if len(group) > 1 else label
+        print(f"| {name} | {group[0]['params_m']:.2f} | {group[0]['gmacs']:.2f} | "
+              + " | ".join(mean_std([r[c] for r in group]) for c in COLUMNS) + " |")
+    if not seeds:
+        return
+    (base_label, base), *others = groups.items()
+    lines = []
+    for label, group in others:
+        deltas = paired_deltas(base, group)
+        if deltas is not None:
+            lines.append(f"| {label} − {base_label} | " + " | ".join(
+                f"{m:+.4f} ({better}/{n})" for m, better, n in deltas.values()) + " |")
+    if lines:
+        print(f"\nPaired by seed against '{base_label}': mean difference (seeds on which it is better / seeds)\n")
+        print("| recipe | MAE | Fβ@0.5 | IoU | Fβ adaptive | Fβ max |")
+        print("|---|---:|---:|---:|---:|---:|")
+        print("\n".join(lines))
 
 
 @cli_entry("python -m dbd.training.report")
@@ -32,18 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dbd.training.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", type=Path)
-    parser.add_argument("--labels", nargs="*", help="row names (default: the checkpoint paths)")
+    parser.add_argument("--labels", nargs="*", help="row names (default: the checkpoint paths); "
+                                                     "repeat a label to pool seeds of one recipe")
     parser.add_argument("--data", default="cuhk")
     parser.add_argument("--split", default="test", help="split name (empty: the whole dataset)")
-    parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--json", type=Path, help="also write the rows (one per checkpoint) as JSON")
     args = parser.parse_args(argv)
     labels = args.labels or [str(c) for c in args.checkpoints]
+    if len(labels) != len(args.checkpoints):
+        raise DBDError(f"--labels gave {len(labels)} names for {len(args.checkpoints)} checkpoints; give one per checkpoint")
     rows = [{"label": label, **score(c, args.data, args.split)} for label, c in zip(labels, args.checkpoints)]
-    print(f"{args.data} split {args.split} ({rows[0]['n_images']} images), D-DFFNet protocol (blur = positive; adaptive and max Fβ with in-focus positive, as published)\n")
-    print("| model | params (M) | GMACs | MAE ↓ | Fβ@0.5 ↑ | IoU ↑ | Fβ adaptive (in-focus +) ↑ | Fβ max (in-focus +) ↑ |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['label']} | {r['params_m']:.2f} | {r['gmacs']:.2f} | " + " | ".join(f"{r[c]:.4f}" for c in COLUMNS) + " |")
+    print_tables(rows, args.data, args.split)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
