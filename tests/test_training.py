@@ -244,7 +244,7 @@ def test_report_prints_the_test_table_for_checkpoints(tiny_teacher, data_root, t
     assert report([str(tiny_teacher), "--labels", "tiny", "--data", "dut", "--split", "", "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| tiny |"))
-    assert len(row.split("|")) == 10 and "(5 images)" in out
+    assert len(row.split("|")) == 12 and "(5 images)" in out
     import json
     assert json.loads((tmp_path / "r.json").read_text())[0]["n_images"] == 5
 
@@ -283,3 +283,13 @@ def test_sharpened_teacher_targets_keep_the_decision_and_drop_the_doubt():
     assert torch.allclose(plain, torch.sigmoid(logits))
     assert torch.equal(plain > 0.5, sharp > 0.5) and sharp[2] == 0.5           # same side of 0.5 everywhere
     assert ((sharp - 0.5).abs() >= (plain - 0.5).abs()).all()                  # and never less sure
+
+
+def test_confidence_columns_separate_wrong_decisions_from_hedging():
+    from dbd.training.report import confidence
+    mask = np.zeros((4, 6), np.float32)
+    mask[:, :3] = 1
+    hedging = np.where(mask > 0, 0.6, 0.4).astype(np.float32)                # right side of 0.5 everywhere
+    wrong = 1 - mask
+    assert confidence(np.stack([hedging]), [mask]) == {"error_at_05": 0.0, "unsure": 1.0}
+    assert confidence(np.stack([wrong]), [mask]) == {"error_at_05": 1.0, "unsure": 0.0}

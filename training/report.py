@@ -9,6 +9,10 @@ Checkpoints that share a label are runs of one recipe with different seeds: the 
 their mean ± standard deviation, and a second table compares every recipe with the first one
 seed by seed (the mean paired difference, and on how many seeds it went the right way), because
 on 100 test images the spread between seeds can exceed the effect of a loss term.
+
+Two more columns split what MAE mixes: "error @0.5" (the fraction of pixels the map decides
+wrong) and "unsure" (the fraction it leaves in (0.1, 0.9)). MAE rewards confident maps: a map
+that decides as well but hedges more scores a worse MAE.
 """
 from __future__ import annotations
 
@@ -17,23 +21,42 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from dbd.models.errors import DBDError, cli_entry
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.evaluate import evaluate
+from dbd.runtime.metrics import resize_to
 from dbd.runtime.runners import TorchRunner
 
-COLUMNS = ("mae", "fbeta_fixed", "iou", "fbeta_adaptive", "fbeta_max")
-LOWER_IS_BETTER = {"mae"}
+COLUMNS = ("mae", "fbeta_fixed", "iou", "fbeta_adaptive", "fbeta_max", "error_at_05", "unsure")
+LOWER_IS_BETTER = {"mae", "error_at_05", "unsure"}
 
 
 def score(checkpoint: Path, data: str, split: str | None) -> dict:
     runner = TorchRunner(checkpoint)
-    metrics = evaluate(runner, open_dataset(data, split=split or None))[0].compute()
+    masks: list[np.ndarray] = []
+    def pairs():
+        for image, mask in open_dataset(data, split=split or None):
+            masks.append(mask)
+            yield image, mask
+    metrics, maps = evaluate(runner, pairs(), keep_maps=True)
     return {"checkpoint": str(checkpoint), "arch": runner.info["arch"],
             "seed": runner.info.get("training", {}).get("config", {}).get("seed"),
             "params_m": count_params(runner.model) / 1e6,
-            "gmacs": count_macs(runner.model, runner.size) / 1e9, **metrics}
+            "gmacs": count_macs(runner.model, runner.size) / 1e9, **metrics.compute(), **confidence(maps, masks)}
+
+
+def confidence(maps: np.ndarray, masks: list[np.ndarray]) -> dict[str, float]:
+    """Separate what MAE mixes: how often the map decides wrong (error of the map binarised at
+    0.5) and how often it hedges (pixels in (0.1, 0.9)), per image at the mask's resolution, averaged."""
+    error, unsure = [], []
+    for prob, mask in zip(maps, masks):
+        prob = resize_to(prob, mask.shape)
+        error.append(float(np.mean((prob >= 0.5) != (mask >= 0.5))))
+        unsure.append(float(np.mean((prob > 0.1) & (prob < 0.9))))
+    return {"error_at_05": float(np.mean(error)), "unsure": float(np.mean(unsure))}
 
 
 def group_rows(rows: list[dict]) -> dict[str, list[dict]]:
@@ -68,8 +91,9 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
     seeds = any(len(g) > 1 for g in groups.values())
     print(f"{data} split {split} ({rows[0]['n_images']} images), D-DFFNet protocol (blur = positive; adaptive and max Fβ "
           f"with in-focus positive, as published){'; mean ± std over seeds' if seeds else ''}\n")
-    print("| model | params (M) | GMACs | MAE ↓ | Fβ@0.5 ↑ | IoU ↑ | Fβ adaptive (in-focus +) ↑ | Fβ max (in-focus +) ↑ |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | params (M) | GMACs | MAE ↓ | Fβ@0.5 ↑ | IoU ↑ | Fβ adaptive (in-focus +) ↑ | Fβ max (in-focus +) ↑ "
+          "| error @0.5 ↓ | unsure ↓ |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, group in groups.items():
         name = f"{label} ({len(group)} seeds)" if len(group) > 1 else label
         print(f"| {name} | {group[0]['params_m']:.2f} | {group[0]['gmacs']:.2f} | "
@@ -85,8 +109,8 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
                 f"{m:+.4f} ({better}/{n})" for m, better, n in deltas.values()) + " |")
     if lines:
         print(f"\nPaired by seed against '{base_label}': mean difference (seeds on which it is better / seeds)\n")
-        print("| recipe | MAE | Fβ@0.5 | IoU | Fβ adaptive | Fβ max |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("| recipe | MAE | Fβ@0.5 | IoU | Fβ adaptive | Fβ max | error @0.5 | unsure |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         print("\n".join(lines))
 
 
