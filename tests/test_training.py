@@ -252,10 +252,12 @@ def test_report_prints_the_test_table_for_checkpoints(tiny_teacher, data_root, t
 def test_report_pools_seeds_of_a_recipe_and_compares_recipes_seed_by_seed(tiny_teacher, data_root, capsys):
     from dbd.training.report import main as report
     tiny = str(tiny_teacher)
-    assert report([tiny, tiny, tiny, "--labels", "base", "base", "other", "--data", "dut", "--split", ""]) == 0
+    assert report([tiny, tiny, tiny, tiny, tiny, "--labels", "single", "base", "base", "other", "other",
+                   "--data", "dut", "--split", ""]) == 0
     out = capsys.readouterr().out
     assert "| base (2 seeds) |" in out and " ± 0.0000 " in out          # the same weights twice: no spread
-    assert "| other − base | +0.0000 (0/" in out                         # compared on the seed both have
+    assert "against 'base'" in out and "| other − base | +0.0000 (0/" in out   # a one-run row is no baseline
+    assert "| single − " not in out
 
 
 def test_paired_deltas_count_a_lower_mae_and_a_higher_fbeta_as_better():

@@ -49,7 +49,7 @@ class TrainConfig:
     side: float = 0.4                     # deep supervision: weight of each side output
     kd_out: float = 1.0                   # student: BCE to the teacher's soft blur map
     kd_feat: float = 1.0                  # student: decoder features matched through 1x1 adapters
-    kd_temperature: float = 1.0           # student: the teacher's logits are divided by this (< 1 sharpens)
+    kd_temperature: float = 0.5           # student: the teacher's logits are divided by this (< 1 sharpens)
     adv_gt: float = 0.01                  # student: discriminator of (image, gt) vs (image, student)
     adv_teacher: float = 0.01             # student: discriminator of (image, teacher) vs (image, student)
     teacher: str | None = None            # student: teacher checkpoint (.safetensors)

@@ -6,8 +6,8 @@ mask's original resolution) plus adaptive and max Fβ, and prints a Markdown tab
 split is only ever read here, never for training or model selection.
 
 Checkpoints that share a label are runs of one recipe with different seeds: the table then shows
-their mean ± standard deviation, and a second table compares every recipe with the first one
-seed by seed (the mean paired difference, and on how many seeds it went the right way), because
+their mean ± standard deviation, and a second table compares every such recipe with the first
+one seed by seed (the mean paired difference, and on how many seeds it went the right way), because
 on 100 test images the spread between seeds can exceed the effect of a loss term.
 
 Two more columns split what MAE mixes: "error @0.5" (the fraction of pixels the map decides
@@ -100,7 +100,9 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
               + " | ".join(mean_std([r[c] for r in group]) for c in COLUMNS) + " |")
     if not seeds:
         return
-    (base_label, base), *others = groups.items()
+    # Seed-by-seed comparison between recipes: against the first one run with several seeds.
+    pooled = [(label, group) for label, group in groups.items() if len(group) > 1]
+    (base_label, base), *others = pooled
     lines = []
     for label, group in others:
         deltas = paired_deltas(base, group)
