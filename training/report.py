@@ -88,7 +88,8 @@ def paired_deltas(base: list[dict], other: list[dict]) -> dict[str, tuple[float,
 
 def print_tables(rows: list[dict], data: str, split: str) -> None:
     groups = group_rows(rows)
-    seeds = any(len(g) > 1 for g in groups.values())
+    pooled = [(label, group) for label, group in groups.items() if len(group) > 1]
+    seeds = bool(pooled)
     print(f"{data} split {split} ({rows[0]['n_images']} images), D-DFFNet protocol (blur = positive; adaptive and max Fβ "
           f"with in-focus positive, as published){'; mean ± std over seeds' if seeds else ''}\n")
     print("| model | params (M) | GMACs | MAE ↓ | Fβ@0.5 ↑ | IoU ↑ | Fβ adaptive (in-focus +) ↑ | Fβ max (in-focus +) ↑ "
@@ -101,7 +102,6 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
     if not seeds:
         return
     # Seed-by-seed comparison between recipes: against the first one run with several seeds.
-    pooled = [(label, group) for label, group in groups.items() if len(group) > 1]
     (base_label, base), *others = pooled
     lines = []
     for label, group in others:
