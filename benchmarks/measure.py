@@ -1,13 +1,26 @@
 """Measurements behind dbd-bench: latency, peak memory, the machine's compute peak, accuracy.
 
 Latency: warm-up runs, then at least 50 timed runs of one image at the model's input size,
-median and 90th percentile. Peak memory: the process's peak resident set (VmHWM) while the row
-loads and runs, above what was resident before (Linux resets the peak through clear_refs).
-Compute peak: a large fp32 matrix multiply at the same thread count: the practical ceiling of
-multiply-accumulates per second on this machine, to see how close each format gets.
+median and 90th percentile. Peak memory: measured the same way for every runtime, in a fresh
+process (`peak_memory_mb`): the peak resident set (VmHWM, so native allocations of onnxruntime or
+LiteRT count as much as torch's) while the file loads and runs one image, above the resident set
+once the runtime library is imported. In this process, memory freed by an earlier row stays
+resident and is reused, which read as 0 MB for ONNX rows. Compute peak: a large fp32 matrix
+multiply at the same thread count, best of several runs interleaved across thread counts (a
+loaded machine once measured the 2-thread peak below the 1-thread one): the practical ceiling of
+multiply-accumulates per second here, to see how close each format gets. `cpu_info` records the
+CPU model and the ISA features that decide whether int8 beats float (VNNI, AMX, dot-product).
 """
 from __future__ import annotations
 
+import ctypes
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,44 +64,178 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+def _release_freed_memory() -> None:
+    """Hand freed heap back to the OS, so that new allocations show up in the resident set."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):   # not glibc
+        pass
+
+
 class PeakMemory:
-    """Peak RSS above the starting RSS, in MB, for the code inside `with` (Linux; None elsewhere)."""
+    """Peak RSS above the starting RSS, in MB, for the code inside `with` (Linux; None elsewhere).
+
+    The peak is the kernel's VmHWM, reset through clear_refs; where that reset is not allowed, a
+    thread samples VmRSS every millisecond instead."""
 
     def __enter__(self) -> "PeakMemory":
+        _release_freed_memory()
+        self.mb: float | None = None
+        self._sampled, self._stop = 0, threading.Event()
+        self._thread = None
         try:
             Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+            self._hwm = True
         except OSError:
-            pass
+            self._hwm = False
         self.start = _status_kb("VmRSS")
-        self.mb: float | None = None
+        if not self._hwm and self.start is not None:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
         return self
 
+    def _sample(self) -> None:
+        while not self._stop.wait(0.001):
+            self._sampled = max(self._sampled, _status_kb("VmRSS") or 0)
+
     def __exit__(self, *exc) -> None:
-        peak = _status_kb("VmHWM")
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        peak = _status_kb("VmHWM") if self._hwm else max(self._sampled, _status_kb("VmRSS") or 0)
         if peak is not None and self.start is not None:
             self.mb = max(0.0, (peak - self.start) / 1024)
 
 
+_RUNTIME_MODULES = {".safetensors": ("torch", "dbd.models"), ".onnx": ("onnxruntime",),
+                    ".tflite": ("ai_edge_litert.interpreter",), ".mlpackage": ("coremltools",)}
+
+_MEMORY_CHILD = r"""
+import importlib, json, sys
+import numpy as np
+from dbd.benchmarks.measure import PeakMemory, _RUNTIME_MODULES, _status_kb
+from dbd.runtime.runners import open_runner
+path, threads, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for name in _RUNTIME_MODULES.get("." + path.rsplit(".", 1)[-1].lower(), ()):
+    importlib.import_module(name)
+runtime_kb = _status_kb("VmRSS")
+with PeakMemory() as memory:
+    runner = open_runner(path, threads=threads, device=device)
+    runner.run(np.zeros((1, *runner.size, 3), np.float32))
+print(json.dumps({"peak_mb": memory.mb, "runtime_mb": None if runtime_kb is None else runtime_kb / 1024}))
+"""
+
+
+def peak_memory_mb(path: Path, threads: int, device: str = "cpu", timeout: float = 600) -> dict | None:
+    """{'peak_mb': resident memory to load `path` and run one image, above the runtime library,
+    'runtime_mb': the process's resident set with the library imported}, measured in a fresh
+    process so that every row and runtime is measured alike; None where that cannot be measured."""
+    try:
+        result = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(path), str(threads), device],
+                                capture_output=True, text=True, timeout=timeout)
+        found = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        found = None
+    return found if found and found.get("peak_mb") is not None else None
+
+
 def peak_gmacs_per_s(threads: int, n: int = 1024, seconds: float = 1.0) -> float:
-    """Sustained fp32 GEMM rate in GMAC/s (1 MAC = 2 FLOPs) at `threads` threads."""
+    """Sustained fp32 GEMM rate in GMAC/s (1 MAC = 2 FLOPs) at `threads` threads, one run."""
     import torch
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
         torch.mm(a, b)
-        count += 1
-    elapsed = time.perf_counter() - start
-    torch.set_num_threads(previous)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            torch.mm(a, b)
+            count += 1
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous)
     return count * n ** 3 / elapsed / 1e9
+
+
+@dataclass
+class GemmPeaks:
+    """Best fp32 GEMM rate per thread count over interleaved runs, with every run kept."""
+
+    best: dict[int, float]
+    runs: dict[int, list[float]]
+
+    @property
+    def reliable(self) -> bool:
+        """False when more threads measured slower than fewer: the machine was busy while measuring."""
+        ordered = [self.best[t] for t in sorted(self.best)]
+        return all(b >= a * 0.95 for a, b in zip(ordered, ordered[1:]))
+
+    def to_dict(self) -> dict:
+        return {"best_gmacs_per_s": {str(t): v for t, v in self.best.items()},
+                "runs_gmacs_per_s": {str(t): v for t, v in self.runs.items()}, "reliable": self.reliable}
+
+
+def gemm_peaks(threads: list[int], repeats: int = 5, seconds: float = 0.25) -> GemmPeaks:
+    """The machine's fp32 GEMM peak per thread count: the best of `repeats` short runs, the thread
+    counts interleaved (1, 2, 1, 2, ...) so that a burst of load elsewhere lowers one run of each,
+    not every run of one; the best is the closest to what the hardware can do."""
+    runs: dict[int, list[float]] = {t: [] for t in threads}
+    for _ in range(repeats):
+        for t in threads:
+            runs[t].append(peak_gmacs_per_s(t, seconds=seconds))
+    return GemmPeaks({t: max(v) for t, v in runs.items()}, runs)
+
+
+_ISA_FLAGS = {   # /proc/cpuinfo flag -> the name readers know
+    "avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX512-BF16", "avx512_fp16": "AVX512-FP16", "amx_tile": "AMX", "amx_int8": "AMX-INT8",
+    "amx_bf16": "AMX-BF16", "asimd": "NEON", "asimddp": "dotprod", "i8mm": "i8mm", "bf16": "BF16", "sve": "SVE",
+    "sve2": "SVE2", "sme": "SME",
+}
+
+
+def cpu_info() -> dict:
+    """The CPU's model and the ISA features that decide how fast each precision runs (int8 gains
+    on VNNI/AMX/dot-product CPUs, not on AVX2-only ones): {'model', 'features', 'cores', 'torch_isa'}."""
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "hardware", "cpu model") and not model:
+                model = value.strip()
+            elif key in ("flags", "features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    if not flags and platform.system() == "Darwin":   # Apple silicon: NEON, dot-product, bf16, i8mm
+        try:
+            out = subprocess.run(["sysctl", "-a"], capture_output=True, text=True, timeout=10).stdout
+            flags = {k.split(":")[0].rsplit("FEAT_", 1)[-1].lower() for k in out.splitlines()
+                     if "hw.optional.arm.FEAT_" in k and k.endswith(": 1")}
+            flags |= {"asimd"} | ({"asimddp"} if "dotprod" in flags else set())
+            model = model or subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                            text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        import torch
+        torch_isa = torch.backends.cpu.get_cpu_capability()
+    except Exception:   # torch missing or too old: the flags still say it
+        torch_isa = None
+    return {"model": model or platform.processor() or platform.machine(), "arch": platform.machine(),
+            "features": [name for flag, name in _ISA_FLAGS.items() if flag in flags],
+            "cores": os.cpu_count(), "torch_isa": torch_isa}
 
 
 def map_psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR (dB) between two stacks of probability maps (peak 1); inf when identical."""
-    if a.shape != b.shape:
+    if a.shape[0] != b.shape[0]:
         return float("nan")
+    if a.shape != b.shape:   # e.g. a teacher run at 384² against a student at 320²: compare at a's size
+        import cv2
+        b = np.stack([cv2.resize(m, (a.shape[2], a.shape[1]), interpolation=cv2.INTER_LINEAR) for m in b])
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)

@@ -28,13 +28,48 @@ def table_rows(rows: list[dict[str, Any]], threads: list[int]) -> tuple[list[str
         line = [r["model"], r["format"], r["precision"], _f(r["size_mb"], ".2f"), _f(r["params_m"], ".2f"), _f(r["gmacs"], ".2f")]
         for t in threads:
             lat = r.get("latency", {}).get(str(t))
-            line += ([_f(lat["median_ms"], ".1f"), _f(lat["p90_ms"], ".1f"), _f(lat["fps"], ".1f"), _f(lat["peak_fraction"] * 100, ".0f")]
+            line += ([_f(lat["median_ms"], ".1f"), _f(lat["p90_ms"], ".1f"), _f(lat["fps"], ".1f"), _peak_cell(lat)]
                      if lat else ["–"] * 4)
         m, vt, vs = r.get("metrics") or {}, r.get("vs_teacher") or {}, r.get("vs_student") or {}
         line += [_f(r.get("peak_mem_mb"), ".0f"), _f(m.get("mae")), _f(m.get("fbeta_fixed")), _f(m.get("fbeta_adaptive")),
                  _f(m.get("fbeta_max")), _f(m.get("iou")), _f(vt.get("d_fbeta"), "+.4f"), _f(vt.get("d_mae"), "+.4f"),
                  _f(vt.get("psnr"), ".1f"), _f(vs.get("d_fbeta"), "+.4f"), _f(vs.get("psnr"), ".1f")]
         body.append(line)
+    return header, body
+
+
+def _peak_cell(lat: dict[str, Any]) -> str:
+    """%peak, with '?' where it is not to be trusted: never a bare figure above 100 %."""
+    fraction = lat["peak_fraction"]
+    reliable = lat.get("peak_fraction_reliable", True) and fraction <= 1.0
+    return _f(fraction * 100, ".0f") + ("" if reliable else "?")
+
+
+def anatomy_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Where each model decides wrong (runtime.metrics.DecisionMetrics), as fractions of all pixels."""
+    header = ["model", "format", "prec", "error@.5", "boundary ≤8px", "interior", "worst 10% share", "unsure"]
+    body = [[r["model"], r["format"], r["precision"]] + [_f(r["decisions"].get(k)) for k in
+            ("error_at_05", "error_boundary", "error_interior", "worst10_share", "unsure")]
+            for r in rows if r.get("decisions")]
+    return header, body
+
+
+def robustness_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Fβ@0.5 (and its change) when photos reach each model through another capture pipeline."""
+    scored = [r for r in rows if r.get("robustness")]
+    if not scored:
+        return [], []
+    conditions = list(scored[0]["robustness"])
+    header = ["model", "format", "prec"] + [f"Fβ {c}" for c in conditions] + ["worst ΔFβ", "worst ΔMAE"]
+    body = []
+    for r in scored:
+        rob = r["robustness"]
+        base = rob[conditions[0]]
+        d_f = [rob[c]["fbeta_fixed"] - base["fbeta_fixed"] for c in conditions]
+        d_m = [rob[c]["mae"] - base["mae"] for c in conditions]
+        body.append([r["model"], r["format"], r["precision"]]
+                    + [f"{rob[c]['fbeta_fixed']:.4f} ({d:+.4f})" for c, d in zip(conditions, d_f)]
+                    + [_f(min(d_f), "+.4f"), _f(max(d_m), "+.4f")])
     return header, body
 
 
@@ -45,10 +80,16 @@ def terminal(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(header: list[str], body: list[list[str]], title: str, notes: list[str]) -> str:
+def markdown(header: list[str], body: list[list[str]], title: str, notes: list[str],
+             sections: list[tuple[str, list[str], list[list[str]]]] = ()) -> str:
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
+    lines += [""] + [f"- {n}" for n in notes]
+    for name, head, rows in sections:
+        if rows:
+            lines += ["", f"## {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def plots(rows: list[dict[str, Any]], folder: Path, threads: int) -> list[Path]:
@@ -90,9 +131,10 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_reports(rows, header, body, folder: Path, title: str, notes: list[str], threads: list[int]) -> list[Path]:
+def write_reports(rows, header, body, folder: Path, title: str, notes: list[str], threads: list[int],
+                  sections: list[tuple[str, list[str], list[list[str]]]] = (), machine: dict | None = None) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     md, js = folder / "bench.md", folder / "bench.json"
-    atomic_write(md, lambda tmp: Path(tmp).write_text(markdown(header, body, title, notes)))
-    atomic_write(js, lambda tmp: Path(tmp).write_text(json.dumps({"title": title, "notes": notes, "rows": rows}, indent=1) + "\n"))
+    atomic_write(md, lambda tmp: Path(tmp).write_text(markdown(header, body, title, notes, sections)))
+    atomic_write(js, lambda tmp: Path(tmp).write_text(json.dumps({"title": title, "notes": notes, "machine": machine, "rows": rows}, indent=1) + "\n"))
     return [md, js, *plots(rows, folder, threads[0])]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dbd.models.errors import DBDError
+from dbd.models.errors import DBDError, reraise_interrupt
 from dbd.runtime.metadata import METADATA_KEY, read_metadata
 from dbd.runtime.runners import CoreMLRunner
 
@@ -152,6 +152,7 @@ class CoreMLFormat(ExportFormat):
             try:
                 return ct.models.MLModel(str(path), skip_model_load=True).get_spec()
             except Exception as err:  # noqa: BLE001 - whatever coremltools raises for a broken package
+                reraise_interrupt(err)
                 raise DBDError(f"'{path}' does not load as a CoreML package ({type(err).__name__}); re-export it") from None
 
     def _io(self, spec) -> tuple[list[dict], list[dict]]:

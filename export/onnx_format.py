@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from dbd.models.errors import DBDError
+from dbd.models.errors import DBDError, reraise_interrupt
 from dbd.runtime.metadata import METADATA_KEY, read_metadata
 from dbd.runtime.runners import OnnxRunner
 
@@ -56,6 +56,7 @@ def _export_torch(job: ExportJob, path: Path) -> str:
             program.save(str(path))
             return "torch.onnx dynamo"
         except Exception as err:  # noqa: BLE001 - any failure of the new exporter: fall back to the legacy one
+            reraise_interrupt(err)   # a Ctrl-C it wrapped in its own error stops the export, no fallback
             note = f" (dynamo exporter failed: {type(err).__name__})"
     torch.onnx.export(model, (x,), str(path), dynamo=False, **kwargs)
     return "torch.onnx legacy (TorchScript)" + note

@@ -10,6 +10,7 @@ every file: size, sha256, precision, conversion time, parity figures, ops.
 from __future__ import annotations
 
 import datetime as _dt
+import glob
 import json
 import os
 import secrets
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dbd.models.checkpoint import atomic_write
-from dbd.models.errors import DBDError
+from dbd.models.errors import DBDError, reraise_interrupt
 
 from .base import ExportFormat, ExportJob
 from .metadata import sha256_path, size_of
@@ -57,8 +58,23 @@ def output_path(out_dir: Path, job: ExportJob, fmt: ExportFormat, precision: str
     return Path(out_dir) / f"{job.arch}_{size}_{precision}{fmt.suffix}"
 
 
+_STARTED = time.time()   # this process's start (about): temporary files older than it are stale
+
+
 def _temp_path(final: Path) -> Path:
     return final.with_name(f".{final.stem}.{secrets.token_hex(4)}.tmp{final.suffix}")
+
+
+def remove_stale_temps(final: Path) -> None:
+    """Remove what a killed export of `final` left (`.STEM.XXXXXXXX.tmp.SUFFIX`, older than this run)."""
+    if not final.parent.is_dir():
+        return
+    for stale in final.parent.glob(f".{glob.escape(final.stem)}.*.tmp{glob.escape(final.suffix)}"):
+        try:
+            if stale.lstat().st_mtime < _STARTED:
+                _remove(stale)
+        except OSError:
+            pass
 
 
 def _remove(path: Path) -> None:
@@ -97,6 +113,7 @@ def _one_line(err: BaseException) -> str:
 def export_one(job: ExportJob, fmt: ExportFormat, precision: str, out_dir: Path, prepare_s: float = 0.0) -> Outcome:
     final = output_path(out_dir, job, fmt, precision)
     outcome = Outcome(fmt.name, precision, final, prepare_s=prepare_s)
+    remove_stale_temps(final)
     tmp = _temp_path(final)
     try:
         start = time.perf_counter()
@@ -118,6 +135,7 @@ def export_one(job: ExportJob, fmt: ExportFormat, precision: str, out_dir: Path,
         # Checks name the file they read, the temporary one; the user knows the final name.
         outcome.error = str(err).replace(str(tmp), str(final))
     except Exception as err:  # noqa: BLE001 - a converter crash fails this file, not the whole run
+        reraise_interrupt(err)   # ... but a (wrapped) Ctrl-C stops the run
         if job.verbose:
             traceback.print_exc()
         outcome.error = (f"{fmt.name} {precision} conversion failed ({_one_line(err)}); "
@@ -135,6 +153,7 @@ def prepare(job: ExportJob, fmt: ExportFormat) -> tuple[float, str | None]:
     except DBDError as err:
         return time.perf_counter() - start, str(err)
     except Exception as err:  # noqa: BLE001
+        reraise_interrupt(err)
         if job.verbose:
             traceback.print_exc()
         return time.perf_counter() - start, (f"{fmt.name} conversion failed ({_one_line(err)}); "

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dbd.models.errors import DBDError
+from dbd.models.errors import DBDError, reraise_interrupt
 from dbd.runtime.metadata import METADATA_KEY, read_metadata
 from dbd.runtime.runners import TFLiteRunner
 from dbd.runtime.spec import PreprocessSpec
@@ -226,6 +226,7 @@ class TFLiteFormat(ExportFormat):
             try:
                 _interpreter(data)
             except (RuntimeError, ValueError) as err:
+                reraise_interrupt(err)
                 reason = " ".join(str(err).split())[:200]
                 raise DBDError(f"litert-torch turned '{job.arch}' into a TFLite graph that does not run ({reason}); "
                                f"this architecture cannot be exported to TFLite with litert-torch "

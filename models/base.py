@@ -17,6 +17,7 @@ class DBDOutput:
     logits: torch.Tensor              # (B, 1, H, W) at the input resolution
     side_logits: list[torch.Tensor]   # deep supervision, each (B, 1, H, W), deepest first
     features: list[torch.Tensor]      # decoder features at strides 16, 8, 4 (for distillation)
+    connectivity: torch.Tensor | None = None   # (B, 8, H, W) logits: is each of the 8 neighbours the same class?
 
 
 class DBDNet(nn.Module):

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .errors import DBDError
+from .errors import DBDError, reraise_interrupt
 from .registry import create_model
 
 CARD_KEY = "dbd_card"
@@ -72,11 +72,37 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: dict[str, Any] | N
     return full_card
 
 
+class ModelCard(dict):
+    """A checkpoint's card: a dict whose missing keys raise a one-line DBDError naming the file,
+    so `card["preprocess"]` on a card without one is a clear error everywhere, never a KeyError."""
+
+    def __init__(self, data: Any = (), path: str | Path = "<checkpoint>"):
+        super().__init__(data)
+        self.path = Path(path)
+
+    def __missing__(self, key: str):
+        fix = ("so its input size and normalisation are unknown; re-save it with "
+               "save_checkpoint(path, model, {'preprocess': PreprocessSpec.for_model(model).to_dict()})"
+               if key == "preprocess" else "re-save it with dbd.models.save_checkpoint")
+        raise DBDError(f"checkpoint '{self.path}' has no '{key}' entry in its model card, {fix}")
+
+    def __reduce__(self):  # pickles/copies as a plain dict
+        return dict, (dict(self),)
+
+
 def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise DBDError(f"checkpoint '{path}' is a folder; pass the .safetensors file itself")
     if not path.is_file():
         raise DBDError(f"checkpoint '{path}' does not exist; check the path (shipped weights: python -m dbd.models)")
-    with open(path, "rb") as f:
-        head = f.read(9)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except PermissionError as err:
+        raise DBDError(f"cannot read checkpoint '{path}' ({err.strerror}); check its permissions") from None
+    except OSError as err:
+        raise DBDError(f"cannot read checkpoint '{path}' ({err.strerror or type(err).__name__}); "
+                       "check the file and its disk") from None
     # safetensors: an 8-byte header length, then the JSON header's "{". Pickles (torch.save) start
     # with a zip signature (PK) or a pickle protocol opcode (0x80).
     looks_like_safetensors = len(head) == 9 and head[8:9] == b"{"
@@ -92,7 +118,10 @@ def read_card(path: str | Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
+    except PermissionError as err:
+        raise DBDError(f"cannot read checkpoint '{path}' ({err.strerror}); check its permissions") from None
     except Exception as err:  # safetensors raises its own error types for every corruption
+        reraise_interrupt(err)
         raise DBDError(f"checkpoint '{path}' is truncated or not a safetensors file ({err}); "
                        "re-download or re-save it") from None
     if CARD_KEY not in metadata:
@@ -102,9 +131,22 @@ def read_card(path: str | Path) -> dict[str, Any]:
         card = json.loads(metadata[CARD_KEY])
     except json.JSONDecodeError:
         raise DBDError(f"checkpoint '{path}' has a corrupt model card; re-save it") from None
+    if not isinstance(card, dict):
+        raise DBDError(f"checkpoint '{path}' has a model card that is not a JSON object; re-save it")
     if card.get("format") != CARD_FORMAT:
         raise DBDError(f"checkpoint '{path}' has card format {card.get('format')!r}, this dbd reads {CARD_FORMAT!r}")
-    return card
+    for key, kind in (("config", dict), ("preprocess", dict), ("arch", str)):
+        if key in card and not isinstance(card[key], kind):
+            raise DBDError(f"checkpoint '{path}' has a model card whose '{key}' is a {type(card[key]).__name__}, "
+                           f"not a {'JSON object' if kind is dict else 'string'}; re-save it")
+    if "preprocess" in card:
+        from dbd.runtime.spec import PreprocessSpec  # late: models/ does not depend on runtime/ at import
+
+        try:
+            PreprocessSpec.from_dict(card["preprocess"])
+        except DBDError as err:
+            raise DBDError(f"checkpoint '{path}': {err}") from None
+    return ModelCard(card, path)
 
 
 def load_checkpoint(path: str | Path, expected_arch: str | None = None,
@@ -120,8 +162,15 @@ def load_checkpoint(path: str | Path, expected_arch: str | None = None,
     try:
         with safe_open(str(path), framework="pt", device=str(map_location)) as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
+    except PermissionError as err:
+        raise DBDError(f"cannot read checkpoint '{path}' ({err.strerror}); check its permissions") from None
     except Exception as err:
+        reraise_interrupt(err)
         raise DBDError(f"checkpoint '{path}' is truncated or corrupt ({err}); re-download or re-save it") from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DBDError(f"checkpoint '{path}' holds non-finite weights (NaN or inf) in '{name}': the training that "
+                           "wrote it diverged or the file is damaged; use an earlier checkpoint or retrain")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -42,7 +42,8 @@ class DBDStudent(DBDNet):
     int8_float_modules = ("encoder.features.0", "encoder.features.1")
 
     def __init__(self, encoder: str = "mobilenetv2_100", pretrained: bool = False,
-                 context_channels: int = 96, decoder_channels: tuple[int, ...] = (96, 64, 48, 32)):
+                 context_channels: int = 96, decoder_channels: tuple[int, ...] = (96, 64, 48, 32),
+                 connectivity: bool = False):
         super().__init__()
         self.encoder = create_model(encoder, pretrained=pretrained, features_only=True)
         skips = [f["channels"] for f in self.encoder.feature_info]     # strides 2, 4, 8, 16, 32
@@ -51,6 +52,8 @@ class DBDStudent(DBDNet):
         self.decoder = nn.ModuleList(LightDecoderBlock(chans[i], skips[3 - i], chans[i + 1]) for i in range(4))
         self.side_heads = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in chans[:4])   # training only
         self.head = nn.Conv2d(decoder_channels[3], 1, 1)
+        # Relation-aware network: 8-direction connectivity, supervised in training only (never exported).
+        self.connectivity_head = nn.Conv2d(decoder_channels[3], 8, 1) if connectivity else None
         self.feature_channels = tuple(decoder_channels[:3])
         self.pretrained_cfg = {**self.encoder.pretrained_cfg, "input_size": (320, 320)}
 
@@ -66,7 +69,8 @@ class DBDStudent(DBDNet):
     def forward_train(self, x: torch.Tensor) -> DBDOutput:
         logits, stages = self._decode(x)
         sides = [upsample_like(head(s), x) for head, s in zip(self.side_heads, stages)]
-        return DBDOutput(logits, sides, stages[1:4])
+        connectivity = upsample_like(self.connectivity_head(stages[-1]), x) if self.connectivity_head is not None else None
+        return DBDOutput(logits, sides, stages[1:4], connectivity)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The exported path: no side heads in the graph.

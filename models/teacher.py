@@ -71,7 +71,8 @@ class DecoderBlock(nn.Module):
 
 class DBDTeacher(DBDNet):
     def __init__(self, encoder: str = "efficientnet_lite2", pretrained: bool = False,
-                 context_channels: int = 256, decoder_channels: tuple[int, ...] = (128, 96, 64, 32)):
+                 context_channels: int = 256, decoder_channels: tuple[int, ...] = (128, 96, 64, 32),
+                 connectivity: bool = False):
         super().__init__()
         self.encoder = create_model(encoder, pretrained=pretrained, features_only=True)
         skips = [f["channels"] for f in self.encoder.feature_info]     # strides 2, 4, 8, 16, 32
@@ -82,6 +83,8 @@ class DBDTeacher(DBDNet):
         # Deep supervision: one 1x1 side head on the context and on each of the first three stages.
         self.side_heads = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in chans[:4])
         self.head = nn.Sequential(ConvBNAct(decoder_channels[3], decoder_channels[3], 3), nn.Conv2d(decoder_channels[3], 1, 1))
+        # Relation-aware network: 8-direction connectivity, supervised in training only.
+        self.connectivity_head = nn.Conv2d(decoder_channels[3], 8, 1) if connectivity else None
         self.feature_channels = tuple(decoder_channels[:3])
         self.pretrained_cfg = {**self.encoder.pretrained_cfg, "input_size": (320, 320)}
 
@@ -96,7 +99,8 @@ class DBDTeacher(DBDNet):
             stages.append(d)
         logits = upsample_like(self.head(d), x)
         sides = [upsample_like(head(s), x) for head, s in zip(self.side_heads, stages)]
-        return DBDOutput(logits, sides, stages[1:4])
+        connectivity = upsample_like(self.connectivity_head(d), x) if self.connectivity_head is not None else None
+        return DBDOutput(logits, sides, stages[1:4], connectivity)
 
 
 @register_model

@@ -234,7 +234,7 @@ def _split_file(folder: Path, spec: DatasetSpec, split: str) -> Path:
     known = ", ".join(spec.splits) or "none"
     raise DBDError(
         f"unknown split '{split}' for dataset '{spec.name}' in '{folder}'; known splits: {known} "
-        f"(or pass a split file with one image filename per line)"
+        f"(or pass a split file with one image filename per line, or --split '' for all pairs)"
     )
 
 

@@ -10,25 +10,35 @@ from typing import Iterable
 
 import numpy as np
 
-from .metrics import LiteratureMetrics
+from dbd.models.errors import DBDError
+
+from .metrics import DecisionMetrics, LiteratureMetrics
 from .runners import Runner
 
 
 def evaluate(runner: Runner, pairs: Iterable[tuple[np.ndarray, np.ndarray]], batch: int = 8,
-             keep_maps: bool = False) -> tuple[LiteratureMetrics, np.ndarray | None]:
-    """(filled metrics, the maps at the model's input size if `keep_maps`, for Δ/PSNR between models)."""
-    spec = runner.spec
+             keep_maps: bool = False, decisions: DecisionMetrics | None = None
+             ) -> tuple[LiteratureMetrics, np.ndarray | None]:
+    """(filled metrics, the maps at the model's input size if `keep_maps`, for Δ/PSNR between models).
+    `decisions`, if given, is filled with the error anatomy of the same maps."""
     metrics = LiteratureMetrics()
     maps: list[np.ndarray] = []
     images: list[np.ndarray] = []
     masks: list[np.ndarray] = []
 
     def flush() -> None:
-        unit = np.stack([spec.resize_image(im.astype(np.float32) / np.float32(spec.pixel_scale)) for im in images])
-        for prob, image, mask in zip(runner.run(unit), images, masks):
+        model_maps, photo_maps = runner.predict_photos(images)
+        if not np.isfinite(np.asarray(model_maps)).all():   # NaN would score as a plausible-looking number
+            what = f"model '{runner.path}'" if runner.path is not None else "the network being trained"
+            fix = ("its weights are damaged or overflow; re-export or retrain it" if runner.path is not None
+                   else "training diverged; lower --lr and train again")
+            raise DBDError(f"{what} returned non-finite values (NaN or inf) while being scored; {fix}")
+        for prob, photo_map, mask in zip(model_maps, photo_maps, masks):
             if keep_maps:
                 maps.append(prob.astype(np.float32))
-            metrics.update(spec.postprocess(prob, image.shape[:2]), mask.astype(np.float32))
+            metrics.update(photo_map, mask.astype(np.float32))
+            if decisions is not None:
+                decisions.update(photo_map, mask.astype(np.float32))
         images.clear()
         masks.clear()
 

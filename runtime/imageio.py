@@ -12,17 +12,26 @@ alone on purpose.
 """
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dbd.models.errors import DBDError
+from dbd.models.errors import DBDError, reraise_interrupt
 
 POLARITIES = ("blur_white", "sharp_white")
 """How a mask file stores its labels: white = blurred (CUHK, CTCUG, SZU-BD) or white = sharp (DUT)."""
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+LARGE_PHOTO_PIXELS = 64_000_000
+"""Photos above this many pixels are decoded at 1/2, 1/4 or 1/8 size (JPEG: DCT scaling in the
+decoder, so the full image never exists in memory; other formats: decoded, then box-reduced), to
+at most REDUCED_PIXELS: the models see about 320x320, and a 110-megapixel PNG decoded whole, then
+converted to float, peaked at 4 GB. A note on stderr says so; the outputs are at the reduced size."""
+REDUCED_PIXELS = 24_000_000
 
 
 def _one_line(text: str) -> str:
@@ -40,17 +49,37 @@ def _open_decoded(path: str | Path, what: str) -> Image.Image:
         raise DBDError(f"{prefix}: no such file; check the path")
     if path.is_dir():
         raise DBDError(f"{prefix}: it is a folder, not an image file; pass a file")
-    if path.stat().st_size == 0:
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise DBDError(f"{prefix}: {err.strerror}; check the file's permissions") from None
+    if size == 0:
         raise DBDError(f"{prefix}: file is empty (0 bytes); re-save or remove it")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():   # PIL's DecompressionBombWarning: large photos are decoded reduced below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as im:
+            full = im.size
+            factor = _reduction(full)
+            if factor > 1 and im.format in ("JPEG", "MPO"):   # MPO: phones' multi-picture JPEGs
+                im.draft(im.mode, (-(-full[0] // factor), -(-full[1] // factor)))   # decode at 1/factor
             im.load()
+            reduced = _reduce(im, factor) if factor > 1 and im.size == full else im
             # exif_transpose returns a new image (or a copy), so it survives closing the file.
-            return ImageOps.exif_transpose(im)
+            upright = ImageOps.exif_transpose(reduced)
+        if factor > 1:
+            w, h = upright.size
+            print(f"note: {what} '{path}' has {full[0] * full[1] / 1e6:.0f} megapixels; decoded at "
+                  f"1/{round(full[0] / reduced.width)} size ({w}x{h}) to save memory (the model sees about "
+                  f"320x320); results are at that size", file=sys.stderr)
+        return upright
     except UnidentifiedImageError:
         raise DBDError(
             f"{prefix}: not a recognisable image (expected JPG, PNG or BMP); re-save or remove it"
         ) from None
+    except PermissionError as err:  # an OSError, but not a damaged file: say what it is
+        raise DBDError(f"{prefix}: {err.strerror or 'permission denied'}; check the file's permissions") from None
     except Image.DecompressionBombError as err:
         raise DBDError(f"{prefix}: image is too large ({_one_line(err)}); downscale it") from None
     except OSError as err:
@@ -58,9 +87,31 @@ def _open_decoded(path: str | Path, what: str) -> Image.Image:
         reason = "file is truncated" if "truncat" in detail.lower() else "file is corrupt"
         raise DBDError(f"{prefix}: {reason} ({detail}); re-save or remove it") from None
     except Exception as err:  # PIL decoders also raise SyntaxError, ValueError, struct.error, ...
+        reraise_interrupt(err)
         raise DBDError(
             f"{prefix}: file is corrupt ({type(err).__name__}: {_one_line(err)}); re-save or remove it"
         ) from None
+
+
+def _reduction(size: tuple[int, int]) -> int:
+    """1 for ordinary photos; above LARGE_PHOTO_PIXELS the smallest of 2, 4, 8 that brings the
+    photo to at most REDUCED_PIXELS (the scales a JPEG decoder can produce directly)."""
+    pixels = size[0] * size[1]
+    if pixels <= LARGE_PHOTO_PIXELS:
+        return 1
+    return next((f for f in (2, 4) if pixels / (f * f) <= REDUCED_PIXELS), 8)
+
+
+def _reduce(im: Image.Image, factor: int) -> Image.Image:
+    """Box-average `factor` x `factor` blocks. Palette indices and bits are not brightnesses, and
+    PIL has no 16-bit reduce: those are converted first."""
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA")
+    elif im.mode == "1":
+        im = im.convert("L")
+    elif im.mode in _SIXTEEN_BIT_MODES:
+        im = im.convert("I")
+    return im.reduce(factor)
 
 
 def _high_depth_to_8bit(im: Image.Image) -> np.ndarray:
@@ -147,6 +198,15 @@ def read_mask(path: str | Path, stored_polarity: str, threshold: int = 128) -> n
             f"unknown mask polarity {stored_polarity!r} for '{path}'; use blur_white or sharp_white"
         )
     grey = _mask_grey(_open_decoded(path, "mask"), path)
+    top = float(grey.max()) if grey.size else 0.0
+    if 0.0 < top <= 1.0 < threshold and np.count_nonzero(grey) >= 0.001 * grey.size:
+        # Labels stored as 0/1 (a numpy bool saved as-is): every pixel is below the threshold, so
+        # the whole mask would read as one class and train "everything sharp" (or blur) silently.
+        raise DBDError(
+            f"mask '{path}' stores its labels as 0 and 1 (max grey level {top:g} of 255), so every pixel "
+            f"would read as {'sharp' if stored_polarity == 'blur_white' else 'blur'}; re-save the masks "
+            f"with white = 255 (e.g. mask * 255)"
+        )
     white = grey >= threshold
     blur = white if stored_polarity == "blur_white" else ~white
     return blur.astype(np.float32)

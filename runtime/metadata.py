@@ -64,9 +64,12 @@ def file_format(path: str | Path) -> str:
     """'onnx', 'tflite' or 'coreml' from the file name; anything else -> DBDError."""
     path = Path(path)
     fmt = FILE_FORMATS.get(path.suffix.lower())
+    if fmt is None and path.suffix.lower() == ".safetensors":
+        raise DBDError(f"'{path}': checkpoints must end in lower-case .safetensors, not '{path.suffix}'; "
+                       f"rename it to '{path.with_suffix('.safetensors').name}'")
     if fmt is None:
-        raise DBDError(f"'{path}' is not an exported dbd model: expected a .onnx, .tflite or .mlpackage file "
-                       f"(export one with dbd-export)")
+        raise DBDError(f"'{path}' is not a model file dbd reads: expected a .safetensors checkpoint or a .onnx, "
+                       f".tflite or .mlpackage export (export one with dbd-export)")
     return fmt
 
 

@@ -27,32 +27,68 @@ def default_weights() -> Path:
     return released_checkpoint("dbd_student")
 
 
+DEVICES = ("cpu", "cuda")
+
+
+class NonFiniteOutput(DBDError):
+    """The model returned NaN or inf: a fault of the model file, not of the photo."""
+
+
+def _check_image(image: object, index: int | None = None) -> None:
+    which = "image" if index is None else f"image {index}"
+    if not isinstance(image, np.ndarray):
+        hint = " (a path: read it with dbd.runtime.read_image first)" if isinstance(image, (str, Path)) else ""
+        raise DBDError(f"{which}: expected an RGB uint8 HxWx3 numpy array, got a {type(image).__name__}{hint}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise DBDError(f"{which}: expected an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise DBDError(f"{which}: the image is empty ({image.shape[0]}x{image.shape[1]} pixels); pass a real photo")
+
+
 class Predictor:
     def __init__(self, weights: str | Path | None = None, threads: int | None = None, device: str = "cpu",
                  batch: int = 8, tile: int = 0):
-        self.runner: Runner = open_runner(weights or default_weights(), threads, device)
-        self.spec = self.runner.spec
-        self.batch = max(1, batch)
+        if weights is not None and (not isinstance(weights, (str, Path)) or not str(weights).strip()):
+            raise DBDError(f"weights={weights!r} is not a model file; pass a .safetensors/.onnx/.tflite/.mlpackage "
+                           f"path, or None for the shipped student")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise DBDError(f"threads must be a positive whole number (or None: all cores), got {threads!r}")
+        if device not in DEVICES:
+            raise DBDError(f"device {device!r} is not supported; use one of {', '.join(DEVICES)}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise DBDError(f"batch must be a positive whole number, got {batch!r}")
+        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0:
+            raise DBDError(f"tile must be 0 (off) or a tile size in pixels, got {tile!r}")
         if tile and tile < 64:
             raise DBDError(f"--tile {tile} is too small; use 0 (off) or a tile size of at least 64 pixels")
+        self.runner: Runner = open_runner(default_weights() if weights is None else weights, threads, device)
+        self.spec = self.runner.spec
+        self.batch = batch
         self.tile = tile
 
     def _model_input(self, image: np.ndarray) -> np.ndarray:
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise DBDError(f"expected an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
+        _check_image(image)
         return self.spec.resize_image(image.astype(np.float32) / np.float32(self.spec.pixel_scale))
 
     def predict_many(self, images: Iterable[np.ndarray]) -> list[np.ndarray]:
         """Whole-image maps for many photos, batched where the format allows."""
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            raise DBDError("predict_many takes a list of images; for one image call predict(image)")
         images = list(images)
+        for i, image in enumerate(images):
+            _check_image(image, i)
         maps: list[np.ndarray] = []
         for start in range(0, len(images), self.batch):
             chunk = images[start:start + self.batch]
-            probs = self.runner.run(np.stack([self._model_input(im) for im in chunk]))
+            probs = np.asarray(self.runner.run(np.stack([self._model_input(im) for im in chunk])))
+            if not np.isfinite(probs).all():
+                raise NonFiniteOutput(f"model '{self.runner.path}' returned non-finite values (NaN or inf): its "
+                                      f"weights are damaged or overflow; re-export or retrain it")
             maps += [self.spec.postprocess(p, im.shape[:2]) for p, im in zip(probs, chunk)]
         return maps
 
     def predict(self, image: np.ndarray) -> np.ndarray:
+        _check_image(image)
         whole = self.predict_many([image])[0]
         if not self.tile or max(image.shape[:2]) <= self.tile:
             return whole

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dbd.models.errors import DBDError
+from dbd.models.errors import DBDError, reraise_interrupt
 
 from .metadata import decode_output, encode_input, file_format, read_metadata
 from .spec import PreprocessSpec
@@ -38,6 +38,14 @@ class Runner(ABC):
     def run(self, unit_rgb: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) float RGB in [0, 1] at the model size -> (N, H, W) float32 P(blur)."""
 
+    def predict_photos(self, photos: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """RGB uint8 photos of any size -> (maps at the model's input size (N, H, W), the same maps
+        at each photo's own size): the contract's resize, the model, the resize back."""
+        spec = self.spec
+        unit = np.stack([spec.resize_image(p.astype(np.float32) / np.float32(spec.pixel_scale)) for p in photos])
+        maps = self.run(unit)
+        return maps, [spec.postprocess(m, p.shape[:2]) for m, p in zip(maps, photos)]
+
 
 class TorchRunner(Runner):
     format, precision = "torch", "fp32"
@@ -52,8 +60,16 @@ class TorchRunner(Runner):
         if device == "cuda" and not torch.cuda.is_available():
             raise DBDError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
         model, card = load_checkpoint(path, map_location="cpu")
+        if not isinstance(card.get("preprocess"), dict):   # never a bare KeyError on a foreign card
+            raise DBDError(f"checkpoint '{path}' has no 'preprocess' entry in its model card, so its input size and "
+                           f"normalisation are unknown; re-save it with save_checkpoint(path, model, "
+                           f"{{'preprocess': PreprocessSpec.for_model(model).to_dict()}})")
         self.model, self.device, self.torch = model.to(device).eval(), torch.device(device), torch
-        super().__init__(path, PreprocessSpec.from_dict(card["preprocess"]), card)
+        try:
+            spec = PreprocessSpec.from_dict(card["preprocess"])
+        except DBDError as err:
+            raise DBDError(f"checkpoint '{path}': {err}") from None
+        super().__init__(path, spec, card)
 
     @classmethod
     def from_model(cls, model, spec: PreprocessSpec, device="cpu") -> "TorchRunner":
@@ -101,6 +117,7 @@ class OnnxRunner(_ExportedRunner):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own exception types for corrupt files
+            reraise_interrupt(err)   # ...and may wrap a Ctrl-C received while it loads
             raise DBDError(f"onnxruntime cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it") from None
         self.input_name = self.info["input"]["name"]
         self.check_input_shape(self.session.get_inputs()[0].shape)

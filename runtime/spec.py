@@ -58,6 +58,8 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
+        if not isinstance(data, dict):
+            raise DBDError(f"preprocessing spec is a {type(data).__name__}, not a JSON object; re-save the model")
         if data.get("format") != SPEC_FORMAT:
             raise DBDError(f"preprocessing spec has format {data.get('format')!r}; this dbd reads {SPEC_FORMAT!r}")
         known = {f.name for f in fields(cls)}
@@ -65,7 +67,11 @@ class PreprocessSpec:
         if unknown:
             raise DBDError(f"preprocessing spec has unknown fields {unknown}; it was written by a newer dbd")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
-        return cls(**values)
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as err:  # e.g. input_size "320" or mean [0.5, "x", 0.5]
+            raise DBDError(f"preprocessing spec has a malformed value ({' '.join(str(err).split())}); "
+                           f"re-save the model") from None
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 HxWx3 -> float32 input tensor (1, 3, H, W) or (1, H, W, 3) per `layout`."""

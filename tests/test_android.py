@@ -427,6 +427,105 @@ def test_exported_tflite_keeps_the_contract_the_app_relies_on(which, int8_model,
                                f"output int8 [1, {h}, {w}, 1] q({q_out['scale']}, {q_out['zero_point']})")
 
 
+# ---- the real Android platform: kotlinc -no-jdk against android-23's android.jar -----------------------
+
+# Debian bullseye's libandroid-23-java 6.0.1+r72-6 (`make android-platform`: apt-get download through
+# a private sources list, extracted into .tools/). API 23 is below the app's minSdk 24: a stricter check.
+ANDROID_JAR = TOOLS / "android-23" / "com.android.android-23.jar"
+APP_SOURCES = ANDROID / "app" / "src" / "main" / "java"
+PLATFORM_IMPORTS = re.compile(r"(android|java|javax|kotlin|com\.dbd\.core)\.")
+
+
+@pytest.fixture(scope="session")
+def android_jar(toolchain) -> Path:
+    if not ANDROID_JAR.is_file():
+        pytest.skip(f"Android platform jar missing: {ANDROID_JAR.relative_to(ROOT)} (com.android.android-23.jar from "
+                    f"Debian bullseye's libandroid-23-java 6.0.1+r72-6); run `make android-platform` where the Debian "
+                    f"archive is reachable")
+    return ANDROID_JAR
+
+
+def kotlinc_android(toolchain, android_jar: Path, sources: list[Path], dest: Path, classpath=()) -> subprocess.CompletedProcess:
+    """kotlinc with no JDK on the classpath: java.* and android.* resolve from the platform jar only."""
+    env = {**os.environ, "JAVA_OPTS": os.environ.get("JAVA_OPTS", "-Xmx1g " + " ".join(JVM_OPTS))}
+    cp = ":".join(str(p) for p in (android_jar, *classpath))
+    cmd = ["nice", "-n", "19", str(toolchain["kotlinc"]), "-no-jdk", *KOTLINC_FLAGS, "-classpath", cp, "-d", str(dest),
+           *map(str, sources)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="session")
+def android_core_jar(toolchain, android_jar) -> Path:
+    """core/src/main compiled against android-23 alone; cached under .tools/ by the sources' hash."""
+    digest = hashlib.sha256(f"{android_jar.stat().st_size} {' '.join(KOTLINC_FLAGS)}".encode())
+    main = CORE_SOURCES[0]
+    for path in sorted(main.rglob("*.kt")):
+        digest.update(path.relative_to(ANDROID).as_posix().encode() + b"\0" + path.read_bytes())
+    cache = TOOLS / "android-core"
+    jar = cache / f"android23-core-{digest.hexdigest()[:20]}.jar"   # not core-*.jar: core_jar prunes those
+    if jar.is_file():
+        return jar
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".{jar.name}.{os.getpid()}.tmp.jar"
+    start = time.perf_counter()
+    proc = kotlinc_android(toolchain, android_jar, [main], tmp)
+    if proc.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        pytest.fail(f"android_demo/core does not compile against the Android API 23 platform jar "
+                    f"(kotlinc -no-jdk, exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}")
+    tmp.replace(jar)
+    for stale in cache.glob("android23-core-*.jar"):
+        if stale != jar:
+            stale.unlink(missing_ok=True)
+    print(f"\nkotlinc -no-jdk: android_demo/core against {android_jar.name} in {time.perf_counter() - start:.1f} s")
+    return jar
+
+
+def _platform_only_app_files() -> tuple[list[Path], dict[str, str]]:
+    """:app files whose imports are all android.*, java(x).*, kotlin.* or the core; the others with
+    the first import that keeps them out (AndroidX, CameraX, LiteRT, coroutines need Google's Maven)."""
+    chosen, excluded = [], {}
+    for path in sorted(APP_SOURCES.rglob("*.kt")):
+        imports = re.findall(r"^import\s+([\w.]+)", path.read_text(), re.M)
+        other = [i for i in imports if not PLATFORM_IMPORTS.match(i)]
+        if other:
+            excluded[path.name] = other[0]
+        else:
+            chosen.append(path)
+    return chosen, excluded
+
+
+def test_core_compiles_against_the_android_23_platform_jar(android_core_jar):
+    """The core calls only Java APIs that Android (API 23, below minSdk 24) has."""
+    import zipfile as zf
+
+    with zf.ZipFile(android_core_jar) as z:
+        classes = [n for n in z.namelist() if n.startswith("com/dbd/core/") and n.endswith(".class")]
+    assert {"com/dbd/core/ModelSpec.class", "com/dbd/core/Preprocessor.class", "com/dbd/core/Bilinear.class",
+            "com/dbd/core/Overlay.class", "com/dbd/core/FloatMath.class"} <= set(classes)
+
+
+def test_app_files_using_only_android_and_core_compile_against_the_platform_jar(toolchain, android_jar, android_core_jar, tmp_path):
+    chosen, excluded = _platform_only_app_files()
+    assert "OverlayView.kt" in [p.name for p in chosen], (chosen, excluded)
+    for path in chosen:
+        proc = kotlinc_android(toolchain, android_jar, [path], tmp_path / f"{path.stem}.jar", [android_core_jar])
+        assert proc.returncode == 0, f"{path.name} does not compile against android-23 + core:\n{(proc.stdout + proc.stderr)[-4000:]}"
+    print(f"\ncompiled against android-23 + core: {[p.name for p in chosen]}; not compiled here "
+          f"(first dependency outside the platform): {excluded}")
+
+
+def test_platform_jar_compile_fails_on_a_java_api_that_android_23_lacks(toolchain, android_jar, tmp_path):
+    """Math.fma(Float...) is in every JDK since 9 but on Android only from API 33 (why FloatMath.fma
+    exists): a core that calls it compiles for the JVM tests and must fail here."""
+    drift = tmp_path / "Drift.kt"
+    drift.write_text("package com.dbd.core\n\ninternal fun fusedLerp(a: Float, b: Float, w: Float): Float = Math.fma(b - a, w, a)\n")
+    proc = kotlinc_android(toolchain, android_jar, [CORE_SOURCES[0], drift], tmp_path / "drift.jar")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, f"kotlinc accepted Math.fma against android-23:\n{output[-3000:]}"
+    assert "Drift.kt" in output and "fma" in output, output[-3000:]
+
+
 def test_gradle_project_is_complete_and_the_app_takes_its_contract_from_the_model():
     """What a reviewer checks by eye, checked by CI: the project can be opened and built by a current
     Android toolchain (the build itself needs the SDK and Maven, which CI here has not)."""

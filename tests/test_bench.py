@@ -70,7 +70,8 @@ def test_gate_passes_on_its_own_baseline_and_fails_on_a_degraded_model(models, t
 
 def test_gate_refuses_a_baseline_measured_on_other_data(models, tmp_path, capsys):
     baseline = tmp_path / "b.json"
-    baseline.write_text(json.dumps({"format": "dbd-bench-baseline/1", "data": "cuhk:test", "rows": {}}))
+    baseline.write_text(json.dumps({"format": "dbd-bench-baseline/1", "data": "cuhk:test",
+                                    "rows": {"dbd_student:torch:fp32": {"mae": 0.1}}}))
     assert bench(_args(models, tmp_path, "--runs", "0", "--check", str(baseline))) == 1
     assert "measured on 'cuhk:test'" in capsys.readouterr().out
 
@@ -80,7 +81,7 @@ def test_gate_refuses_a_baseline_measured_on_other_data(models, tmp_path, capsys
     (["--runs", "10"], "at least 50"),
     (["--weights", "{tmp}/missing.onnx"], "does not exist"),
     (["--check", "{tmp}/nobaseline.json"], "does not exist"),
-    (["--weights", "{tmp}/model.h5"], "expected a .onnx"),
+    (["--weights", "{tmp}/model.h5"], "a .onnx, .tflite or .mlpackage"),
 ])
 def test_bad_arguments_are_one_line(extra, fragment, models, tmp_path, capsys):
     (tmp_path / "model.h5").write_bytes(b"x")
@@ -97,3 +98,62 @@ def test_dataset_without_pairs_is_one_line(models, tmp_path, capsys):
     args[args.index("dut")] = str(empty)
     assert bench([*args, "--polarity", "blur_white"]) == 2
     assert "no image/mask pairs" in capsys.readouterr().err
+
+
+# ---- measurement: the GEMM peak, %peak above 100, memory of every runtime, the CPU ------------
+
+
+def test_gemm_peak_is_the_best_of_interleaved_runs_and_a_busy_machine_is_flagged(monkeypatch):
+    from dbd.benchmarks import measure
+
+    rates = {1: iter([30.0, 12.0, 33.0]), 2: iter([20.0, 58.0, 61.0])}
+    calls = []
+
+    def fake(threads, seconds):
+        calls.append(threads)
+        return next(rates[threads])
+
+    monkeypatch.setattr(measure, "peak_gmacs_per_s", lambda t, n=1024, seconds=1.0: fake(t, seconds))
+    peaks = measure.gemm_peaks([1, 2], repeats=3)
+    assert calls == [1, 2, 1, 2, 1, 2]                               # interleaved, not 1,1,1,2,2,2
+    assert peaks.best == {1: 33.0, 2: 61.0} and peaks.reliable
+    busy = measure.GemmPeaks({1: 33.0, 2: 20.0}, {1: [33.0], 2: [20.0]})
+    assert not busy.reliable and busy.to_dict()["reliable"] is False
+
+
+def test_a_peak_fraction_above_100_percent_is_never_printed_without_a_flag():
+    from dbd.benchmarks.report import table_rows
+
+    def row(fraction, reliable=True):
+        return {"model": "m", "format": "onnx", "precision": "int8", "size_mb": 1.0, "params_m": 1.0, "gmacs": 1.0,
+                "latency": {"2": {"median_ms": 1.0, "p90_ms": 1.0, "fps": 1000.0, "peak_fraction": fraction,
+                                  "peak_fraction_reliable": reliable}}, "metrics": {}}
+
+    header, body = table_rows([row(1.41, False), row(0.5), row(0.5, False), row(1.2)], [2])
+    column = header.index("%peak@2t")
+    assert [line[column] for line in body] == ["141?", "50", "50?", "120?"]
+
+
+@pytest.fixture(scope="module")
+def onnx_file(models, tmp_path_factory) -> Path:
+    from dbd.export.cli import main as export_main
+
+    out = tmp_path_factory.mktemp("onnx")
+    student = _checkpoint(out / "s64.safetensors", "dbd_student", 1)
+    assert export_main(["--format", "onnx", "--precision", "fp32", "--weights", str(student), "--calib", "dut",
+                        "--calib-n", "1", "--parity-n", "1", "--out", str(out)]) == 0
+    return next(out.glob("*.onnx"))
+
+
+def test_peak_memory_is_measured_alike_for_every_runtime_and_the_cpu_is_recorded(models, onnx_file, tmp_path, capsys):
+    assert bench(_args(models, tmp_path, "--weights", str(onnx_file), "--threads", "1", "--runs", "50",
+                       "--warmup", "2", "--limit", "1")) == 0
+    report = json.loads((tmp_path / "report" / "bench.json").read_text())
+    rows = {r["format"]: r for r in report["rows"]}
+    assert set(rows) == {"torch", "onnx"}
+    for row in report["rows"]:                                       # ONNX used to read 0 MB
+        assert row["peak_mem_mb"] > 1 and row["memory"]["method"] == "fresh process", row["id"]
+    cpu = report["machine"]["cpu"]
+    assert cpu["model"] and isinstance(cpu["features"], list) and report["machine"]["gemm_peak"]["best_gmacs_per_s"]["1"] > 0
+    assert f"CPU: {cpu['model']}" in (tmp_path / "report" / "bench.md").read_text()
+    assert "CPU:" in capsys.readouterr().out

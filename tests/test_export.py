@@ -558,7 +558,7 @@ def test_read_metadata_refuses_missing_foreign_and_unmarked_files(tflite_export,
         "missing.onnx": "does not exist", "plain.onnx": "has no 'dbd' metadata", "noise.onnx": "not a valid .onnx",
         "noise.tflite": "not a TFLite flatbuffer", "truncated.tflite": "truncated or not a valid .tflite",
         "unmarked.tflite": "has no 'dbd' metadata", "empty.mlpackage": "not a readable .mlpackage",
-        "notes.txt": "expected a .onnx, .tflite or .mlpackage", "newer.onnx": "metadata format 'dbd-export/99'",
+        "notes.txt": "a .onnx, .tflite or .mlpackage export", "newer.onnx": "metadata format 'dbd-export/99'",
     }
     for name, expected in cases.items():
         with pytest.raises(DBDError) as err:

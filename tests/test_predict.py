@@ -50,7 +50,7 @@ def test_tiling_blends_tiles_into_a_full_size_map(small_student):
 
 
 def test_pickle_and_unknown_weights_are_refused(tmp_path):
-    for name, fragment in [("m.pt", "pickle"), ("m.h5", "expected a .onnx, .tflite or .mlpackage")]:
+    for name, fragment in [("m.pt", "pickle"), ("m.h5", "expected a .safetensors checkpoint or a .onnx, .tflite or .mlpackage")]:
         path = tmp_path / name
         path.write_bytes(b"\x80\x04junk")
         with pytest.raises(DBDError, match=fragment):

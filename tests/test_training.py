@@ -177,6 +177,13 @@ def test_empty_split_is_one_line(tmp_path, capsys):
     (["teacher", "--kd-out", "-1"], "--kd-out"),
     (["teacher", "--kd-temperature", "0"], "--kd-temperature"),
     (["teacher", "--resume", "--out", "{tmp}/never"], "nothing to resume"),
+    (["teacher", "--device", "tpu"], "--device"),
+    (["teacher", "--warmup-steps", "-1"], "--warmup-steps"),
+    (["teacher", "--low-res-epochs", "-2"], "--low-res-epochs"),
+    (["teacher", "--threads", "-1"], "--threads"),
+    (["teacher", "--workers", "-1"], "--workers"),
+    (["teacher", "--amp", "fast"], "--amp"),
+    (["teacher", "--acquisition", "2"], "--acquisition"),
 ])
 def test_bad_flags_are_one_line(args, fragment, tmp_path, capsys):
     code, err = run_cli([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
@@ -190,6 +197,27 @@ def test_bad_config_files_are_one_line(tmp_path, capsys):
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("epocs = 3\n")
     _assert_one_line(*run_cli(["teacher", "--config", str(unknown)], capsys), "epocs")
+
+
+@pytest.mark.parametrize("text, key", [
+    ('pretrained = "no"\n', "pretrained"),        # a string is not a boolean (it used to count as true)
+    ('epochs = "1"\n', "epochs"),
+    ("epochs = 1.5\n", "epochs"),
+    ('lr = "fast"\n', "lr"),
+    ("[teacher]\nepochs = 3\n", "teacher"),       # a table where a path belongs
+])
+def test_wrongly_typed_config_values_are_one_line_and_write_nothing(text, key, tmp_path, capsys):
+    config = tmp_path / "typed.toml"
+    config.write_text(text)
+    out = tmp_path / "run"
+    _assert_one_line(*run_cli(["teacher", "--config", str(config), "--out", str(out)], capsys), f"'{key}'")
+    assert not out.exists()
+
+
+def test_non_utf8_config_is_one_line(tmp_path, capsys):
+    config = tmp_path / "latin1.toml"
+    config.write_bytes('data = "caf\u00e9"\n'.encode("latin-1"))
+    _assert_one_line(*run_cli(["teacher", "--config", str(config)], capsys), "UTF-8")
 
 
 def test_existing_run_is_never_overwritten_without_resume(tiny_teacher, capsys):
@@ -244,7 +272,7 @@ def test_report_prints_the_test_table_for_checkpoints(tiny_teacher, data_root, t
     assert report([str(tiny_teacher), "--labels", "tiny", "--data", "dut", "--split", "", "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| tiny |"))
-    assert len(row.split("|")) == 12 and "(5 images)" in out
+    assert len(row.split("|")) == 15 and "(5 images)" in out
     import json
     assert json.loads((tmp_path / "r.json").read_text())[0]["n_images"] == 5
 
@@ -287,11 +315,13 @@ def test_sharpened_teacher_targets_keep_the_decision_and_drop_the_doubt():
     assert ((sharp - 0.5).abs() >= (plain - 0.5).abs()).all()                  # and never less sure
 
 
-def test_confidence_columns_separate_wrong_decisions_from_hedging():
-    from dbd.training.report import confidence
+def test_decision_columns_separate_wrong_decisions_from_hedging():
+    from dbd.runtime.metrics import DecisionMetrics
     mask = np.zeros((4, 6), np.float32)
     mask[:, :3] = 1
     hedging = np.where(mask > 0, 0.6, 0.4).astype(np.float32)                # right side of 0.5 everywhere
     wrong = 1 - mask
-    assert confidence(np.stack([hedging]), [mask]) == {"error_at_05": 0.0, "unsure": 1.0}
-    assert confidence(np.stack([wrong]), [mask]) == {"error_at_05": 1.0, "unsure": 0.0}
+    for pred, error, unsure in ((hedging, 0.0, 1.0), (wrong, 1.0, 0.0)):
+        d = DecisionMetrics()
+        d.update(pred, mask)
+        assert (d.compute()["error_at_05"], d.compute()["unsure"]) == (error, unsure)

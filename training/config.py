@@ -47,15 +47,24 @@ class TrainConfig:
     bce: float = 1.0
     dice: float = 1.0
     side: float = 0.4                     # deep supervision: weight of each side output
+    edge: float = 0.0                     # D-DFFNet's DOF-edge term: Dice of the Laplacian edges of map and mask
+    connectivity: float = 0.0             # Relation-aware Network's 8-direction connectivity (a training-only head)
     kd_out: float = 1.0                   # student: BCE to the teacher's soft blur map
     kd_feat: float = 1.0                  # student: decoder features matched through 1x1 adapters
     kd_temperature: float = 0.5           # student: the teacher's logits are divided by this (< 1 sharpens)
+    kd_agree_only: bool = True            # student: output KD only where the teacher agrees with the mask
     adv_gt: float = 0.01                  # student: discriminator of (image, gt) vs (image, student)
     adv_teacher: float = 0.01             # student: discriminator of (image, teacher) vs (image, student)
-    teacher: str | None = None            # student: teacher checkpoint (.safetensors)
+    teacher: str | None = None            # student: teacher checkpoint (.safetensors), or several joined by commas
+    teacher_tta: str = ""                 # student: the teacher's test-time augmentation, e.g. "384,448+flip"
+    teacher_cache: str | None = None      # student: folder of cached teacher maps; then kd_out/adv_teacher run no teacher
+    # acquisition robustness: the capture pipeline varied, never the focus (0 switches it off)
+    acquisition: float = 0.0              # probability that a sample goes through a random downscaler/JPEG/noise
     # run
     model_config: dict[str, Any] = field(default_factory=dict)   # kwargs of the architecture
     pretrained: bool = True               # ImageNet-initialised encoder
+    init: str | None = None               # warm start: weights of a checkpoint of the same stage (fine-tuning)
+    amp: str = "auto"                     # bf16 autocast: auto (GPU, or a CPU where a probe measures it faster), on, off
     seed: int = 0
     out: str = "runs/teacher"
     resume: bool = False
@@ -71,7 +80,39 @@ class TrainConfig:
     def needs_teacher(self) -> bool:
         return self.stage == "student" and bool(self.kd_out or self.kd_feat or self.adv_teacher)
 
+    @property
+    def uses_cache(self) -> bool:
+        """Teacher maps come from the cache (computed once), not from a teacher forward per step."""
+        return self.needs_teacher and bool(self.teacher_cache) and bool(self.kd_out or self.adv_teacher)
+
+    @property
+    def needs_live_teacher(self) -> bool:
+        """Feature distillation matches the teacher's decoder features on each view: those are not cached."""
+        return self.needs_teacher and (bool(self.kd_feat) or not self.teacher_cache)
+
+    def check_types(self) -> None:
+        """Every setting has its field's type, whether it came from a flag or a TOML file: TOML
+        `pretrained = "no"` or `epochs = 1.5` is an error naming the key, never a silent guess."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if kind == "bool":
+                ok = isinstance(value, bool)
+            elif kind == "int":
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind == "float":
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif kind.startswith("str"):
+                ok = isinstance(value, str) or (value is None and "None" in kind)
+            else:
+                ok = isinstance(value, dict)
+            if not ok:
+                expected = {"bool": "true or false", "int": "an integer", "float": "a number"}.get(
+                    kind, "a table" if kind.startswith("dict") else "a string")
+                raise DBDError(f"setting '{f.name}' must be {expected}, got {value!r} "
+                               f"({type(value).__name__}); fix --{f.name.replace('_', '-')} or the config file")
+
     def validate(self) -> "TrainConfig":
+        self.check_types()
         if self.stage not in STAGES:
             raise DBDError(f"unknown stage '{self.stage}'; use one of {', '.join(STAGES)}")
         if self.needs_teacher and not self.teacher:
@@ -84,13 +125,24 @@ class TrainConfig:
             raise DBDError(f"--imgsz and --low-res must be multiples of 32, got {self.imgsz} and {self.low_res}")
         if not 0.0 < self.val_fraction < 1.0:
             raise DBDError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.split is not None:
+            self.split = self.split.strip()   # '' (--split ''): all pairs, validation held out by hash
         if self.split and self.split.lower() == "test":
             raise DBDError("training on the test split would make every reported number meaningless; use --split train")
         if self.kd_temperature <= 0:
             raise DBDError(f"--kd-temperature must be positive, got {self.kd_temperature}")
-        for name in ("bce", "dice", "side", "kd_out", "kd_feat", "adv_gt", "adv_teacher", "synthetic", "lr"):
+        for name in ("bce", "dice", "side", "edge", "connectivity", "kd_out", "kd_feat", "adv_gt", "adv_teacher", "synthetic", "lr",
+                     "encoder_lr_mult", "weight_decay", "warmup_steps", "low_res_epochs", "max_steps_per_epoch",
+                     "workers", "threads", "seed"):
             if getattr(self, name) < 0:
                 raise DBDError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.synthetic_len <= 0:
+            raise DBDError(f"--synthetic-len must be positive, got {self.synthetic_len}")
+        if not 0.0 <= self.acquisition <= 1.0:
+            raise DBDError(f"--acquisition is a probability in [0, 1], got {self.acquisition}")
+        for name, allowed in (("device", ("auto", "cpu", "cuda")), ("amp", ("auto", "on", "off"))):
+            if getattr(self, name) not in allowed:
+                raise DBDError(f"--{name} must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
         return self
 
 
@@ -119,7 +171,11 @@ def load_config(stage: str, args: argparse.Namespace) -> TrainConfig:
         if not args.config.is_file():
             raise DBDError(f"config file '{args.config}' does not exist; check the --config path")
         try:
-            file_values = tomllib.loads(args.config.read_text())
+            file_values = tomllib.loads(args.config.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise DBDError(f"config file '{args.config}' is not UTF-8 text; save it as UTF-8 TOML") from None
+        except OSError as err:
+            raise DBDError(f"cannot read config file '{args.config}' ({err.strerror}); check its permissions") from None
         except tomllib.TOMLDecodeError as err:
             raise DBDError(f"config file '{args.config}' is not valid TOML: {err}") from None
         known = {f.name for f in fields(TrainConfig)}

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dbd.models.errors import DBDError
+from dbd.runtime.acquisition import CaptureAugment
 from dbd.runtime.datasets import PairedDataset, open_dataset
 from dbd.runtime.spec import PreprocessSpec
 from dbd.runtime.synthetic import SyntheticDefocus
@@ -52,7 +53,11 @@ def load_pairs(cfg: TrainConfig) -> tuple[PairCache, PairCache, str]:
         base: PairedDataset | SyntheticDefocus = gen
         description = f"synthetic defocus ({len(gen)} samples, seed {cfg.seed + 12345})"
     else:
-        base = open_dataset(cfg.data, split=cfg.split, polarity=cfg.polarity)
+        # --split '' (or a dataset without split files): every pair, validation held out by hash below.
+        base = open_dataset(cfg.data, split=cfg.split or None, polarity=cfg.polarity)
+        if not cfg.split and "test" in base.spec.splits:
+            raise DBDError(f"--split '' would train on all of '{base.name}', its test split "
+                           f"'{base.spec.splits['test']}' included; use --split train")
         names = [s.name for s in base.samples]
         description = f"{base.name} split {cfg.split or 'all'} ({len(base)} pairs)"
     val_idx = [i for i, n in enumerate(names) if _holdout(n, cfg.val_fraction)]
@@ -62,7 +67,22 @@ def load_pairs(cfg: TrainConfig) -> tuple[PairCache, PairCache, str]:
                        f"({len(train_idx)} train / {len(val_idx)} val); use more data or change --val-fraction")
     train = PairCache(_Subset(base, train_idx), [names[i] for i in train_idx])
     val = PairCache(_Subset(base, val_idx), [names[i] for i in val_idx])
+    if isinstance(base, PairedDataset):
+        _check_both_classes(base, cfg, train.masks + val.masks)
     return train, val, f"{description}: {len(train)} train / {len(val)} validation"
+
+
+def _check_both_classes(base: PairedDataset, cfg: TrainConfig, masks: list[np.ndarray]) -> None:
+    """One all-blur (or all-sharp) photo is legitimate; a whole dataset of one class is a wrong
+    polarity, threshold or mask export, and would train a constant map with a 0.0000 score."""
+    blur = sum(int(np.count_nonzero(m)) for m in masks)
+    if blur and blur < sum(m.size for m in masks):
+        return
+    kind = "sharp" if blur == 0 else "blur"
+    folder = base.samples[0].mask_path.parent
+    raise DBDError(f"every mask in '{folder}' reads as all {kind} (first: '{base.samples[0].mask_path.name}', "
+                   f"polarity {base.spec.polarity}): a dataset of one class cannot train a blur detector; "
+                   f"check the masks (blur and sharp regions drawn in black and white) and --polarity")
 
 
 class _Subset:
@@ -74,43 +94,71 @@ class _Subset:
 
 
 class AugmentedPairs(Dataset):
-    """Random resized crop + flip + colour jitter -> (normalised CHW tensor, 1xHxW mask)."""
+    """Random resized crop + flip + colour jitter -> (normalised CHW tensor, 1xHxW mask), plus
+    the cached teacher map (1xHxW P(blur)) when `teacher_maps` is given.
+
+    The teacher map is warped by exactly the crop, resize and flip of its image and mask, so a
+    student step needs no teacher forward. The capture augmentation (`capture`) changes only the
+    image: the teacher saw the clean photo, the student learns to see the same through any
+    downscaler, JPEG or noise. Its draws come from a second generator, so with it off every
+    other draw is what it always was.
+    """
 
     def __init__(self, pairs: PairCache, spec: PreprocessSpec, size: int, seed: int,
-                 synthetic: SyntheticDefocus | None = None):
+                 synthetic: SyntheticDefocus | None = None, teacher_maps: list[np.ndarray] | None = None,
+                 capture: CaptureAugment | None = None):
         self.pairs, self.spec, self.size, self.seed = pairs, spec, size, seed
         self.synthetic = synthetic
+        if teacher_maps is not None and synthetic is not None:
+            raise DBDError("cached teacher maps cover the real pairs only; use --synthetic 0 with --teacher-cache")
+        self.teacher_maps, self.capture = teacher_maps, capture or CaptureAugment(0.0)
         self.epoch = 0   # set before each epoch; workers are re-forked per epoch and see it
 
     def __len__(self) -> int:
         return len(self.pairs) + (len(self.synthetic) if self.synthetic is not None else 0)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        capture_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        teacher = None
         if index < len(self.pairs):
             image, mask = self.pairs.images[index], self.pairs.masks[index]
+            if self.teacher_maps is not None:
+                teacher = self.teacher_maps[index]
         else:  # a fresh synthetic sample every epoch
             image, mask = self.synthetic[(self.epoch * len(self.synthetic) + index) % len(self.synthetic)]
             mask = mask.astype(np.uint8)
-        image, mask = random_resized_crop(rng, image, mask, self.size)
+        top, left, ch, cw = random_crop_box(rng, mask.shape)
+        window = (slice(top, top + ch), slice(left, left + cw))
+        image = self.capture(capture_rng, image[window], (self.size, self.size))
+        mask = _resize_soft(mask[window], self.size)
+        if teacher is not None:
+            teacher = _resize_soft(teacher[window], self.size) / np.float32(255.0)
         if rng.random() < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
-        image = colour_jitter(rng, image.astype(np.float32) / 255.0)
+            teacher = teacher[:, ::-1] if teacher is not None else None
+        image = colour_jitter(rng, image.astype(np.float32) / np.float32(self.spec.pixel_scale))
         x = (image - np.asarray(self.spec.mean, np.float32)) / np.asarray(self.spec.std, np.float32)
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), torch.from_numpy(mask[None].copy())
+        sample = (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), torch.from_numpy(mask[None].copy()))
+        if teacher is not None:
+            sample += (torch.from_numpy(np.ascontiguousarray(teacher[None])),)
+        return sample
 
 
-def random_resized_crop(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, size: int,
-                        scale: tuple[float, float] = (0.5, 1.0), ratio: tuple[float, float] = (0.75, 1.333)):
-    """A crop of 50-100 % of the area, resized to size x size (the mask bilinearly, as soft labels)."""
-    h, w = mask.shape
+def random_crop_box(rng: np.random.Generator, shape: tuple[int, int], scale: tuple[float, float] = (0.5, 1.0),
+                    ratio: tuple[float, float] = (0.75, 1.333)) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a crop of 50-100 % of the area with a random aspect ratio."""
+    h, w = shape
     area = h * w * rng.uniform(*scale)
     aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
     ch, cw = min(h, int(round(np.sqrt(area / aspect)))), min(w, int(round(np.sqrt(area * aspect))))
     top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    image = cv2.resize(image[top:top + ch, left:left + cw], (size, size), interpolation=cv2.INTER_LINEAR)
-    mask = cv2.resize(mask[top:top + ch, left:left + cw].astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    return image, mask
+    return top, left, ch, cw
+
+
+def _resize_soft(label: np.ndarray, size: int) -> np.ndarray:
+    """A mask or teacher map resized bilinearly to size x size as float32 (soft at the edges)."""
+    return cv2.resize(label.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def colour_jitter(rng: np.random.Generator, image: np.ndarray, strength: float = 0.2) -> np.ndarray:

@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import math
 import os
+import pickle
 import platform
 import sys
 import time
@@ -28,15 +29,18 @@ from tqdm import tqdm
 from dbd.models import create_model
 from dbd.models.base import DBDOutput
 from dbd.models.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from dbd.models.errors import DBDError
+from dbd.models.errors import DBDError, reraise_interrupt
 from dbd.runtime.evaluate import evaluate
 from dbd.runtime.runners import TorchRunner
 from dbd.runtime.spec import PreprocessSpec
 from dbd.runtime.synthetic import SyntheticDefocus
 
 from . import losses
+from .amp import decide_amp
 from .config import TrainConfig, to_toml
 from .data import AugmentedPairs, PairCache, load_pairs
+from .teacher_cache import load_or_build, teacher_paths
+from dbd.runtime.acquisition import CaptureAugment
 
 
 class TrainForward(nn.Module):
@@ -108,7 +112,18 @@ def validate(net: nn.Module, pairs: PairCache, spec: PreprocessSpec, device: tor
 def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} x{max(1, int(os.environ.get('WORLD_SIZE', '1')))}"
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    return f"{cpu_name()} CPU ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (speeds are comparable only on the same one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def train(cfg: TrainConfig, command: str) -> dict:
@@ -123,13 +138,20 @@ def train(cfg: TrainConfig, command: str) -> dict:
 
     # --- models --------------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)
-    net = create_model(cfg.arch, pretrained=cfg.pretrained and not cfg.resume, **cfg.model_config).to(device)
+    model_config = {**cfg.model_config, **({"connectivity": True} if cfg.connectivity else {})}
+    net = create_model(cfg.arch, pretrained=cfg.pretrained and not (cfg.resume or cfg.init), **model_config).to(device)
+    if cfg.init and not cfg.resume:
+        warm_start(net, cfg.init)
     spec = PreprocessSpec.for_model(net, (cfg.imgsz, cfg.imgsz))
     teacher, teacher_card, adapters, discriminators = None, None, None, {}
     if cfg.needs_teacher:
-        teacher, teacher_card = load_checkpoint(cfg.teacher, expected_arch="dbd_teacher")
-        teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+        first_teacher = teacher_paths(cfg.teacher)[0]
+        teacher, teacher_card = load_checkpoint(first_teacher, expected_arch="dbd_teacher")
         teacher_spec = PreprocessSpec.from_dict(teacher_card["preprocess"])
+        if cfg.needs_live_teacher:
+            teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+        else:
+            teacher = None   # the maps come from the cache: no teacher forward in a step
     if cfg.stage == "student":
         if cfg.kd_feat:
             adapters = nn.ModuleList(nn.Conv2d(cs, ct, 1) for cs, ct in
@@ -145,7 +167,14 @@ def train(cfg: TrainConfig, command: str) -> dict:
     if cfg.synthetic:
         synthetic = SyntheticDefocus(size=(cfg.imgsz, cfg.imgsz), seed=cfg.seed + 777,
                                      length=max(1, round(cfg.synthetic * len(train_pairs))))
-    dataset = AugmentedPairs(train_pairs, spec, cfg.imgsz, cfg.seed, synthetic)
+    teacher_maps, cache_identity = None, None
+    if cfg.uses_cache:
+        teacher_maps, cache_identity = load_or_build(cfg.teacher, cfg.teacher_tta, train_pairs.names,
+                                                     train_pairs.images, cfg.teacher_cache, device.type)
+        if main:
+            print(f"teacher maps (tta {cache_identity['tta']}): {cache_identity['path']}")
+    dataset = AugmentedPairs(train_pairs, spec, cfg.imgsz, cfg.seed, synthetic, teacher_maps,
+                             CaptureAugment(cfg.acquisition))
     steps_per_epoch = math.ceil(len(dataset) / (cfg.batch * world))
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
@@ -162,7 +191,19 @@ def train(cfg: TrainConfig, command: str) -> dict:
 
     start_epoch, step, best = 0, 0, -1.0
     if cfg.resume:
-        state = torch.load(state_path, map_location=device, weights_only=True)  # no pickled code
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=True)  # no pickled code
+        except Exception as err:   # UnpicklingError (code in the pickle, refused), RuntimeError (corrupt zip), ...
+            reraise_interrupt(err)
+            why = ("holds pickled code or objects, which are never loaded"
+                   if isinstance(err, pickle.UnpicklingError) and "global" in str(err).lower()
+                   else f"cannot be read ({err.strerror})" if isinstance(err, OSError) and err.strerror
+                   else f"is truncated or corrupt ({type(err).__name__})")
+            raise DBDError(f"cannot resume from '{state_path}': it {why}; start a new run without --resume and "
+                           f"another --out (warm-start it with --init {out / 'last.safetensors'})") from None
+        if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "step", "best"} <= state.keys():
+            raise DBDError(f"cannot resume from '{state_path}': it is not a dbd-train state; start a new run "
+                           f"without --resume and another --out (warm-start it with --init {out / 'last.safetensors'})")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         for name, d in discriminators.items():
@@ -177,15 +218,21 @@ def train(cfg: TrainConfig, command: str) -> dict:
     renorm = Renormalise(spec, teacher_spec).to(device) if teacher is not None else None
     ddp_model = DDP(model) if world > 1 else model
     ddp_discs = {k: DDP(d) if world > 1 else d for k, d in discriminators.items()}
-    use_amp = device.type == "cuda"
+    if cfg.resume and "amp" in state:
+        amp = state["amp"]   # the resumed epochs compute exactly as the first ones did
+    else:
+        first_size = cfg.low_res if start_epoch < cfg.low_res_epochs else cfg.imgsz
+        amp = decide_amp(cfg.amp, model, device, cfg.batch, first_size).to_dict()
+    use_amp = amp["dtype"] == "bf16"
 
     if main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.toml", lambda tmp: Path(tmp).write_text(to_toml(cfg)))
         print(f"dbd-train {cfg.stage}: {data_description}; {steps_per_epoch} steps/epoch x {cfg.epochs} epochs "
-              f"on {hardware()} (world size {world})")
+              f"on {hardware()} (world size {world}); {amp['dtype']} ({amp['reason']})")
     log_path = out / "log.csv"
     started = time.time()
+    wall_before = state.get("wall_s", 0.0) if cfg.resume else 0.0   # training time of earlier sessions
 
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)   # dropout / drop-path: reproducible per epoch
@@ -203,15 +250,16 @@ def train(cfg: TrainConfig, command: str) -> dict:
         bar = tqdm(loader, total=min(len(loader), steps_per_epoch), disable=not main,
                    mininterval=2 if sys.stderr.isatty() else 60,  # sparse lines in log files
                    desc=f"{cfg.stage} {epoch + 1}/{cfg.epochs} @{dataset.size}", leave=False)
-        for i, (x, y) in enumerate(bar):
+        for i, (x, y, *cached) in enumerate(bar):
             if i >= steps_per_epoch:
                 break
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
+            cached_prob = cached[0].to(device, non_blocking=True) if cached else None
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, total_steps, cfg.warmup_steps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                parts = compute_losses(cfg, ddp_model, teacher, ddp_discs, x, y, renorm)
+                parts = compute_losses(cfg, ddp_model, teacher, ddp_discs, x, y, renorm, cached_prob)
             maps = {k: parts.pop(k) for k in ("student_prob", "teacher_prob") if k in parts}
             loss = sum(parts.values())
             optimizer.zero_grad(set_to_none=True)
@@ -240,14 +288,16 @@ def train(cfg: TrainConfig, command: str) -> dict:
             write_log(log_path, row)
             is_best = val["score"] > best
             best = max(best, val["score"])
-            card = model_card(cfg, spec, command, data_description, val, epoch + 1, teacher_card)
+            wall_s = round(wall_before + time.time() - started, 1)
+            card = model_card(cfg, spec, command, data_description, val, epoch + 1, teacher_card,
+                              amp=amp, wall_s=wall_s, cache=cache_identity)
             save_checkpoint(out / "last.safetensors", net, card)
             if is_best:
                 save_checkpoint(out / "best.safetensors", net, card)
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "discriminators": {k: d.state_dict() for k, d in discriminators.items()},
                      "d_optimizer": d_optimizer.state_dict() if d_optimizer else {},
-                     "epoch": epoch, "step": step, "best": best}
+                     "epoch": epoch, "step": step, "best": best, "amp": amp, "wall_s": wall_s}
             atomic_write(state_path, lambda tmp: torch.save(state, tmp))
             per_epoch = (time.time() - started) / (epoch + 1 - start_epoch)
             eta = dt.timedelta(seconds=int(per_epoch * (cfg.epochs - epoch - 1)))
@@ -263,19 +313,26 @@ def train(cfg: TrainConfig, command: str) -> dict:
 
 def compute_losses(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None,
                               discriminators: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-                              renorm: nn.Module | None) -> dict:
+                              renorm: nn.Module | None, cached_prob: torch.Tensor | None = None) -> dict:
     out = model(x)
-    parts = {"seg": losses.segmentation_loss(out, y, cfg.bce, cfg.dice, cfg.side)}
+    parts = {"seg": losses.segmentation_loss(out, y, cfg.bce, cfg.dice, cfg.side, cfg.edge)}
+    if cfg.connectivity:
+        parts["connectivity"] = cfg.connectivity * losses.connectivity_loss(out.connectivity, y)
     if cfg.stage == "teacher":
         return parts
     s_prob = torch.sigmoid(out.logits.float())
     if teacher is not None:
         with torch.no_grad():
             t_out = teacher.forward_train(renorm(x))
+    if cached_prob is not None:   # the teacher's map of this very view, warped from the cache
+        t_prob = losses.teacher_targets(losses.prob_to_logits(cached_prob), cfg.kd_temperature)
+    elif teacher is not None:
         t_prob = losses.teacher_targets(t_out.logits, cfg.kd_temperature)
+    if cfg.needs_teacher:
         parts["teacher_prob"] = t_prob  # also the discriminator's "real" maps
     if cfg.kd_out:
-        parts["kd_out"] = cfg.kd_out * losses.output_distillation(out.logits.float(), t_prob, y)
+        parts["kd_out"] = cfg.kd_out * losses.output_distillation(out.logits.float(), t_prob,
+                                                                  y if cfg.kd_agree_only else None)
     if cfg.kd_feat:
         parts["kd_feat"] = cfg.kd_feat * losses.feature_distillation(out.features, t_out.features)
     if cfg.adv_gt:
@@ -298,19 +355,36 @@ def discriminator_loss(discriminators: dict[str, nn.Module], x: torch.Tensor, y:
     return loss
 
 
+def warm_start(net: nn.Module, path: str) -> None:
+    """--init: start from a trained checkpoint of the same architecture and config (fine-tuning)."""
+    source, card = load_checkpoint(path, expected_arch=net.arch)
+    def architecture(config: dict) -> dict:   # training-only heads may be added to a trained network
+        return {k: v for k, v in config.items() if k != "connectivity"}
+    if architecture(card.get("config", {})) != architecture(net.config):
+        raise DBDError(f"--init '{path}' was built with config {card.get('config')} but this run builds "
+                       f"{net.config}; pass the same model_config or another --init")
+    missing, unexpected = net.load_state_dict(source.state_dict(), strict=False)
+    new = [k for k in missing if not k.startswith("connectivity_head.")]
+    if new or unexpected:
+        raise DBDError(f"--init '{path}' does not fit this network (missing {new[:2]}, unexpected {unexpected[:2]})")
+
+
 def model_card(cfg: TrainConfig, spec: PreprocessSpec, command: str, data: str, val: dict, epochs_done: int,
-               teacher_card: dict | None) -> dict:
+               teacher_card: dict | None, amp: dict | None = None, wall_s: float | None = None,
+               cache: dict | None = None) -> dict:
     card = {
         "preprocess": spec.to_dict(),
         "training": {"stage": cfg.stage, "data": data, "command": command, "epochs_done": epochs_done,
                      "config": {k: v for k, v in vars(cfg).items() if v is not None},
                      "hardware": hardware(), "torch": torch.__version__,
+                     "amp": amp, "wall_time_s": wall_s,
                      "date": dt.date.today().isoformat()},
         "metrics": {"validation": {k: round(v, 5) if isinstance(v, float) else v for k, v in val.items()}},
     }
     if teacher_card is not None:
         card["training"]["teacher"] = {"arch": teacher_card["arch"], "created": teacher_card.get("created"),
-                                       "metrics": teacher_card.get("metrics", {})}
+                                       "metrics": teacher_card.get("metrics", {}), "tta": cfg.teacher_tta or "none",
+                                       "cache": {k: v for k, v in (cache or {}).items() if k != "path"} or None}
     return card
 
 

@@ -3,6 +3,10 @@
 Scores it on CUHK-TE-1 (the test split, read only here and in reports), records those numbers in
 its model card next to the validation metrics, and writes it as fp16 safetensors (half the size,
 maps within ~1e-3 of fp32) to models/weights/<arch>.safetensors, where every command finds it.
+
+A teacher released with `--tta 384,448+flip` also carries that recipe (card key `distillation`)
+and its CUHK-TE-1 scores with it: the teacher as distillation uses it, which dbd-bench scores by
+default and compares every student and exported file with.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from dbd.models.released import RELEASED, WEIGHTS_DIR
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.evaluate import evaluate
 from dbd.runtime.runners import TorchRunner
+from dbd.runtime.tta import TTARecipe, TTARunner
 
 
 @cli_entry("python -m dbd.training.release")
@@ -24,11 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dbd.training.release", description=__doc__)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--tta", default="", help="teacher: the TTA recipe distillation uses, e.g. 384,448+flip")
     args = parser.parse_args(argv)
     runner = TorchRunner(args.checkpoint)
     model, card = runner.model, runner.info
     test = evaluate(runner, open_dataset("cuhk", split="test"))[0].compute()
     card["metrics"]["cuhk_te1"] = {k: round(v, 5) if isinstance(v, float) else v for k, v in test.items()}
+    recipe = TTARecipe.parse(args.tta)
+    if not recipe.plain:
+        if model.arch != "dbd_teacher":
+            parser.error("--tta is for the teacher (the student ships as one plain forward)")
+        tta = evaluate(TTARunner([runner], recipe), open_dataset("cuhk", split="test"))[0].compute()
+        card["metrics"]["cuhk_te1_tta"] = {k: round(v, 5) if isinstance(v, float) else v for k, v in tta.items()}
+        card["distillation"] = {"tta": str(recipe)}
     card["metrics"]["protocol"] = ("D-DFFNet: blur positive, threshold 0.5, per-image Fβ (β²=0.3) averaged, IoU pooled, "
                                    "MAE at the mask's resolution; fbeta_adaptive / fbeta_max with in-focus positive")
     card["released_from"] = str(args.checkpoint)

@@ -10,9 +10,15 @@ their mean ± standard deviation, and a second table compares every such recipe 
 one seed by seed (the mean paired difference, and on how many seeds it went the right way), because
 on 100 test images the spread between seeds can exceed the effect of a loss term.
 
-Two more columns split what MAE mixes: "error @0.5" (the fraction of pixels the map decides
-wrong) and "unsure" (the fraction it leaves in (0.1, 0.9)). MAE rewards confident maps: a map
-that decides as well but hedges more scores a worse MAE.
+More columns split what MAE mixes: "error @0.5" (the fraction of pixels the map decides
+wrong), split into the boundary band (within 8 px of a mask boundary) and the interior, the share
+of all wrong pixels held by the worst 10 % of images, and "unsure" (the fraction of pixels left in
+(0.1, 0.9)). MAE rewards confident maps: a map that decides as well but hedges more scores worse.
+
+A checkpoint argument `PATH@384,448+flip` scores that model the way distillation uses a teacher
+(input sizes resized from the photo, mirrored, averaged; dbd.runtime.tta), and several paths
+joined by commas are an ensemble: `A.safetensors,B.safetensors@384+flip`. `--robustness` adds the capture table: each model fed
+photos downscaled by cv2 linear/area and PIL bilinear/bicubic, and recompressed at JPEG quality 70.
 """
 from __future__ import annotations
 
@@ -26,37 +32,55 @@ import numpy as np
 from dbd.models.errors import DBDError, cli_entry
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.datasets import open_dataset
+from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured
 from dbd.runtime.evaluate import evaluate
-from dbd.runtime.metrics import resize_to
-from dbd.runtime.runners import TorchRunner
+from dbd.runtime.metrics import DecisionMetrics
+from dbd.runtime.runners import Runner, TorchRunner
+from dbd.runtime.tta import TTARecipe, TTARunner
 
-COLUMNS = ("mae", "fbeta_fixed", "iou", "fbeta_adaptive", "fbeta_max", "error_at_05", "unsure")
-LOWER_IS_BETTER = {"mae", "error_at_05", "unsure"}
-
-
-def score(checkpoint: Path, data: str, split: str | None) -> dict:
-    runner = TorchRunner(checkpoint)
-    masks: list[np.ndarray] = []
-    def pairs():
-        for image, mask in open_dataset(data, split=split or None):
-            masks.append(mask)
-            yield image, mask
-    metrics, maps = evaluate(runner, pairs(), keep_maps=True)
-    return {"checkpoint": str(checkpoint), "arch": runner.info["arch"],
-            "seed": runner.info.get("training", {}).get("config", {}).get("seed"),
-            "params_m": count_params(runner.model) / 1e6,
-            "gmacs": count_macs(runner.model, runner.size) / 1e9, **metrics.compute(), **confidence(maps, masks)}
+COLUMNS = ("mae", "fbeta_fixed", "iou", "fbeta_adaptive", "fbeta_max", "error_at_05", "error_boundary",
+           "error_interior", "worst10_share", "unsure")
+LOWER_IS_BETTER = {"mae", "error_at_05", "error_boundary", "error_interior", "worst10_share", "unsure"}
+ROBUSTNESS_COLUMNS = ("fbeta_fixed", "mae", "iou")
 
 
-def confidence(maps: np.ndarray, masks: list[np.ndarray]) -> dict[str, float]:
-    """Separate what MAE mixes: how often the map decides wrong (error of the map binarised at
-    0.5) and how often it hedges (pixels in (0.1, 0.9)), per image at the mask's resolution, averaged."""
-    error, unsure = [], []
-    for prob, mask in zip(maps, masks):
-        prob = resize_to(prob, mask.shape)
-        error.append(float(np.mean((prob >= 0.5) != (mask >= 0.5))))
-        unsure.append(float(np.mean((prob > 0.1) & (prob < 0.9))))
-    return {"error_at_05": float(np.mean(error)), "unsure": float(np.mean(unsure))}
+def open_scored(argument: str) -> tuple[Runner, TorchRunner]:
+    """(the runner scored, its first member) for 'PATH', 'PATH,PATH' (ensemble) or either '@RECIPE' (TTA)."""
+    paths, _, recipe_text = str(argument).partition("@")
+    members = [TorchRunner(Path(p)) for p in paths.split(",") if p]
+    if not members:
+        raise DBDError(f"'{argument}' names no checkpoint; write PATH[,PATH...][@SIZES+flip]")
+    recipe = TTARecipe.parse(recipe_text)
+    if len(members) == 1 and recipe.plain:
+        return members[0], members[0]
+    return TTARunner(members, recipe), members[0]
+
+
+def scored_pairs(data: str, split: str | None) -> list:
+    """The (image, mask) pairs a table scores; split 'val' is training's validation hold-out of the
+    train split (for choosing a TTA recipe or a schedule without reading the test split)."""
+    if split == "val":
+        from .data import _holdout
+        dataset = open_dataset(data, split="train")
+        return [dataset[i] for i, s in enumerate(dataset.samples) if _holdout(s.name, 0.1)]
+    return list(open_dataset(data, split=split or None))
+
+
+def score(checkpoint: str, data: str, split: str | None) -> dict:
+    runner, first = open_scored(checkpoint)
+    decisions = DecisionMetrics()
+    metrics, _ = evaluate(runner, scored_pairs(data, split), decisions=decisions)
+    return {"checkpoint": str(checkpoint), "arch": first.info["arch"], "tta": runner.info.get("tta", "none"),
+            "seed": first.info.get("training", {}).get("config", {}).get("seed"),
+            "params_m": count_params(first.model) / 1e6,
+            "gmacs": count_macs(first.model, first.size) / 1e9, **metrics.compute(), **decisions.compute()}
+
+
+def robustness(checkpoint: str, data: str, split: str | None) -> dict[str, dict[str, float]]:
+    """Metrics of the plain model (first member) under each capture condition."""
+    runner = TorchRunner(Path(str(checkpoint).partition("@")[0].split(",")[0]))
+    pairs = scored_pairs(data, split)
+    return {c: evaluate(runner, captured(pairs, c, runner.size))[0].compute() for c in CAPTURE_CONDITIONS}
 
 
 def group_rows(rows: list[dict]) -> dict[str, list[dict]]:
@@ -93,8 +117,8 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
     print(f"{data} split {split} ({rows[0]['n_images']} images), D-DFFNet protocol (blur = positive; adaptive and max Fβ "
           f"with in-focus positive, as published){'; mean ± std over seeds' if seeds else ''}\n")
     print("| model | params (M) | GMACs | MAE ↓ | Fβ@0.5 ↑ | IoU ↑ | Fβ adaptive (in-focus +) ↑ | Fβ max (in-focus +) ↑ "
-          "| error @0.5 ↓ | unsure ↓ |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| error @0.5 ↓ | boundary ≤8px ↓ | interior ↓ | worst 10 % share ↓ | unsure ↓ |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, group in groups.items():
         name = f"{label} ({len(group)} seeds)" if len(group) > 1 else label
         print(f"| {name} | {group[0]['params_m']:.2f} | {group[0]['gmacs']:.2f} | "
@@ -111,27 +135,51 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
                 f"{m:+.4f} ({better}/{n})" for m, better, n in deltas.values()) + " |")
     if lines:
         print(f"\nPaired by seed against '{base_label}': mean difference (seeds on which it is better / seeds)\n")
-        print("| recipe | MAE | Fβ@0.5 | IoU | Fβ adaptive | Fβ max | error @0.5 | unsure |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| recipe | MAE | Fβ@0.5 | IoU | Fβ adaptive | Fβ max | error @0.5 | boundary | interior | worst 10 % "
+              "| unsure |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         print("\n".join(lines))
+
+
+def print_robustness(rows: list[dict]) -> None:
+    """Per model: each metric under each capture condition, and its change against cv2 linear (the contract)."""
+    print("\nCapture robustness: photos downscaled to the model input by another kernel, or recompressed at "
+          "JPEG quality 70 before the contract's resize; Δ against the contract's own resize (cv2 linear)\n")
+    head = " | ".join(f"{c} Fβ@0.5 (Δ)" for c in CAPTURE_CONDITIONS)
+    print(f"| model | {head} | worst ΔFβ | worst ΔMAE |")
+    print("|---|" + "---:|" * (len(CAPTURE_CONDITIONS) + 2))
+    for row in rows:
+        rob = row["robustness"]
+        base = rob[CAPTURE_CONDITIONS[0]]
+        cells = [f"{rob[c]['fbeta_fixed']:.4f} ({rob[c]['fbeta_fixed'] - base['fbeta_fixed']:+.4f})" for c in CAPTURE_CONDITIONS]
+        worst_f = min(rob[c]["fbeta_fixed"] - base["fbeta_fixed"] for c in CAPTURE_CONDITIONS)
+        worst_m = max(rob[c]["mae"] - base["mae"] for c in CAPTURE_CONDITIONS)
+        print(f"| {row['label']} | " + " | ".join(cells) + f" | {worst_f:+.4f} | {worst_m:+.4f} |")
 
 
 @cli_entry("python -m dbd.training.report")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dbd.training.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("checkpoints", nargs="+", help="checkpoints; several joined by commas form an ensemble")
     parser.add_argument("--labels", nargs="*", help="row names (default: the checkpoint paths); "
                                                      "repeat a label to pool seeds of one recipe")
     parser.add_argument("--data", default="cuhk")
-    parser.add_argument("--split", default="test", help="split name (empty: the whole dataset)")
+    parser.add_argument("--split", default="test", help="split name (empty: the whole dataset; val: training's "
+                                                         "validation hold-out of the train split)")
+    parser.add_argument("--robustness", action="store_true", help="add the capture-robustness table")
     parser.add_argument("--json", type=Path, help="also write the rows (one per checkpoint) as JSON")
     args = parser.parse_args(argv)
+
     labels = args.labels or [str(c) for c in args.checkpoints]
     if len(labels) != len(args.checkpoints):
         raise DBDError(f"--labels gave {len(labels)} names for {len(args.checkpoints)} checkpoints; give one per checkpoint")
     rows = [{"label": label, **score(c, args.data, args.split)} for label, c in zip(labels, args.checkpoints)]
     print_tables(rows, args.data, args.split)
+    if args.robustness:
+        for row in rows:
+            row["robustness"] = robustness(row["checkpoint"], args.data, args.split)
+        print_robustness(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

@@ -1,0 +1,55 @@
+"""Checks that the files a command will write can be written, done BEFORE the work: a file where
+a folder is needed, a folder where a file will go, or a folder the user cannot write to is a
+one-line DBDError naming the path, never a traceback after a long run."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from .errors import DBDError
+
+
+def _probe(folder: Path, flag: str, root: Path) -> None:
+    """`folder` exists: can a file be created in it? (os.access alone misses read-only mounts.)"""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dbd-write-check-", suffix=".tmp")
+    except OSError as err:
+        where = "" if folder == root else f" ('{folder}')"
+        raise DBDError(f"{flag} '{root}' is not writable{where}: {err.strerror}; "
+                       f"pass a folder you can write to") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def check_writable(folder: str | Path, flag: str, files: Iterable[str | Path] = ()) -> None:
+    """`folder` (created later if missing) and every file of `files` (paths under it, or absolute)
+    can be written: no file in the way of a folder, no folder in the way of a file, permission to
+    write. Creates nothing."""
+    root = Path(folder)
+    try:
+        _check(root, flag, [root / f for f in files])
+    except OSError as err:   # e.g. a folder on the way that cannot even be looked into
+        raise DBDError(f"{flag} '{root}' cannot be used ('{err.filename}': {err.strerror}); "
+                       f"pass a folder you can write to") from None
+
+
+def _check(root: Path, flag: str, targets: list[Path]) -> None:
+    if root.exists() and not root.is_dir():
+        raise DBDError(f"{flag} '{root}' is a file, not a folder; pass a folder (or move the file away)")
+    for target in targets:
+        if target.is_dir():
+            raise DBDError(f"output '{target}' exists as a folder; remove or rename it, or pass another {flag}")
+    probed: set[Path] = set()
+    for parent in dict.fromkeys([root, *(t.parent for t in targets)]):
+        existing = parent
+        while not existing.exists():
+            if existing.is_symlink():
+                raise DBDError(f"'{existing}' is a broken link where an output folder is needed; remove it")
+            existing = existing.parent
+        if not existing.is_dir():
+            raise DBDError(f"'{existing}' is a file where an output folder is needed; move it away or pass another {flag}")
+        if existing not in probed:
+            probed.add(existing)
+            _probe(existing, flag, root)

@@ -1,0 +1,822 @@
+"""Bad inputs, bad settings and interruptions (issue 15): each case must end in ONE line naming the
+file or key and the fix (or a correct result), never a traceback or a silent wrong output, with the
+output folders unchanged and no temporary file left behind. Interrupts send real SIGINT/SIGTERM to
+a subprocess.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dbd.benchmarks import gate
+from dbd.benchmarks.cli import main as bench_main
+from dbd.benchmarks.cli import sources as bench_sources
+from dbd.export.cli import main as export_main
+from dbd.models import create_model
+from dbd.models.checkpoint import load_checkpoint, save_checkpoint
+from dbd.models.errors import DBDError
+from dbd.runtime.cli import main as predict_main
+from dbd.runtime.predictor import Predictor
+from dbd.runtime.spec import PreprocessSpec
+
+REPO = Path(__file__).resolve().parents[1]
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def _save_student(path: Path, card: dict | None = "default", poison: float | None = None) -> Path:
+    torch.manual_seed(0)
+    model = create_model("dbd_student")
+    if poison is not None:
+        with torch.no_grad():
+            model.head.bias.fill_(poison)
+    if card == "default":
+        card = {"preprocess": PreprocessSpec.for_model(model, (64, 64)).to_dict()}
+    save_checkpoint(path, model, card)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("ckpt")
+    return {"good": _save_student(folder / "student.safetensors"),
+            "nan": _save_student(folder / "nan.safetensors", poison=float("nan")),
+            "inf": _save_student(folder / "inf.safetensors", poison=float("inf")),
+            "noprep": _save_student(folder / "noprep.safetensors", card={})}
+
+
+def _image(path: Path, h: int, w: int, value: int = 120) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(h * 1000 + w)
+    cv2.imwrite(str(path), rng.integers(0, 256, (h, w, 3), dtype=np.uint8) // 2 + value // 2)
+    return path
+
+
+def _video(path: Path, frames: int, size: tuple[int, int] = (64, 48)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), (7 * i) % 256, np.uint8))
+    writer.release()
+    return path
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under `folder` with its size and modification time: 'unchanged' means equal."""
+    if not folder.exists():
+        return {}
+    if folder.is_file():
+        return {folder.name: (folder.stat().st_size, folder.stat().st_mtime_ns)}
+    return {str(p.relative_to(folder)): ((p.stat().st_size if p.is_file() else -1), p.stat().st_mtime_ns)
+            for p in folder.rglob("*")}
+
+
+def _temps(folder: Path) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.name.startswith(".") or ".tmp" in p.name] if folder.exists() else []
+
+
+def _one_line_error(err: str, *fragments: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def _env(tmp: Path, data_root: Path) -> dict[str, str]:
+    tmpdir = tmp / "tmpdir"
+    tmpdir.mkdir(exist_ok=True)
+    return {**os.environ, "DBD_DATA": str(data_root), "TMPDIR": str(tmpdir), "PYTHONUNBUFFERED": "1"}
+
+
+def _interrupt(proc: subprocess.Popen, ready, sig: int, wait_s: float = 240) -> tuple[int, str, str]:
+    """Wait until `ready()` (or the process ends), send `sig`, then collect (code, stdout, stderr)."""
+    deadline = time.monotonic() + wait_s
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the command ended before it could be interrupted:\n" + proc.stderr.read()
+    assert ready(), "the command never reached the point to interrupt"
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, out, err
+
+
+EXIT_CODE = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+# ---- dbd-predict: output names never collide ----------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["same_folder_two_suffixes", "two_files_same_name", "two_folders_same_name"])
+def test_predict_never_overwrites_an_output_of_the_same_run(layout, ckpts, tmp_path, capsys):
+    src = tmp_path / "src"
+    if layout == "same_folder_two_suffixes":
+        inputs = [_image(src / "d" / "a.jpg", 40, 56), _image(src / "d" / "a.png", 72, 24)]
+        argv = [str(src / "d")]
+    elif layout == "two_files_same_name":
+        inputs = [_image(src / "d1" / "a.jpg", 40, 56), _image(src / "d2" / "a.jpg", 72, 24)]
+        argv = [str(p) for p in inputs]
+    else:
+        inputs = [_image(src / "x" / "d" / "a.png", 40, 56), _image(src / "y" / "d" / "a.png", 72, 24)]
+        argv = [str(src / "x" / "d"), str(src / "y" / "d")]
+    out = tmp_path / "out"
+    assert predict_main([*argv, "--weights", str(ckpts["good"]), "--out", str(out), "--threads", "1"]) == 0
+    blur = sorted(out.rglob("*_blur.png"))
+    assert len(blur) == 2 and len(list(out.rglob("*_mask.png"))) == 2 and len(list(out.rglob("*_overlay.jpg"))) == 2
+    # each input has its own map, at its own size: neither overwrote the other
+    assert sorted(cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape for p in blur) == [(40, 56), (72, 24)]
+    assert not _temps(out)
+    assert "share a name" in capsys.readouterr().out
+
+
+def test_predict_mirrors_parent_folders_of_same_named_files(ckpts, tmp_path):
+    a, b = _image(tmp_path / "d1" / "a.jpg", 40, 56), _image(tmp_path / "d2" / "a.jpg", 72, 24)
+    out = tmp_path / "out"
+    assert predict_main([str(a), str(b), "--weights", str(ckpts["good"]), "--out", str(out), "--save", "map"]) == 0
+    assert cv2.imread(str(out / "d1" / "a_blur.png")).shape[:2] == (40, 56)
+    assert cv2.imread(str(out / "d2" / "a_blur.png")).shape[:2] == (72, 24)
+
+
+def test_predict_ignores_hidden_and_temporary_files_in_a_folder(ckpts, tmp_path):
+    src = tmp_path / "in"
+    _image(src / "good.png", 32, 32)
+    _image(src / ".hidden.png", 32, 32)
+    _image(src / ".cache" / "thumb.png", 32, 32)
+    (src / ".clip_overlay.mp4.tmp.mp4").write_bytes(b"half a video")
+    (src / "x.tmp.png").write_bytes(b"")
+    out = tmp_path / "out"
+    assert predict_main([str(src), "--weights", str(ckpts["good"]), "--out", str(out), "--save", "map"]) == 0
+    assert sorted(_tree(out)) == ["in", "in/good_blur.png"]
+
+
+# ---- non-finite weights and outputs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["nan", "inf"])
+def test_non_finite_weights_are_refused_at_load_naming_the_file(which, ckpts, tmp_path, capsys):
+    photo = _image(tmp_path / "p.png", 32, 32)
+    out = tmp_path / "out"
+    assert predict_main([str(photo), "--weights", str(ckpts[which]), "--out", str(out)]) == 2
+    _one_line_error(capsys.readouterr().err, str(ckpts[which]), "non-finite", "head.bias")
+    assert not out.exists()
+    with pytest.raises(DBDError, match="non-finite"):
+        load_checkpoint(ckpts[which])
+
+
+def test_non_finite_weights_are_refused_by_bench_and_export(ckpts, tmp_path, capsys):
+    assert bench_main(["--student", str(ckpts["nan"]), "--teacher", str(ckpts["nan"]), "--data", "dut", "--split", "",
+                       "--limit", "1", "--runs", "0", "--exports", str(tmp_path / "none"),
+                       "--report", str(tmp_path / "r")]) == 2
+    _one_line_error(capsys.readouterr().err, str(ckpts["nan"]), "non-finite")
+    assert export_main(["--format", "onnx", "--weights", str(ckpts["nan"]), "--calib", "dut", "--calib-n", "1",
+                        "--parity-n", "1", "--out", str(tmp_path / "exp")]) == 2
+    _one_line_error(capsys.readouterr().err, str(ckpts["nan"]), "non-finite")
+    assert not (tmp_path / "exp").exists()
+
+
+def test_non_finite_model_output_stops_predict_naming_model_and_photo(ckpts, tmp_path, capsys, monkeypatch):
+    from dbd.runtime.runners import TorchRunner
+
+    monkeypatch.setattr(TorchRunner, "run", lambda self, x: np.full(x.shape[:3], np.nan, np.float32))
+    photos = [_image(tmp_path / "in" / f"{n}.png", 32, 32) for n in ("a", "b")]
+    out = tmp_path / "out"
+    assert predict_main([str(tmp_path / "in"), "--weights", str(ckpts["good"]), "--out", str(out)]) == 2
+    _one_line_error(capsys.readouterr().err, str(ckpts["good"]), "non-finite", str(photos[0]))
+    assert not list(out.rglob("*.png")) and not _temps(out)
+
+
+# ---- the Python API -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image, fragment", [
+    (np.zeros((0, 0, 3), np.uint8), "empty (0x0"),
+    (np.zeros((5, 0, 3), np.uint8), "empty (5x0"),
+    ([[[0, 0, 0]]], "got a list"),
+    ("photo.jpg", "read it with dbd.runtime.read_image"),
+    (np.zeros((8, 8), np.uint8), "HxWx3"),
+    (np.zeros((8, 8, 3), np.float32), "uint8"),
+])
+def test_predictor_refuses_what_is_not_an_rgb_image(image, fragment, ckpts):
+    predictor = Predictor(ckpts["good"], threads=1)
+    for call in (predictor.predict, lambda im: predictor.predict_many([im])):
+        with pytest.raises(DBDError) as err:
+            call(image)
+        assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"weights": ""}, "weights=''"),
+    ({"weights": "   "}, "weights='   '"),
+    ({"threads": -1}, "threads"),
+    ({"threads": 0}, "threads"),
+    ({"threads": 1.5}, "threads"),
+    ({"device": "tpu"}, "device 'tpu'"),
+    ({"batch": 0}, "batch"),
+    ({"tile": -5}, "tile"),
+])
+def test_predictor_settings_are_checked(kwargs, fragment, ckpts, monkeypatch):
+    import dbd.runtime.predictor as predictor_module
+
+    # '' must never fall back to the shipped weights
+    monkeypatch.setattr(predictor_module, "default_weights", lambda: pytest.fail("loaded the default weights"))
+    kwargs = {"weights": ckpts["good"], **kwargs}
+    with pytest.raises(DBDError) as err:
+        Predictor(**kwargs)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_readme_import_of_predictor_works():
+    code = "from dbd.runtime import Predictor, read_image; print(Predictor.__name__, read_image.__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.split() == ["Predictor", "read_image"], result.stderr
+
+
+# ---- model cards and file messages --------------------------------------------------------------
+
+
+def test_card_without_preprocess_is_one_line_naming_file_and_key(ckpts, tmp_path, capsys):
+    photo = _image(tmp_path / "p.png", 32, 32)
+    assert predict_main([str(photo), "--weights", str(ckpts["noprep"]), "--out", str(tmp_path / "out")]) == 2
+    _one_line_error(capsys.readouterr().err, str(ckpts["noprep"]), "'preprocess'")
+    with pytest.raises(DBDError, match="'preprocess'"):
+        Predictor(ckpts["noprep"])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("card, fragment", [
+    ({"preprocess": "320x320"}, "'preprocess' is a str"),
+    ({"preprocess": {"format": "dbd-preprocess/1", "input_size": 320}}, "malformed value"),
+])
+def test_malformed_preprocess_is_one_line(card, fragment, tmp_path):
+    path = _save_student(tmp_path / "bad.safetensors", card=card)
+    with pytest.raises(DBDError) as err:
+        Predictor(path)
+    assert fragment in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_upper_case_safetensors_suffix_is_named_in_the_message(ckpts, tmp_path, capsys):
+    upper = tmp_path / "STUDENT.SAFETENSORS"
+    upper.write_bytes(ckpts["good"].read_bytes())
+    assert predict_main([str(_image(tmp_path / "p.png", 32, 32)), "--weights", str(upper), "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys.readouterr().err, str(upper), ".safetensors")
+    with pytest.raises(DBDError, match=r"expected a \.safetensors checkpoint or a \.onnx"):
+        Predictor(tmp_path / "m.h5")
+
+
+def _deny(monkeypatch, module, target: Path) -> None:
+    """Reading `target` fails with EACCES, as for an unprivileged user facing a mode-000 file
+    (root, which runs these tests here, is not stopped by file modes)."""
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        if Path(path) == target:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(module, "open", fake_open, raising=False)
+
+
+def test_permission_errors_are_not_called_corrupt(ckpts, tmp_path, capsys, monkeypatch):
+    import PIL.Image
+
+    import dbd.models.checkpoint as checkpoint_module
+
+    photo = _image(tmp_path / "p.png", 32, 32)
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(ckpts["good"].read_bytes())
+    if not IS_ROOT:
+        photo.chmod(0), weights.chmod(0)
+    else:
+        real = PIL.Image.open
+
+        def image_open(fp, *args, **kwargs):
+            if Path(fp) == photo:
+                raise PermissionError(13, "Permission denied", str(fp))
+            return real(fp, *args, **kwargs)
+
+        monkeypatch.setattr(PIL.Image, "open", image_open)
+        _deny(monkeypatch, checkpoint_module, weights)
+    assert predict_main([str(photo), "--weights", str(ckpts["good"]), "--out", str(tmp_path / "o")]) == 2
+    line = _one_line_error(capsys.readouterr().err, str(photo), "Permission denied", "permissions")
+    assert "corrupt" not in line
+    with pytest.raises(DBDError) as err:
+        load_checkpoint(weights)
+    assert "permissions" in str(err.value) and "corrupt" not in str(err.value) and str(weights) in str(err.value)
+
+
+# ---- write errors, checked before the work ------------------------------------------------------
+
+
+def _read_only(monkeypatch, folder: Path) -> None:
+    """Make `folder` read-only; as root (not stopped by modes) also refuse file creation in it."""
+    folder.chmod(0o555)
+    if IS_ROOT:
+        import tempfile
+
+        real = tempfile.mkstemp
+
+        def mkstemp(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).resolve() == folder.resolve():
+                raise PermissionError(13, "Permission denied", str(dir))
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.parametrize("case", ["out_is_a_file", "out_under_a_file", "output_name_is_a_folder",
+                                  "video_output_is_a_folder", "read_only_out"])
+def test_predict_write_errors_are_one_line_before_any_output(case, ckpts, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in"
+    _image(src / "a.png", 32, 32)
+    _image(src / "b.png", 32, 32)
+    _video(src / "clip.mp4", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier result")
+    flag_out, fragment = out, str(out)
+    if case == "out_is_a_file":
+        flag_out = out / "keep.txt"
+        fragment = "is a file"
+    elif case == "out_under_a_file":
+        flag_out = out / "keep.txt" / "sub"
+        fragment = "is a file where an output folder is needed"
+    elif case == "output_name_is_a_folder":
+        (out / "in" / "b_mask.png").mkdir(parents=True)
+        fragment = str(out / "in" / "b_mask.png")
+    elif case == "video_output_is_a_folder":
+        (out / "in" / "clip_overlay.mp4").mkdir(parents=True)
+        fragment = str(out / "in" / "clip_overlay.mp4")
+    else:
+        _read_only(monkeypatch, out)
+    before = _tree(out)
+    try:
+        assert predict_main([str(src), "--weights", str(ckpts["good"]), "--out", str(flag_out)]) == 2
+    finally:
+        out.chmod(0o755)
+    _one_line_error(capsys.readouterr().err, fragment)
+    assert _tree(out) == before and not _temps(out)
+
+
+def _bench_args(ckpts, tmp_path, *extra):
+    return ["--teacher", str(ckpts["good"]), "--student", str(ckpts["good"]), "--data", "dut", "--split", "",
+            "--exports", str(tmp_path / "none"), "--runs", "0", "--limit", "2", *extra]
+
+
+@pytest.mark.parametrize("case", ["report_is_a_file", "report_file_is_a_folder", "read_only_report",
+                                  "baseline_is_a_folder"])
+def test_bench_write_errors_are_one_line_before_the_benchmark(case, ckpts, tmp_path, capsys, monkeypatch):
+    import dbd.benchmarks.cli as bench_cli
+
+    monkeypatch.setattr(bench_cli, "bench_row", lambda *a, **k: pytest.fail("benchmarked before checking the outputs"))
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "old.md").write_text("earlier report")
+    extra = ["--report", str(report)]
+    fragment = str(report)
+    if case == "report_is_a_file":
+        extra = ["--report", str(report / "old.md")]
+        fragment = "is a file"
+    elif case == "report_file_is_a_folder":
+        (report / "bench.json").mkdir()
+        fragment = str(report / "bench.json")
+    elif case == "read_only_report":
+        _read_only(monkeypatch, report)
+    else:
+        (report / "baseline.json").mkdir()
+        extra += ["--update-baseline", str(report / "baseline.json")]
+        fragment = str(report / "baseline.json")
+    before = _tree(report)
+    try:
+        assert bench_main(_bench_args(ckpts, tmp_path, *extra)) == 2
+    finally:
+        report.chmod(0o755)
+    _one_line_error(capsys.readouterr().err, fragment)
+    assert _tree(report) == before
+
+
+# ---- the regression gate ------------------------------------------------------------------------
+
+
+GOOD_ROW = {"mae": 0.2, "fbeta_fixed": 0.5}
+
+
+@pytest.mark.parametrize("doc, fragment", [
+    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {}}, "no rows"),
+    ([GOOD_ROW], "is a JSON list"),
+    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": {"accuracy": 0.9}}},
+     "unknown metric 'accuracy'"),
+    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": {"mae": "0.1"}}},
+     "'dbd_student:torch:fp32.mae' must be a finite number"),
+    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": {"mae": True}}},
+     "must be a finite number"),
+    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": []}}, "non-empty object"),
+    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": GOOD_ROW},
+      "tolerances": {"mae": "tight"}}, "'tolerances.mae'"),
+    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": GOOD_ROW},
+      "tolerances": {"speed": 0.1}}, "'tolerances.speed'"),
+    ({"format": "dbd-bench-baseline/1", "rows": {"dbd_student:torch:fp32": GOOD_ROW}}, "'data'"),
+    ("not json", "not valid JSON"),
+])
+def test_bad_baseline_is_one_line_and_fails_before_the_benchmark(doc, fragment, ckpts, tmp_path, capsys, monkeypatch):
+    import dbd.benchmarks.cli as bench_cli
+
+    monkeypatch.setattr(bench_cli, "bench_row", lambda *a, **k: pytest.fail("benchmarked with a bad baseline"))
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    report = tmp_path / "report"
+    assert bench_main(_bench_args(ckpts, tmp_path, "--report", str(report), "--check", str(baseline))) == 2
+    _one_line_error(capsys.readouterr().err, str(baseline), fragment)
+    assert not report.exists()
+
+
+def test_gate_that_compares_nothing_or_a_non_finite_value_fails():
+    rows = [{"id": "s", "metrics": {"mae": float("nan"), "fbeta_fixed": 0.5}}]
+    assert gate.check({"data": "d", "rows": {}}, rows, "d")                        # nothing compared
+    assert any("mae" in f for f in gate.check({"data": "d", "rows": {"s": {"mae": 0.1}}}, rows, "d"))  # NaN != pass
+    assert gate.check({"data": "d", "rows": {"s": {"fbeta_fixed": 0.5}}}, rows, "d") == []
+    with pytest.raises(DBDError, match="no row was benchmarked"):
+        gate.write_baseline(Path("unused.json"), [], "d")
+
+
+def test_hidden_and_temporary_files_in_exports_are_not_models(ckpts, tmp_path):
+    import argparse
+
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    real = exports / "dbd_student_64_fp32.onnx"
+    real.write_bytes(b"placeholder")
+    for name in (".dbd_student_64_fp32.1a2b3c4d.tmp.onnx", ".hidden.tflite", "x.tmp.onnx"):
+        (exports / name).write_bytes(b"truncated")
+    args = argparse.Namespace(teacher=ckpts["good"], student=ckpts["noprep"], exports=exports, weights=None)
+    assert bench_sources(args) == [ckpts["good"], ckpts["noprep"], real]
+
+
+# ---- videos -------------------------------------------------------------------------------------
+
+
+def test_video_save_mask_writes_the_mask_video_and_only_what_was_asked(ckpts, tmp_path):
+    video = _video(tmp_path / "clip.mp4", 5)
+    stale = tmp_path / "o" / ".clip_mask.mp4.tmp.mp4"
+    stale.parent.mkdir()
+    stale.write_bytes(b"left by a killed run")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    assert predict_main([str(video), "--weights", str(ckpts["good"]), "--out", str(tmp_path / "o"), "--save", "mask"]) == 0
+    assert sorted(_tree(tmp_path / "o")) == ["clip_mask.mp4"]          # no overlay, no temp file
+    capture = cv2.VideoCapture(str(tmp_path / "o" / "clip_mask.mp4"))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 5 and frames[0].shape[:2] == (48, 64)
+    grey = np.concatenate([f.ravel() for f in frames]).astype(int)
+    assert np.mean((grey < 40) | (grey > 215)) > 0.95                  # a mask: black or white
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8], ids=["empty", "no_moov"])
+def test_corrupt_video_is_exactly_one_line(content, ckpts, tmp_path, data_root):
+    video = tmp_path / "broken.mp4"
+    video.write_bytes(content)
+    env = {k: v for k, v in _env(tmp_path, data_root).items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    result = subprocess.run([sys.executable, "-c", PREDICT_SCRIPT, str(video), "--weights", str(ckpts["good"]),
+                             "--out", str(tmp_path / "out")], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    _one_line_error(result.stderr, str(video))
+    assert not (tmp_path / "out").exists()
+
+
+PREDICT_SCRIPT = "import sys; from dbd.runtime.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_video_prediction_leaves_no_temp_file(sig, ckpts, tmp_path, data_root):
+    video = _video(tmp_path / "long.mp4", 3000, (32, 32))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier_blur.png").write_bytes(b"an earlier result")
+    proc = subprocess.Popen([sys.executable, "-c", PREDICT_SCRIPT, str(video), "--weights", str(ckpts["good"]),
+                             "--out", str(out), "--threads", "1", "--save", "map", "overlay"],
+                            cwd=REPO, env=_env(tmp_path, data_root), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    code, _, err = _interrupt(proc, lambda: (out / ".long_overlay.mp4.tmp.mp4").exists(), sig)
+    assert code == EXIT_CODE[sig], err
+    assert "Traceback" not in err and ("interrupted" if sig == signal.SIGINT else "terminated") in err.strip().splitlines()[-1]
+    assert sorted(_tree(out)) == ["earlier_blur.png"]                  # nothing half-written, nothing lost
+    assert not list((tmp_path / "tmpdir").iterdir())
+
+
+# ---- ONNX export interrupted inside the dynamo exporter ----------------------------------------
+
+# torch's dynamo exporter is replaced by one that waits (so the signal lands inside it) and, like
+# the real one, wraps the KeyboardInterrupt it receives in its own exception type.
+EXPORT_SCRIPT = r"""
+import sys, time, pathlib, torch
+marker = pathlib.Path(sys.argv[1])
+original = torch.onnx.export
+def slow_dynamo(*args, dynamo=True, **kwargs):
+    if not dynamo:
+        return original(*args, dynamo=False, **kwargs)
+    try:
+        marker.write_text("in the dynamo exporter")
+        time.sleep(300)
+    except KeyboardInterrupt as err:
+        raise RuntimeError("Failed to export the model with torch.export") from err
+torch.onnx.export = slow_dynamo
+from dbd.export.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_onnx_export_stops_keeps_previous_file_and_leaves_no_temp(sig, ckpts, tmp_path, data_root):
+    out = tmp_path / "exports"
+    out.mkdir()
+    previous = out / "dbd_student_64_fp32.onnx"
+    previous.write_bytes(b"the previous export")
+    before = _tree(out)
+    marker = tmp_path / "marker"
+    env = _env(tmp_path, data_root)
+    proc = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(marker), "--format", "onnx", "--precision", "fp32",
+                             "--weights", str(ckpts["good"]), "--calib", "dut", "--calib-n", "1", "--parity-n", "1",
+                             "--out", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    code, _, err = _interrupt(proc, marker.exists, sig)
+    assert code == EXIT_CODE[sig], err
+    assert "Traceback" not in err
+    assert _tree(out) == before and previous.read_bytes() == b"the previous export"
+    assert not [p.name for p in Path(env["TMPDIR"]).iterdir() if p.name.startswith("dbd-")]
+
+
+def test_stale_export_temp_files_are_removed_and_fresh_ones_kept(tmp_path):
+    from dbd.export.pipeline import remove_stale_temps
+
+    final = tmp_path / "dbd_student_320_fp32.onnx"
+    stale, fresh = tmp_path / ".dbd_student_320_fp32.1a2b3c4d.tmp.onnx", tmp_path / ".dbd_student_320_fp32.5e6f7a8b.tmp.onnx"
+    stale_pkg = tmp_path / ".dbd_student_320_fp16.1a2b3c4d.tmp.mlpackage"
+    other = tmp_path / ".dbd_teacher_320_fp32.1a2b3c4d.tmp.onnx"       # another export's: not ours to judge
+    for path in (stale, fresh, other):
+        path.write_bytes(b"partial")
+    (stale_pkg / "Data").mkdir(parents=True)
+    old = time.time() - 3600
+    for path in (stale, other, stale_pkg):
+        os.utime(path, (old, old))
+    remove_stale_temps(final)
+    remove_stale_temps(tmp_path / "dbd_student_320_fp16.mlpackage")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, other.name])
+
+
+# ---- training data: masks that make no sense, and plain folders without a split file -----------
+
+
+def _pairs(folder: Path, masks: list[np.ndarray], size: int = 64) -> Path:
+    """A plain images/ + masks/ folder, one random photo per mask (PNG, 8-bit grey masks)."""
+    for i, mask in enumerate(masks):
+        _image(folder / "images" / f"p{i:02d}.png", size, size, value=60 + i)
+        (folder / "masks").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / "masks" / f"p{i:02d}.png"), mask)
+    return folder
+
+
+def _half(size: int = 64, white: int = 255) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    mask[:, : size // 2] = white
+    return mask
+
+
+def _train_cfg(data: Path, **kwargs):
+    from dbd.training.config import TrainConfig
+
+    return TrainConfig(**{"data": str(data), "polarity": "blur_white", "split": "", "val_fraction": 0.3, **kwargs}).validate()
+
+
+def test_masks_stored_as_zero_and_one_stop_with_the_file_and_the_fix(tmp_path):
+    from dbd.runtime.imageio import read_mask
+
+    path = tmp_path / "m.png"
+    cv2.imwrite(str(path), _half(white=1))
+    for polarity in ("blur_white", "sharp_white"):
+        with pytest.raises(DBDError) as err:
+            read_mask(path, polarity)
+        assert str(path) in str(err.value) and "0 and 1" in str(err.value) and "255" in str(err.value)
+        assert "\n" not in str(err.value)
+    # constant masks are legitimate one by one (all-blur and all-sharp photos exist)
+    for value, blur in ((0, 0.0), (255, 1.0)):
+        cv2.imwrite(str(path), np.full((8, 8), value, np.uint8))
+        assert (read_mask(path, "blur_white") == blur).all()
+
+
+def test_dbd_train_on_zero_one_masks_is_one_line_naming_the_mask(tmp_path, capsys):
+    from dbd.training.cli import main as train_main
+
+    data = _pairs(tmp_path / "data", [_half(white=1)] * 6)
+    out = tmp_path / "run"
+    assert train_main(["teacher", "--data", str(data), "--polarity", "blur_white", "--split", "", "--out", str(out),
+                       "--workers", "0", "--threads", "1"]) == 2
+    _one_line_error(capsys.readouterr().err, str(data / "masks"), "0 and 1", "255")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value, polarity, kind", [(0, "blur_white", "sharp"), (255, "blur_white", "blur"),
+                                                   (255, "sharp_white", "sharp")])
+def test_a_dataset_of_one_class_is_refused_naming_the_folder(value, polarity, kind, tmp_path):
+    from dbd.training.data import load_pairs
+
+    data = _pairs(tmp_path / "data", [np.full((64, 64), value, np.uint8)] * 6)
+    with pytest.raises(DBDError) as err:
+        load_pairs(_train_cfg(data, polarity=polarity))
+    assert f"reads as all {kind}" in str(err.value) and str(data / "masks") in str(err.value)
+    assert "--polarity" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_constant_masks_among_varied_ones_train(tmp_path):
+    from dbd.training.data import load_pairs
+
+    data = _pairs(tmp_path / "data", [np.zeros((64, 64), np.uint8), np.full((64, 64), 255, np.uint8)] + [_half()] * 6)
+    train, val, description = load_pairs(_train_cfg(data))
+    assert len(train) + len(val) == 8
+
+
+def test_plain_folder_trains_on_all_pairs_with_the_hash_hold_out(tmp_path, capsys):
+    from dbd.training.cli import main as train_main
+    from dbd.training.data import _holdout, load_pairs
+
+    data = _pairs(tmp_path / "data", [_half()] * 10)
+    train, val, description = load_pairs(_train_cfg(data))
+    names = sorted(train.names + val.names)
+    assert names == [f"p{i:02d}" for i in range(10)] and "split all" in description
+    assert val.names == [n for n in names if _holdout(n, 0.3)] and train.names and val.names
+    out = tmp_path / "run"
+    assert train_main(["teacher", "--data", str(data), "--polarity", "blur_white", "--split", "", "--out", str(out),
+                       "--val-fraction", "0.3", "--imgsz", "64", "--low-res", "64", "--batch", "4", "--epochs", "1",
+                       "--max-steps-per-epoch", "1", "--workers", "0", "--threads", "1", "--warmup-steps", "1"]) == 0, \
+        capsys.readouterr().err
+    assert 'split = ""' in (out / "config.toml").read_text() and (out / "best.safetensors").is_file()
+
+
+def test_split_all_never_trains_on_a_test_split_and_plain_folders_are_told_about_it(tmp_path):
+    from dbd.training.data import load_pairs
+
+    with pytest.raises(DBDError, match="test split .* use --split train"):
+        load_pairs(_train_cfg("cuhk", polarity=None))
+    data = _pairs(tmp_path / "data", [_half()] * 4)
+    with pytest.raises(DBDError, match="--split '' for all pairs"):
+        load_pairs(_train_cfg(data, split="train"))
+
+
+# ---- runners: interrupts inside onnxruntime, cards without preprocess, non-finite output in bench -
+
+
+def test_ctrl_c_wrapped_by_onnxruntime_is_not_swallowed(tmp_path, monkeypatch):
+    import onnxruntime
+
+    import dbd.runtime.runners as runners
+
+    spec = PreprocessSpec.for_model(create_model("dbd_student"), (64, 64)).to_dict()
+    monkeypatch.setattr(runners, "read_metadata", lambda path: {"file": {"precision": "fp32"}, "preprocess": spec})
+
+    def interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise RuntimeError("onnxruntime failed") from err
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runners.OnnxRunner(tmp_path / "m.onnx")
+
+
+def test_torch_runner_on_a_card_without_preprocess_is_a_dbd_error(ckpts):
+    from dbd.runtime.runners import TorchRunner
+
+    with pytest.raises(DBDError) as err:
+        TorchRunner(ckpts["noprep"])
+    assert "'preprocess'" in str(err.value) and str(ckpts["noprep"]) in str(err.value)
+
+
+def test_bench_non_finite_output_names_the_file(ckpts, tmp_path, capsys, monkeypatch):
+    from dbd.runtime.runners import TorchRunner
+
+    monkeypatch.setattr(TorchRunner, "run", lambda self, x: np.full(x.shape[:3], np.nan, np.float32))
+    report = tmp_path / "report"
+    assert bench_main(_bench_args(ckpts, tmp_path, "--report", str(report))) == 2
+    _one_line_error(capsys.readouterr().err, str(ckpts["good"]), "non-finite")
+    assert not report.exists()
+
+
+# ---- very large photos: decoded at reduced size, said in one line, no PIL warning ---------------
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_large_photo_is_decoded_reduced_upright_and_said_in_one_line(suffix, tmp_path, capsys, monkeypatch):
+    import warnings
+
+    import PIL.Image
+
+    import dbd.runtime.imageio as imageio
+
+    monkeypatch.setattr(imageio, "LARGE_PHOTO_PIXELS", 10_000)
+    monkeypatch.setattr(imageio, "REDUCED_PIXELS", 3_000)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 10_000)      # so this file would trip PIL's bomb warning
+    stored = np.zeros((80, 160, 3), np.uint8)
+    stored[:, :80] = 255                                             # stored landscape, left half white
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6                                                 # displayed portrait: white on top
+    path = tmp_path / f"big{suffix}"
+    PIL.Image.fromarray(stored).save(path, exif=exif)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                               # no DecompressionBombWarning
+        image = imageio.read_image(path)
+    assert image.shape == (40, 20, 3)                                # 1/4 size, upright
+    assert image[2, 10].min() > 200 and image[-3, 10].max() < 50
+    err = capsys.readouterr().err
+    _one_line_error(err, str(path), "decoded at 1/4 size (20x40)")
+    small = tmp_path / f"small{suffix}"
+    PIL.Image.fromarray(stored[:40, :60]).save(small)
+    assert imageio.read_image(small).shape == (40, 60, 3) and not capsys.readouterr().err
+
+
+BIG_PNG_SCRIPT = r"""
+import resource, sys
+from dbd.runtime.cli import main
+code = main(sys.argv[1:])
+print("maxrss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+sys.exit(code)
+"""
+
+
+@pytest.mark.slow
+def test_110_megapixel_png_predicts_without_warning_or_a_4gb_peak(ckpts, tmp_path, data_root):
+    import PIL.Image
+
+    photo, out = tmp_path / "huge.png", tmp_path / "out"
+    h, w = 11000, 10000                                              # 110 megapixels
+    pixels = np.empty((h, w, 3), np.uint8)
+    pixels[:] = (np.arange(w) % 251).astype(np.uint8)[None, :, None]
+    PIL.Image.fromarray(pixels).save(photo, compress_level=1)
+    del pixels
+    result = subprocess.run([sys.executable, "-c", BIG_PNG_SCRIPT, str(photo), "--weights", str(ckpts["good"]),
+                             "--out", str(out), "--threads", "1", "--save", "map"], cwd=REPO,
+                            env=_env(tmp_path, data_root), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    _one_line_error(result.stderr, str(photo), "110 megapixels", "decoded at 1/4 size")
+    assert "DecompressionBomb" not in result.stderr
+    fields = result.stdout.split()
+    assert float(fields[fields.index("maxrss_mb") + 1]) < 1200, result.stdout    # it was 4 GB decoded whole
+    assert cv2.imread(str(out / "huge_blur.png"), cv2.IMREAD_UNCHANGED).shape == (2750, 2500)
+
+
+# ---- dbd-train --resume with a damaged or hostile state ---------------------------------------
+
+TINY_TRAIN = ["--data", "synthetic", "--synthetic-len", "8", "--val-fraction", "0.25", "--imgsz", "64",
+              "--low-res", "64", "--batch", "4", "--workers", "0", "--threads", "1", "--warmup-steps", "1"]
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("case, fragment", [("garbage", "truncated or corrupt"), ("truncated", "truncated or corrupt"),
+                                            ("code", "pickled code"), ("foreign", "not a dbd-train state")])
+def test_resume_from_a_damaged_or_pickled_state_is_one_line(case, fragment, tmp_path, capsys):
+    from dbd.training.cli import main as train_main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    state, marker = out / "last_state.pt", tmp_path / "payload-ran"
+    if case == "garbage":
+        state.write_bytes(b"not a torch file at all" * 10)
+    elif case == "truncated":
+        torch.save({"model": {"w": torch.zeros(1000)}, "epoch": 0}, state)
+        state.write_bytes(state.read_bytes()[:600])
+    elif case == "code":
+        torch.save({"model": _Payload(marker), "epoch": 0}, state)
+    else:
+        torch.save([1, 2, 3], state)
+    before = _tree(out)
+    assert train_main(["teacher", *TINY_TRAIN, "--resume", "--out", str(out)]) == 2
+    _one_line_error(capsys.readouterr().err, str(state), fragment, "--resume")
+    assert not marker.exists()                                       # the payload never ran
+    assert _tree(out) == before
