@@ -1,6 +1,6 @@
 """CoreML: fp32, fp16 and int8-weight .mlpackage (ML Program) files for iOS/macOS.
 
-Route (toolchain.md): coremltools 9 `ct.convert(..., convert_to="mlprogram")` with float16 compute
+Route (../shared/docs/toolchain.md): coremltools 9 `ct.convert(..., convert_to="mlprogram")` with float16 compute
 precision (float32 for fp32); int8 = fp16 program + `linear_quantize_weights` (per-channel
 symmetric int8 weights; activations stay fp16: activation quantisation needs to run the model,
 which coremltools cannot do on Linux). The network is handed over as a `torch.export` program:

@@ -1,6 +1,6 @@
 """ONNX: fp32, fp16 and int8 (QDQ) files, run with onnxruntime.
 
-Route (toolchain.md): `torch.onnx.export(dynamo=True, opset_version=18)` (the legacy TorchScript
+Route (../shared/docs/toolchain.md): `torch.onnx.export(dynamo=True, opset_version=18)` (the legacy TorchScript
 exporter as fallback, or on request) -> onnxsim -> `onnx.checker.check_model(full_check=True)`.
 fp16: onnxruntime's float16 converter with float32 I/O (Casts at the edges). int8: onnxruntime
 `quant_pre_process` + `quantize_static` (QDQ, MinMax calibration on the real calibration images,

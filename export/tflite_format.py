@@ -7,7 +7,7 @@ so the app feeds the RGB pixels of the resized photo, NHWC, and reads P(blur) ba
 * int8: int8 = pixel - 128 in (scale 1, zero-point -128: forced, then checked in the file),
   int8 out with the LOGISTIC's fixed scale 1/256, zero-point -128 (P = (q + 128) / 256).
 
-Route (toolchain.md): litert-torch `convert` of the NHWC wrapper (its layout pass leaves no
+Route (../shared/docs/toolchain.md): litert-torch `convert` of the NHWC wrapper (its layout pass leaves no
 Transpose), then ai-edge-quantizer on that flatbuffer: weight-only FLOAT_CASTING for fp16, the
 `static_wi8_ai8` recipe calibrated on the real calibration images for int8 (the modules in
 `job.int8_float` stay float between a DEQUANTIZE and a QUANTIZE: mixed_precision.py). The "dbd" metadata

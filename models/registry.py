@@ -9,6 +9,7 @@ are kept on the model (`model.arch`, `model.config`) so a checkpoint can rebuild
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Callable
 
 from torch import nn
@@ -39,8 +40,22 @@ def create_model(name: str, pretrained: bool = False, **config) -> nn.Module:
         model = _REGISTRY[name](pretrained=pretrained, **config)
     except TypeError as err:  # a config key the architecture does not take
         raise DBDError(f"model '{name}' cannot be built with config {config}: {err}") from None
-    model.arch, model.config = name, dict(config)
+    model.arch, model.config = name, full_config(model, config)
     return model
+
+
+def full_config(model: nn.Module, config: dict) -> dict:
+    """The config a checkpoint card records: for a DBD network every constructor argument, defaults
+    included (JSON types), so a later change of a default cannot silently change what a shipped
+    checkpoint means; for a backbone the arguments given (its registry function fixes the rest)."""
+    from .base import DBDNet
+
+    if not isinstance(model, DBDNet):
+        return dict(config)
+    params = inspect.signature(type(model).__init__).parameters
+    defaults = {k: p.default for k, p in params.items()
+                if k not in ("self", "pretrained") and p.default is not inspect.Parameter.empty}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **config}.items()}
 
 
 def load_imagenet_weights(model: nn.Module, name: str) -> None:

@@ -1,6 +1,6 @@
 """Blur-map metrics, computed the way the defocus-blur-detection literature computes them.
 
-Published DBD numbers come from incompatible protocols (see ``docs/metrics.md``); each score here
+Published DBD numbers come from incompatible protocols (see ``../shared/docs/metrics.md``, beside the checkout); each score here
 is named for the protocol it reproduces, so a number is only compared with numbers computed the
 same way:
 
@@ -212,7 +212,7 @@ class BlurMapMetrics:
 
 
 class LiteratureMetrics:
-    """Every protocol with the positive class it was published with (docs/metrics.md):
+    """Every protocol with the positive class it was published with (../shared/docs/metrics.md):
 
     * D-DFFNet table — ``mae``, ``fbeta_fixed``, ``iou`` — blur is positive;
     * ``fbeta_adaptive`` (py_sod_metrics) and ``fbeta_max`` (BR2Net/BDRAR) — in-focus is positive.

@@ -10,40 +10,31 @@ from dbd.models.checkpoint import read_card
 from dbd.training.recipe import RECIPES, load_recipe, main, stage_state
 from dbd.models.errors import DBDError
 
-TINY_RECIPE = """
+# Both stages on a few synthetic 64x64 samples: seconds, yet every stage of the real recipe.
+TINY_STAGE = """data = "synthetic"
+synthetic_len = 12
+val_fraction = 0.25
+imgsz = 64
+low_res = 64
+batch = 4
+workers = 0
+threads = 1
+epochs = 1
+max_steps_per_epoch = 1
+amp = "off"
+"""
+TINY_RECIPE = f"""
 [recipe]
 seeds = [0, 1]
 teacher_tta = "flip"
 
 [teacher]
-data = "synthetic"
-synthetic_len = 12
-val_fraction = 0.25
-imgsz = 64
-low_res = 64
-batch = 4
-workers = 0
-threads = 1
-epochs = 1
-max_steps_per_epoch = 1
-amp = "off"
-
+{TINY_STAGE}
 [student]
-data = "synthetic"
-synthetic_len = 12
-val_fraction = 0.25
-imgsz = 64
-low_res = 64
-batch = 4
-workers = 0
-threads = 1
-epochs = 1
-max_steps_per_epoch = 1
-kd_feat = 0.0
+{TINY_STAGE}kd_feat = 0.0
 adv_gt = 0.0
 adv_teacher = 0.0
 acquisition = 0.5
-amp = "off"
 """
 
 
@@ -54,7 +45,7 @@ def test_recipe_runs_teacher_cache_and_one_student_per_seed_then_skips_finished_
     assert main([str(recipe), "--device", "cpu", "--out", str(out)]) == 0
     assert stage_state(out / "teacher") == "done"
     for seed in (0, 1):
-        card = read_card(out / f"student_seed{seed}" / "best.safetensors")
+        card = read_card(out / f"student_seed{seed}" / "last.safetensors")
         assert card["training"]["config"]["seed"] == seed and card["training"]["teacher"]["tta"] == "flip"
     assert len(list((out / "teacher_cache").glob("teacher_maps-*.npz"))) == 1   # one cache for every seed
     capsys.readouterr()
@@ -65,6 +56,7 @@ def test_recipe_runs_teacher_cache_and_one_student_per_seed_then_skips_finished_
 @pytest.mark.parametrize("text, key", [
     ("[recipe]\nseeds = []\n", "recipe.seeds"),
     ("[recipe]\nfoo = 1\n", "recipe.foo"),
+    ('[recipe]\ncheckpoint = "first"\n', "recipe.checkpoint"),
     ("[model]\n", "unknown tables"),
     ("recipe = 3\n", "'recipe' must be a table"),
     ("[recipe\n", "not valid UTF-8 TOML"),

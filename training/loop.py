@@ -360,8 +360,8 @@ def warm_start(net: nn.Module, path: str) -> None:
     source, card = load_checkpoint(path, expected_arch=net.arch)
     def architecture(config: dict) -> dict:   # training-only heads may be added to a trained network
         return {k: v for k, v in config.items() if k != "connectivity"}
-    if architecture(card.get("config", {})) != architecture(net.config):
-        raise DBDError(f"--init '{path}' was built with config {card.get('config')} but this run builds "
+    if architecture(source.config) != architecture(net.config):
+        raise DBDError(f"--init '{path}' was built with config {source.config} but this run builds "
                        f"{net.config}; pass the same model_config or another --init")
     missing, unexpected = net.load_state_dict(source.state_dict(), strict=False)
     new = [k for k in missing if not k.startswith("connectivity_head.")]

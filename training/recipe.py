@@ -3,8 +3,9 @@
     teacher  ->  cached teacher maps (TTA / ensemble)  ->  student(s), one per seed  ->  report
 
 A recipe is a TOML file with three tables: `[teacher]` and `[student]` hold dbd-train settings
-(the same keys as `--config`), `[recipe]` holds `out` (the run folder), `seeds` (students to train)
-and `report` (score the results on CUHK-TE-1 at the end). The student's teacher and cache are
+(the same keys as `--config`), `[recipe]` holds `out` (the run folder), `seeds` (students to train),
+`teacher_tta` (how distillation runs the teacher), `checkpoint` ("last", the default: the end of
+the fixed schedule; or "best" on validation) and `report` (score the results on CUHK-TE-1 at the end). The student's teacher and cache are
 filled in from the teacher stage. Every stage is resumable: run the same command again after an
 interruption and finished stages are skipped, an interrupted one continues with --resume.
 
@@ -26,7 +27,7 @@ from dbd.models.errors import DBDError, cli_entry
 from .cli import main as train_main
 
 RECIPES = Path(__file__).parent / "recipes"
-RECIPE_KEYS = {"out", "seeds", "report", "teacher_tta"}
+RECIPE_KEYS = {"out", "seeds", "report", "teacher_tta", "checkpoint"}
 
 
 def load_recipe(path: Path) -> dict[str, Any]:
@@ -46,6 +47,8 @@ def load_recipe(path: Path) -> dict[str, Any]:
     extra = sorted(set(recipe.get("recipe", {})) - RECIPE_KEYS)
     if extra:
         raise DBDError(f"recipe '{path}': unknown key recipe.{extra[0]}; known: {', '.join(sorted(RECIPE_KEYS))}")
+    if recipe.get("recipe", {}).get("checkpoint", "last") not in ("last", "best"):
+        raise DBDError(f"recipe '{path}': recipe.checkpoint must be \"last\" or \"best\"")
     seeds = recipe.get("recipe", {}).get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise DBDError(f"recipe '{path}': recipe.seeds must be a non-empty list of integers, got {seeds!r}")
@@ -75,17 +78,17 @@ def stage_state(out: Path) -> str:
     return "done" if state["epoch"] + 1 >= int(config.get("epochs", 0)) else "partial"
 
 
-def run_stage(stage: str, settings: dict[str, Any], out: Path, extra: list[str]) -> Path:
+def run_stage(stage: str, settings: dict[str, Any], out: Path, extra: list[str], checkpoint: str = "last") -> Path:
     state = stage_state(out)
     if state == "done":
         print(f"recipe: {stage} in {out} is finished; skipped", flush=True)
-        return out / "best.safetensors"
+        return out / f"{checkpoint}.safetensors"
     argv = [stage, *_flags(settings), *extra, "--out", str(out)] + (["--resume"] if state == "partial" else [])
     print(f"recipe: dbd-train {shlex.join(argv)}", flush=True)
     code = train_main(argv)
     if code:
         raise DBDError(f"recipe stopped: the {stage} stage in {out} failed (exit {code}); fix it and run the recipe again")
-    return out / "best.safetensors"
+    return out / f"{checkpoint}.safetensors"
 
 
 @cli_entry("python -m dbd.training.recipe")
@@ -100,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     meta = recipe.get("recipe", {})
     out = Path(args.out or meta.get("out", "runs/release"))
     device = ["--device", args.device]
+    checkpoint = meta.get("checkpoint", "last")
 
     teacher_settings = dict(recipe.get("teacher", {}))
     teacher = Path(teacher_settings.pop("use")) if "use" in teacher_settings else None
     if teacher is None:
-        teacher = run_stage("teacher", teacher_settings, out / "teacher", device)
+        teacher = run_stage("teacher", teacher_settings, out / "teacher", device, checkpoint)
     elif not teacher.is_file():
         raise DBDError(f"recipe '{args.recipe}': teacher.use '{teacher}' does not exist")
     tta = str(meta.get("teacher_tta", ""))
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.setdefault("teacher", str(teacher))
         settings.setdefault("teacher_tta", tta)
         settings.setdefault("teacher_cache", str(out / "teacher_cache"))
-        students.append(run_stage("student", settings, out / f"student_seed{seed}", device))
+        students.append(run_stage("student", settings, out / f"student_seed{seed}", device, checkpoint))
     if meta.get("report", False):
         from .report import main as report
 
