@@ -223,6 +223,10 @@ def train(cfg: TrainConfig, command: str) -> dict:
     else:
         first_size = cfg.low_res if start_epoch < cfg.low_res_epochs else cfg.imgsz
         amp = decide_amp(cfg.amp, model, device, cfg.batch, first_size).to_dict()
+        if world > 1:   # every process computes alike: rank 0's probe decides for all
+            shared = [amp]
+            dist.broadcast_object_list(shared, src=0)
+            amp = shared[0]
     use_amp = amp["dtype"] == "bf16"
 
     if main:
