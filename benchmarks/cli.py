@@ -25,13 +25,14 @@ from dbd.models.summary import count_macs, count_params
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured
 from dbd.runtime.evaluate import evaluate
+from dbd.runtime.hardware import cpu_info
 from dbd.runtime.metrics import DecisionMetrics
 from dbd.runtime.tta import TTARecipe, TTARunner
 from dbd.runtime.metadata import FILE_FORMATS
 from dbd.runtime.runners import open_runner
 
 from . import gate
-from .measure import PeakMemory, cpu_info, gemm_peaks, map_psnr, measure_latency, peak_memory_mb
+from .measure import PeakMemory, gemm_peaks, map_psnr, measure_latency, peak_memory_mb
 from .report import anatomy_table, robustness_table, table_rows, terminal, write_reports
 
 

@@ -14,7 +14,6 @@ import datetime as dt
 import math
 import os
 import pickle
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from dbd.models.base import DBDOutput
 from dbd.models.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from dbd.models.errors import DBDError, reraise_interrupt
 from dbd.runtime.evaluate import evaluate
+from dbd.runtime.hardware import cpu_info
 from dbd.runtime.runners import TorchRunner
 from dbd.runtime.spec import PreprocessSpec
 from dbd.runtime.synthetic import SyntheticDefocus
@@ -112,18 +112,8 @@ def validate(net: nn.Module, pairs: PairCache, spec: PreprocessSpec, device: tor
 def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} x{max(1, int(os.environ.get('WORLD_SIZE', '1')))}"
-    return f"{cpu_name()} CPU ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-
-
-def cpu_name() -> str:
-    """The CPU's model name (speeds are comparable only on the same one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    cpu = cpu_info()
+    return f"{cpu['model']} CPU ({cpu['torch_isa']}), {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def train(cfg: TrainConfig, command: str) -> dict:

@@ -66,20 +66,19 @@ def scored_pairs(data: str, split: str | None) -> list:
     return list(open_dataset(data, split=split or None))
 
 
-def score(checkpoint: str, data: str, split: str | None) -> dict:
+def score(checkpoint: str, pairs: list) -> dict:
     runner, first = open_scored(checkpoint)
     decisions = DecisionMetrics()
-    metrics, _ = evaluate(runner, scored_pairs(data, split), decisions=decisions)
+    metrics, _ = evaluate(runner, pairs, decisions=decisions)
     return {"checkpoint": str(checkpoint), "arch": first.info["arch"], "tta": runner.info.get("tta", "none"),
             "seed": first.info.get("training", {}).get("config", {}).get("seed"),
             "params_m": count_params(first.model) / 1e6,
             "gmacs": count_macs(first.model, first.size) / 1e9, **metrics.compute(), **decisions.compute()}
 
 
-def robustness(checkpoint: str, data: str, split: str | None) -> dict[str, dict[str, float]]:
+def robustness(checkpoint: str, pairs: list) -> dict[str, dict[str, float]]:
     """Metrics of the plain model (first member) under each capture condition."""
     runner = TorchRunner(Path(str(checkpoint).partition("@")[0].split(",")[0]))
-    pairs = scored_pairs(data, split)
     return {c: evaluate(runner, captured(pairs, c, runner.size))[0].compute() for c in CAPTURE_CONDITIONS}
 
 
@@ -174,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     labels = args.labels or [str(c) for c in args.checkpoints]
     if len(labels) != len(args.checkpoints):
         raise DBDError(f"--labels gave {len(labels)} names for {len(args.checkpoints)} checkpoints; give one per checkpoint")
-    rows = [{"label": label, **score(c, args.data, args.split)} for label, c in zip(labels, args.checkpoints)]
+    pairs = scored_pairs(args.data, args.split)   # decoded once for every row
+    rows = [{"label": label, **score(c, pairs)} for label, c in zip(labels, args.checkpoints)]
     print_tables(rows, args.data, args.split)
     if args.robustness:
         for row in rows:
-            row["robustness"] = robustness(row["checkpoint"], args.data, args.split)
+            row["robustness"] = robustness(row["checkpoint"], pairs)
         print_robustness(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
