@@ -229,3 +229,11 @@ def test_connectivity_head_is_training_only_and_warm_starts_from_a_network_witho
     card = read_card(out / "best.safetensors")
     assert card["config"]["connectivity"] is True and card["config"]["encoder"] == "efficientnet_lite2"
     assert "train_connectivity" in (out / "log.csv").read_text().splitlines()[0]
+
+
+def test_cache_command_with_a_missing_teacher_is_one_line(tmp_path, capsys):
+    code = teacher_cache.main([str(tmp_path / "missing.safetensors"), "--data", "synthetic", "--split", "",
+                               "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "missing.safetensors" in err and "\n" not in err and "Traceback" not in err
+    assert not list(tmp_path.glob("teacher_maps-*"))

@@ -73,3 +73,9 @@ def test_shipped_recipes_parse():
     assert "release_cpu.toml" in names and "release_gpu.toml" in names
     for name in names:
         load_recipe(RECIPES / name)
+
+
+def test_a_missing_recipe_is_one_line_naming_the_shipped_ones(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.toml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nope.toml" in err and "release_cpu.toml" in err and "\n" not in err and "Traceback" not in err
