@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from dbd.models import create_model
-from dbd.models.errors import DBDError, cli_entry
-from dbd.models.outputs import check_writable
+from dbd.core import DBDError, check_writable, cli_entry
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured

@@ -10,8 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dbd.models.checkpoint import atomic_write
-from dbd.models.errors import DBDError
+from dbd.core import DBDError, atomic_write
 
 BASELINE_FORMAT = "dbd-bench-baseline/1"
 HIGHER_IS_BETTER = ("fbeta_fixed", "fbeta_adaptive", "fbeta_max", "iou")

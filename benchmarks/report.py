@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dbd.models.checkpoint import atomic_write
+from dbd.core import atomic_write
 
 
 def _f(value: Any, fmt: str = ".4f") -> str:

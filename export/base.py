@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime.spec import PreprocessSpec
 
 from .calibration import ImageSet

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime.datasets import PairedDataset, open_dataset
 from dbd.runtime.spec import PreprocessSpec
 

@@ -22,7 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from dbd.models.errors import DBDError, cli_entry
+from dbd.core import DBDError, cli_entry
 
 PROG = "dbd-export"
 FORMAT_NAMES = ("onnx", "tflite", "coreml")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dbd.models.errors import DBDError, reraise_interrupt
+from dbd.core import DBDError, reraise_interrupt
 from dbd.runtime.metadata import METADATA_KEY, read_metadata
 from dbd.runtime.runners import CoreMLRunner
 

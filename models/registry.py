@@ -15,7 +15,7 @@ from typing import Callable
 from torch import nn
 
 from .efficientnet_lite import EfficientNetLite
-from .errors import DBDError
+from dbd.core import DBDError
 from .mobilenetv2 import MobileNetV2
 from .pretrained import load_imagenet_state_dict
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .errors import DBDError
+from dbd.core import DBDError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 RELEASED = ("dbd_teacher", "dbd_student")

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 # The contract's own resize first (runtime.spec: bilinear, half-pixel centres, no antialiasing);
 # then what a camera ISP, Android's Bitmap scaling or a browser's canvas typically do instead.

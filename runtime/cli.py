@@ -26,9 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dbd.models.checkpoint import atomic_write
-from dbd.models.errors import DBDError, cli_entry
-from dbd.models.outputs import check_writable
+from dbd.core import DBDError, atomic_write, check_writable, cli_entry
 
 from .datasets import IMAGE_EXTENSIONS, find_data_root
 from .imageio import read_image

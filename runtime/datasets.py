@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime.imageio import POLARITIES, read_image, read_mask
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

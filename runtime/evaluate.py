@@ -10,7 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 from .metrics import DecisionMetrics, LiteratureMetrics
 from .runners import Runner

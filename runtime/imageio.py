@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dbd.models.errors import DBDError, reraise_interrupt
+from dbd.core import DBDError, reraise_interrupt
 
 POLARITIES = ("blur_white", "sharp_white")
 """How a mask file stores its labels: white = blurred (CUHK, CTCUG, SZU-BD) or white = sharp (DUT)."""

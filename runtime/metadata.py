@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 METADATA_KEY = "dbd"
 METADATA_FORMAT = "dbd-export/1"

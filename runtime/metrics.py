@@ -31,7 +31,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 __all__ = ["BlurMapMetrics", "LiteratureMetrics", "adaptive_threshold", "fbeta", "resize_to"]
 

@@ -16,7 +16,7 @@ from typing import Iterable
 
 import numpy as np
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 from .runners import Runner, open_runner
 

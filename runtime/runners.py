@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dbd.models.errors import DBDError, reraise_interrupt
+from dbd.core import DBDError, reraise_interrupt
 
 from .metadata import decode_output, encode_input, file_format, read_metadata
 from .spec import PreprocessSpec

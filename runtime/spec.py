@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 SPEC_FORMAT = "dbd-preprocess/1"
 OUTPUT_MEANING = "blur_probability"   # 1 = out of focus (white = blur), like Distill-DBDGAN

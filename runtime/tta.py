@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 from .runners import Runner
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 
 @pytest.fixture(scope="session")

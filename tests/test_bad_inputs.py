@@ -24,7 +24,7 @@ from dbd.benchmarks.cli import sources as bench_sources
 from dbd.export.cli import main as export_main
 from dbd.models import create_model
 from dbd.models.checkpoint import load_checkpoint, save_checkpoint
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime.cli import main as predict_main
 from dbd.runtime.predictor import Predictor
 from dbd.runtime.spec import PreprocessSpec

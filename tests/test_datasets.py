@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime import datasets
 from dbd.runtime.datasets import CATALOGUE, PairedDataset, find_data_root, open_dataset
 from dbd.runtime.synthetic import SyntheticDefocus, disc_blur, disc_kernel

@@ -11,7 +11,7 @@ import torch
 
 from dbd.models import create_model
 from dbd.models.checkpoint import read_card, save_checkpoint
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime.acquisition import CAPTURE_CONDITIONS, CaptureAugment, captured, downscale, jpeg_recompress
 from dbd.runtime.metrics import DecisionMetrics
 from dbd.runtime.runners import TorchRunner

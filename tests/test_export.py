@@ -27,7 +27,7 @@ from dbd.export.cli import main, make_job
 from dbd.export.pipeline import REPORT_NAME, export_one, replace_path
 from dbd.models import create_model
 from dbd.models.checkpoint import load_checkpoint, read_card, save_checkpoint
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.metadata import METADATA_FORMAT, decode_output, encode_input, read_metadata
 from dbd.runtime.spec import PreprocessSpec

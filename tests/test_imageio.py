@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime.imageio import read_image, read_mask
 
 

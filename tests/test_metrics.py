@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime.metrics import BlurMapMetrics, adaptive_threshold, resize_to
 
 

@@ -12,7 +12,7 @@ import torch
 
 from dbd.models import create_model, list_models
 from dbd.models.checkpoint import load_checkpoint, read_card, save_checkpoint
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.imageio import read_image
 from dbd.runtime.spec import PreprocessSpec

@@ -10,7 +10,7 @@ import torch
 
 from dbd.models import create_model
 from dbd.models.checkpoint import save_checkpoint
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime.cli import main as predict_main
 from dbd.runtime.imageio import read_image
 from dbd.runtime.predictor import Predictor

@@ -8,7 +8,7 @@ import pytest
 
 from dbd.models.checkpoint import read_card
 from dbd.training.recipe import RECIPES, load_recipe, main, stage_state
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 # Both stages on a few synthetic 64x64 samples: seconds, yet every stage of the real recipe.
 TINY_STAGE = """data = "synthetic"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dbd.models import create_model
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime.spec import PreprocessSpec
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 AMP_CHOICES = ("auto", "on", "off")
 # bf16 must save at least this fraction of the step time to be worth its rounding.

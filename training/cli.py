@@ -13,7 +13,7 @@ import argparse
 import shlex
 import sys
 
-from dbd.models.errors import cli_entry
+from dbd.core import cli_entry
 
 from .config import STAGES, add_arguments, load_config
 

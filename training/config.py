@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 
 STAGES = ("teacher", "student")
 # Schedules that fit a few hours on 2 CPU cores (the shipped weights); a GPU run can afford more.

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dbd.models.errors import DBDError
+from dbd.core import DBDError
 from dbd.runtime.acquisition import CaptureAugment
 from dbd.runtime.datasets import PairedDataset, open_dataset
 from dbd.runtime.spec import PreprocessSpec

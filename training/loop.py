@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from dbd.models import create_model
 from dbd.models.base import DBDOutput
-from dbd.models.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from dbd.models.errors import DBDError, reraise_interrupt
+from dbd.core import DBDError, atomic_write, reraise_interrupt
+from dbd.models.checkpoint import load_checkpoint, save_checkpoint
 from dbd.runtime.evaluate import evaluate
 from dbd.runtime.hardware import cpu_info
 from dbd.runtime.runners import TorchRunner

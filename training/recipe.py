@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from dbd.models.errors import DBDError, cli_entry
+from dbd.core import DBDError, cli_entry
 
 from .cli import main as train_main
 

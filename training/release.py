@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from dbd.models.checkpoint import save_checkpoint
-from dbd.models.errors import cli_entry
+from dbd.core import cli_entry
 from dbd.models.released import RELEASED, WEIGHTS_DIR
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.evaluate import evaluate

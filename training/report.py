@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dbd.models.errors import DBDError, cli_entry
+from dbd.core import DBDError, cli_entry
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured

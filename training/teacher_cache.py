@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dbd.models.checkpoint import atomic_write
-from dbd.models.errors import DBDError, cli_entry
+from dbd.core import DBDError, atomic_write, cli_entry
 from dbd.runtime.runners import TorchRunner
 from dbd.runtime.tta import TTARecipe, TTARunner
 

@@ -1,4 +1,6 @@
-"""Checks that the files a command will write can be written, done BEFORE the work: a file where
+"""Writing files safely: `atomic_write` (never a half-written file) and `check_writable`.
+
+Checks that the files a command will write can be written, done BEFORE the work: a file where
 a folder is needed, a folder where a file will go, or a folder the user cannot write to is a
 one-line DBDError naming the path, never a traceback after a long run."""
 from __future__ import annotations
@@ -53,3 +55,19 @@ def _check(root: Path, flag: str, targets: list[Path]) -> None:
         if existing not in probed:
             probed.add(existing)
             _probe(existing, flag, root)
+
+
+def atomic_write(path: Path, write: callable) -> None:
+    """Write through a temp file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shared files unreadable to others
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

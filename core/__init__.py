@@ -1,0 +1,9 @@
+"""The bottom layer every stage may import: user-facing errors, the CLI wrapper and safe file writes.
+
+Dependencies flow core → models → runtime → {benchmarks, export, training}; nothing here imports
+torch or any other stage.
+"""
+from .errors import DBDError, Terminated, cli_entry, reraise_interrupt
+from .files import atomic_write, check_writable
+
+__all__ = ["DBDError", "Terminated", "cli_entry", "reraise_interrupt", "atomic_write", "check_writable"]
