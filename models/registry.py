@@ -41,6 +41,8 @@ def create_model(name: str, pretrained: bool = False, **config) -> nn.Module:
     except TypeError as err:  # a config key the architecture does not take
         raise DBDError(f"model '{name}' cannot be built with config {config}: {err}") from None
     model.arch, model.config = name, full_config(model, config)
+    if hasattr(model, "check_contract"):   # a DBD network: the features distillation relies on
+        model.check_contract()
     return model
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import DBDNet, DBDOutput
+from .base import EncoderDecoderNet
 from .layers import ConvBNAct, upsample_like
 from .registry import create_model, register_model
 
@@ -69,38 +69,21 @@ class DecoderBlock(nn.Module):
         return self.convs(torch.cat([upsample_like(x, skip), skip], 1))
 
 
-class DBDTeacher(DBDNet):
+class DBDTeacher(EncoderDecoderNet):
     def __init__(self, encoder: str = "efficientnet_lite2", pretrained: bool = False,
                  context_channels: int = 256, decoder_channels: tuple[int, ...] = (128, 96, 64, 32),
-                 connectivity: bool = False):
-        super().__init__()
-        self.encoder = create_model(encoder, pretrained=pretrained, features_only=True)
-        skips = [f["channels"] for f in self.encoder.feature_info]     # strides 2, 4, 8, 16, 32
-        self.context = nn.Sequential(ASPP(skips[4], context_channels), NonLocalBlock(context_channels))
-        chans = (context_channels, *decoder_channels)
-        self.decoder = nn.ModuleList(DecoderBlock(chans[i], skips[3 - i], chans[i + 1]) for i in range(4))
+                 connectivity: bool = False, srfb: bool = False, sab: bool = False,
+                 separated_attention: bool = False):
+        backbone = create_model(encoder, pretrained=pretrained, features_only=True)
+        context = nn.Sequential(ASPP(backbone.feature_info[-1]["channels"], context_channels), NonLocalBlock(context_channels))
+        head = nn.Sequential(ConvBNAct(decoder_channels[-1], decoder_channels[-1], 3), nn.Conv2d(decoder_channels[-1], 1, 1))
+        super().__init__(backbone, context, context_channels, DecoderBlock, decoder_channels, head,
+                         connectivity=connectivity, srfb=srfb, sab=sab, separated_attention=separated_attention)
+        # Non-local attention on the first (stride-16) decoder stage as well as on the context.
         self.attention16 = NonLocalBlock(decoder_channels[0])
-        # Deep supervision: one 1x1 side head on the context and on each of the first three stages.
-        self.side_heads = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in chans[:4])
-        self.head = nn.Sequential(ConvBNAct(decoder_channels[3], decoder_channels[3], 3), nn.Conv2d(decoder_channels[3], 1, 1))
-        # Relation-aware network: 8-direction connectivity, supervised in training only.
-        self.connectivity_head = nn.Conv2d(decoder_channels[3], 8, 1) if connectivity else None
-        self.feature_channels = tuple(decoder_channels[:3])
-        self.pretrained_cfg = {**self.encoder.pretrained_cfg, "input_size": (320, 320)}
 
-    def forward_train(self, x: torch.Tensor) -> DBDOutput:
-        c2, c4, c8, c16, c32 = self.encoder(x)
-        d = self.context(c32)
-        stages = [d]
-        for i, (block, skip) in enumerate(zip(self.decoder, (c16, c8, c4, c2))):
-            d = block(d, skip)
-            if i == 0:
-                d = self.attention16(d)
-            stages.append(d)
-        logits = upsample_like(self.head(d), x)
-        sides = [upsample_like(head(s), x) for head, s in zip(self.side_heads, stages)]
-        connectivity = upsample_like(self.connectivity_head(d), x) if self.connectivity_head is not None else None
-        return DBDOutput(logits, sides, stages[1:4], connectivity)
+    def refine_stage(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        return self.attention16(x) if level == 0 else x
 
 
 @register_model

@@ -211,7 +211,8 @@ def test_safetensors_whose_header_length_starts_with_0x80_is_not_mistaken_for_a_
 def test_cards_record_every_constructor_argument_so_a_changed_default_cannot_change_a_checkpoint():
     student = create_model("dbd_student")
     assert student.config == {"encoder": "mobilenetv2_100", "context_channels": 96,
-                              "decoder_channels": [96, 64, 48, 32], "connectivity": False}
+                              "decoder_channels": [96, 64, 48, 32], "connectivity": False, "srfb": False,
+                              "sab": False, "separated_attention": False}
     rebuilt = create_model("dbd_student", **student.config)   # the card's config builds the same network
     assert rebuilt.config == student.config
     assert create_model("mobilenetv2_100", features_only=True).config == {"features_only": True}

@@ -61,7 +61,7 @@ class TrainConfig:
     # acquisition robustness: the capture pipeline varied, never the focus (0 switches it off)
     acquisition: float = 0.0              # probability that a sample goes through a random downscaler/JPEG/noise
     # run
-    model_config: dict[str, Any] = field(default_factory=dict)   # kwargs of the architecture
+    model_config: dict[str, Any] = field(default_factory=dict)   # kwargs of the architecture (--model-config k=v,...)
     pretrained: bool = True               # ImageNet-initialised encoder
     init: str | None = None               # warm start: weights of a checkpoint of the same stage (fine-tuning)
     amp: str = "auto"                     # bf16 autocast: auto (GPU, or a CPU where a probe measures it faster), on, off
@@ -153,6 +153,9 @@ def _flag(name: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per config field (default None = 'not given', so file values survive)."""
     parser.add_argument("--config", type=Path, help="TOML file with any of the fields below")
+    parser.add_argument("--model-config", metavar="KEY=VALUE,...", default=None,
+                        help="architecture options as TOML values, e.g. 'srfb=true,sab=true' or "
+                             "'decoder_channels=[96,64,48]' (merged over the config file's model_config)")
     for f in fields(TrainConfig):
         if f.name in ("stage", "model_config"):
             continue
@@ -183,8 +186,29 @@ def load_config(stage: str, args: argparse.Namespace) -> TrainConfig:
         if unknown:
             raise DBDError(f"config file '{args.config}' has unknown keys {unknown}; see dbd-train {stage} --help")
         values.update(file_values)
-    values.update({k: v for k, v in vars(args).items() if k in {f.name for f in fields(TrainConfig)} and v is not None})
+    flags = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(TrainConfig)} and v is not None}
+    if isinstance(flags.get("model_config"), str):
+        flags["model_config"] = {**values.get("model_config", {}), **parse_model_config(flags["model_config"])}
+    values.update(flags)
     return TrainConfig(**values).validate()
+
+
+def parse_model_config(text: str) -> dict[str, Any]:
+    """'srfb=true, decoder_channels=[96,64,48]' -> {'srfb': True, 'decoder_channels': [96, 64, 48]}."""
+    lines, depth, part = [], 0, ""
+    for ch in text:   # split on commas outside brackets
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            lines.append(part)
+            part = ""
+        else:
+            part += ch
+    lines.append(part)
+    try:
+        return tomllib.loads("\n".join(line.strip() for line in lines if line.strip()))
+    except tomllib.TOMLDecodeError as err:
+        raise DBDError(f"--model-config '{text}' is not KEY=VALUE pairs with TOML values ({err}); "
+                       f"write e.g. --model-config 'srfb=true,decoder_channels=[96,64,48]'") from None
 
 
 def to_toml(cfg: TrainConfig) -> str:

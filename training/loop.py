@@ -144,6 +144,10 @@ def train(cfg: TrainConfig, command: str) -> dict:
             teacher = None   # the maps come from the cache: no teacher forward in a step
     if cfg.stage == "student":
         if cfg.kd_feat:
+            if tuple(net.feature_strides) != tuple(teacher.feature_strides):
+                raise DBDError(f"--kd-feat matches decoder features stride by stride, but the student has them at "
+                               f"strides {net.feature_strides} and the teacher at {teacher.feature_strides}; "
+                               f"give both decoders the same levels or pass --kd-feat 0")
             adapters = nn.ModuleList(nn.Conv2d(cs, ct, 1) for cs, ct in
                                      zip(net.feature_channels, teacher.feature_channels)).to(device)
         for name in ("adv_gt", "adv_teacher"):
@@ -350,15 +354,22 @@ def discriminator_loss(discriminators: dict[str, nn.Module], x: torch.Tensor, y:
 
 
 def warm_start(net: nn.Module, path: str) -> None:
-    """--init: start from a trained checkpoint of the same architecture and config (fine-tuning)."""
+    """--init: start from a trained checkpoint of the same architecture and config (fine-tuning).
+    Options whose modules start as the identity (`net.additive_options`: training-only heads,
+    zero-initialised residual blocks) may be added to the trained network."""
     source, card = load_checkpoint(path, expected_arch=net.arch)
-    def architecture(config: dict) -> dict:   # training-only heads may be added to a trained network
-        return {k: v for k, v in config.items() if k != "connectivity"}
-    if architecture(source.config) != architecture(net.config):
+    additive = getattr(net, "additive_options", {})
+    training_only = getattr(net, "training_only_options", ())
+    def architecture(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in additive}
+    if architecture(source.config) != architecture(net.config) or any(   # dropping a block changes the network
+            source.config.get(k) and not net.config.get(k) for k in additive if k not in training_only):
         raise DBDError(f"--init '{path}' was built with config {source.config} but this run builds "
                        f"{net.config}; pass the same model_config or another --init")
     missing, unexpected = net.load_state_dict(source.state_dict(), strict=False)
-    new = [k for k in missing if not k.startswith("connectivity_head.")]
+    added = tuple(prefix for option, prefix in additive.items() if net.config.get(option) and not source.config.get(option))
+    new = [k for k in missing if not k.startswith(added)] if added else missing
+    unexpected = [k for k in unexpected if not k.startswith(tuple(additive[k] for k in training_only))]
     if new or unexpected:
         raise DBDError(f"--init '{path}' does not fit this network (missing {new[:2]}, unexpected {unexpected[:2]})")
 
