@@ -1,6 +1,6 @@
 """dbd.models: backbones, the teacher, the student, the discriminator, and their checkpoints."""
 from . import discriminator, student, teacher  # noqa: F401  (registers the DBD models)
-from .base import DBDNet, DBDOutput
+from .base import DBDNet, DBDOutput, EncoderDecoderNet
 from .registry import create_model, list_models, register_model
 
-__all__ = ["DBDNet", "DBDOutput", "create_model", "list_models", "register_model"]
+__all__ = ["DBDNet", "DBDOutput", "EncoderDecoderNet", "create_model", "list_models", "register_model"]
