@@ -277,6 +277,16 @@ def test_report_prints_the_test_table_for_checkpoints(tiny_teacher, data_root, t
     assert json.loads((tmp_path / "r.json").read_text())[0]["n_images"] == 5
 
 
+def test_report_latency_column_times_each_recipe_once_and_names_the_cpu(tiny_teacher, data_root, capsys):
+    from dbd.training.report import main as report
+    assert report([str(tiny_teacher), str(tiny_teacher), "--labels", "a", "a", "--data", "dut", "--split", "",
+                   "--latency"]) == 0
+    out = capsys.readouterr().out
+    assert "one thread" in out and "Latency" in out
+    row = next(line for line in out.splitlines() if line.startswith("| a (2 seeds) |"))
+    assert len(row.split("|")) == 16 and float(row.split("|")[4]) > 0
+
+
 def test_report_pools_seeds_of_a_recipe_and_compares_recipes_seed_by_seed(tiny_teacher, data_root, capsys):
     from dbd.training.report import main as report
     tiny = str(tiny_teacher)

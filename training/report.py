@@ -17,7 +17,8 @@ of all wrong pixels held by the worst 10 % of images, and "unsure" (the fraction
 
 A checkpoint argument `PATH@384,448+flip` scores that model the way distillation uses a teacher
 (input sizes resized from the photo, mirrored, averaged; dbd.runtime.tta), and several paths
-joined by commas are an ensemble: `A.safetensors,B.safetensors@384+flip`. `--robustness` adds the capture table: each model fed
+joined by commas are an ensemble: `A.safetensors,B.safetensors@384+flip`. `--latency` adds each recipe's PyTorch latency (batch 1, one thread, median; the CPU is named in
+the header), beside its GMACs. `--robustness` adds the capture table: each model fed
 photos downscaled by cv2 linear/area and PIL bilinear/bicubic, and recompressed at JPEG quality 70.
 """
 from __future__ import annotations
@@ -25,15 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dbd.core import DBDError, cli_entry
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured
 from dbd.runtime.evaluate import evaluate
+from dbd.runtime.hardware import cpu_info
 from dbd.runtime.metrics import DecisionMetrics
 from dbd.runtime.runners import Runner, TorchRunner
 from dbd.runtime.tta import TTARecipe, TTARunner
@@ -76,6 +80,25 @@ def score(checkpoint: str, pairs: list) -> dict:
             "gmacs": count_macs(first.model, first.size) / 1e9, **metrics.compute(), **decisions.compute()}
 
 
+def latency_ms(checkpoint: str, runs: int = 30) -> float:
+    """Median wall time of one forward of the plain model (first member), batch 1, one thread."""
+    runner = TorchRunner(Path(str(checkpoint).partition("@")[0].split(",")[0]))
+    x = torch.zeros(1, 3, *runner.size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        times = []
+        with torch.inference_mode():
+            for i in range(runs + 5):
+                start = time.perf_counter()
+                runner.model(x)
+                if i >= 5:   # warm-up runs excluded
+                    times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 1000 * statistics.median(times)
+
+
 def robustness(checkpoint: str, pairs: list) -> dict[str, dict[str, float]]:
     """Metrics of the plain model (first member) under each capture condition."""
     runner = TorchRunner(Path(str(checkpoint).partition("@")[0].split(",")[0]))
@@ -115,12 +138,17 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
     seeds = bool(pooled)
     print(f"{data} split {split} ({rows[0]['n_images']} images), D-DFFNet protocol (blur = positive; adaptive and max Fβ "
           f"with in-focus positive, as published){'; mean ± std over seeds' if seeds else ''}\n")
-    print("| model | params (M) | GMACs | MAE ↓ | Fβ@0.5 ↑ | IoU ↑ | Fβ adaptive (in-focus +) ↑ | Fβ max (in-focus +) ↑ "
+    latency = "latency_ms" in rows[0]
+    if latency:
+        print(f"Latency: PyTorch fp32, batch 1, one thread, median of 30, on {cpu_info()['model']} "
+              f"({cpu_info()['torch_isa']})\n")
+    print("| model | params (M) | GMACs |" + (" ms ↓ |" if latency else "") + " MAE ↓ | Fβ@0.5 ↑ | IoU ↑ | Fβ adaptive (in-focus +) ↑ | Fβ max (in-focus +) ↑ "
           "| error @0.5 ↓ | boundary ≤8px ↓ | interior ↓ | worst 10 % share ↓ | unsure ↓ |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|" + ("---:|" if latency else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, group in groups.items():
         name = f"{label} ({len(group)} seeds)" if len(group) > 1 else label
         print(f"| {name} | {group[0]['params_m']:.2f} | {group[0]['gmacs']:.2f} | "
+              + (f"{group[0]['latency_ms']:.1f} | " if latency else "")
               + " | ".join(mean_std([r[c] for r in group]) for c in COLUMNS) + " |")
     if not seeds:
         return
@@ -167,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="split name (empty: the whole dataset; val: training's "
                                                          "validation hold-out of the train split)")
     parser.add_argument("--robustness", action="store_true", help="add the capture-robustness table")
+    parser.add_argument("--latency", action="store_true", help="add each recipe's PyTorch latency (batch 1, one thread)")
     parser.add_argument("--json", type=Path, help="also write the rows (one per checkpoint) as JSON")
     args = parser.parse_args(argv)
 
@@ -175,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         raise DBDError(f"--labels gave {len(labels)} names for {len(args.checkpoints)} checkpoints; give one per checkpoint")
     pairs = scored_pairs(args.data, args.split)   # decoded once for every row
     rows = [{"label": label, **score(c, pairs)} for label, c in zip(labels, args.checkpoints)]
+    if args.latency:
+        timed: dict[str, float] = {}   # once per recipe: its seeds share the architecture
+        for row in rows:
+            if row["label"] not in timed:
+                timed[row["label"]] = latency_ms(row["checkpoint"])
+            row["latency_ms"] = timed[row["label"]]
     print_tables(rows, args.data, args.split)
     if args.robustness:
         for row in rows:
