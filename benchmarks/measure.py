@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dbd.runtime.runners import Runner
+from dbd.runtime.spec import resize_bilinear
 
 
 @dataclass
@@ -107,16 +108,20 @@ class PeakMemory:
             self.mb = max(0.0, (peak - self.start) / 1024)
 
 
-_RUNTIME_MODULES = {".safetensors": ("torch", "dbd.models"), ".onnx": ("onnxruntime",),
-                    ".tflite": ("ai_edge_litert.interpreter",), ".mlpackage": ("coremltools",)}
+# What a checkpoint's runner imports; an exported file's format says what its runner imports
+# (FileFormat.runtime_modules). The child imports them before measuring, so the peak is the file's.
+CHECKPOINT_RUNTIME_MODULES = ("torch", "dbd.models")
 
 _MEMORY_CHILD = r"""
 import importlib, json, sys
 import numpy as np
-from dbd.benchmarks.measure import PeakMemory, _RUNTIME_MODULES, _status_kb
+from dbd.benchmarks.measure import CHECKPOINT_RUNTIME_MODULES, PeakMemory, _status_kb
+from dbd.runtime.formats import CHECKPOINT_SUFFIX, find_format
 from dbd.runtime.runners import open_runner
 path, threads, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-for name in _RUNTIME_MODULES.get("." + path.rsplit(".", 1)[-1].lower(), ()):
+fmt = find_format(path)     # loads the format plug-ins too: they are not the file's memory either
+modules = fmt.runtime_modules if fmt is not None else CHECKPOINT_RUNTIME_MODULES if path.endswith(CHECKPOINT_SUFFIX) else ()
+for name in modules:
     importlib.import_module(name)
 runtime_kb = _status_kb("VmRSS")
 with PeakMemory() as memory:
@@ -192,7 +197,6 @@ def map_psnr(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape[0] != b.shape[0]:
         return float("nan")
     if a.shape != b.shape:   # e.g. a teacher run at 384² against a student at 320²: compare at a's size
-        import cv2
-        b = np.stack([cv2.resize(m, (a.shape[2], a.shape[1]), interpolation=cv2.INTER_LINEAR) for m in b])
+        b = np.stack([resize_bilinear(m, a.shape[1:3]) for m in b])
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)

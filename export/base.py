@@ -1,44 +1,44 @@
-"""The one interface every export format implements, and the registry of formats.
+"""What the export side of every format plug-in works with: the job, the verification outcome, and
+helpers the plug-ins share.
 
-A format module (onnx_format, tflite_format, coreml_format) subclasses `ExportFormat` and
-registers itself with `@register_format`. It implements three things:
-
-* `export(job, precision, dest)`: convert `job.model` and write the file (with its "dbd"
-  metadata embedded) to `dest`, a temporary path beside the final one; returns the metadata.
-* `verify(job, precision, path)`: structural checks of the written file (I/O names, shapes,
-  dtypes, quantisation parameters against its metadata, allowed ops) and the parity run against
-  PyTorch on real images; returns a `Verification`.
-* `describe(path)`: what is inside the file (op histogram, dtypes, I/O), for the printout and report.
-
-and may implement `prepare(job)`: the conversion all its precisions share (torch -> ONNX fp32,
-torch -> float TFLite, torch.export for CoreML), done once per job and timed on its own.
+The interface itself is `dbd.runtime.formats.FileFormat` (called `ExportFormat` here): a format
+plug-in implements `export(job, precision, dest)`, `verify(job, precision, path)`,
+`describe(path)` and optionally `prepare(job)`, the conversion all its precisions share, done
+once per job and timed on its own; see that class. Formats are found through the registry
+(`get_format`, `list_formats`): this module imports no plug-in.
 
 Everything shared (loading the checkpoint, calibration images, reference maps, parity figures and
-budgets, metadata, atomic replacement, the report) lives outside the format modules, in
+budgets, metadata, atomic replacement, the report) lives outside the plug-ins, in `run`,
 `pipeline`, `calibration`, `parity` and `metadata`.
+
+Plug-in modules import this module when formats are looked up, also at prediction time, so it
+imports nothing heavy (torch, the converters) at module level.
 """
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import sys
 import tempfile
 import warnings
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import torch
-from torch import nn
 
 from dbd.core import DBDError
+from dbd.runtime.formats import FileFormat, FormatOption, get_format, list_formats, register_format, unknown_choice
 from dbd.runtime.spec import PreprocessSpec
 
-from .calibration import ImageSet
-from .parity import ParityBudget
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .calibration import ImageSet
+    from .parity import ParityBudget
+
+ExportFormat = FileFormat   # the export layer's name for the one format interface
 
 
 @dataclass
@@ -53,7 +53,7 @@ class ExportJob:
     calibration: ImageSet            # real images for int8 calibration
     parity: ImageSet                 # real images (with masks) for the parity check
     budget: ParityBudget
-    onnx_exporter: str = "dynamo"    # "dynamo" (default, legacy as fallback) or "legacy"
+    options: dict[str, str] = field(default_factory=dict)   # format-specific settings (FormatOption.key -> value)
     int8_float: tuple[str, ...] = ()  # modules int8 exports keep in float (mixed_precision.py)
     verbose: bool = False
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -64,6 +64,8 @@ class ExportJob:
 
     def example_input(self) -> torch.Tensor:
         """A zero NCHW batch of one at the export size (for tracing the model's calls)."""
+        import torch
+
         return torch.zeros(1, 3, *self.spec.input_size)
 
     def reference_maps(self) -> np.ndarray:
@@ -88,64 +90,8 @@ class Verification:
         return not self.failures
 
 
-class ExportFormat(ABC):
-    name: str = ""
-    suffix: str = ""
-    precisions: tuple[str, ...] = ()
-    default_precision: str = ""
-
-    def prepare(self, job: ExportJob) -> None:
-        """Optional: the conversion every precision of this format shares (cached on the job), timed apart."""
-
-    @abstractmethod
-    def export(self, job: ExportJob, precision: str, dest: Path) -> dict[str, Any]:
-        """Write the converted model with its "dbd" metadata to `dest`; return the metadata."""
-
-    @abstractmethod
-    def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
-        """Check the file at `path` structurally and against PyTorch on `job.parity`."""
-
-    @abstractmethod
-    def describe(self, path: Path) -> dict[str, Any]:
-        """Inspect the file: {"ops": {op: count}, "inputs": [...], "outputs": [...], ...}."""
-
-    def tools(self) -> dict[str, str]:
-        """Versions of the conversion tools, for the metadata and the report."""
-        return {}
-
-
-FORMATS: dict[str, ExportFormat] = {}
-
-
-def register_format(cls: type[ExportFormat]) -> type[ExportFormat]:
-    FORMATS[cls.name] = cls()
-    return cls
-
-
-FORMAT_ORDER = ("onnx", "tflite", "coreml")
-
-
-def _load_format_modules() -> None:
-    # The modules register themselves on import; FORMAT_ORDER fixes the order `all` runs them in.
-    from . import coreml_format, onnx_format, tflite_format  # noqa: F401
-
-
-def get_format(name: str) -> ExportFormat:
-    _load_format_modules()
-    if name not in FORMATS:
-        raise DBDError(unknown_choice("format", name, list_formats() + ["all"]))
-    return FORMATS[name]
-
-
-def list_formats() -> list[str]:
-    _load_format_modules()
-    return sorted(FORMATS, key=lambda n: (FORMAT_ORDER.index(n) if n in FORMAT_ORDER else len(FORMAT_ORDER), n))
-
-
-def unknown_choice(what: str, value: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(value.lower(), known, n=1, cutoff=0.5)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"unknown {what} '{value}'; {hint}choose from {', '.join(known)}"
+__all__ = ["ExportFormat", "ExportJob", "FileFormat", "FormatOption", "Verification", "check_io", "get_format",
+           "list_formats", "quant_dict", "quiet", "register_format", "same_quant", "unknown_choice"]
 
 
 # ---- helpers the format modules share ---------------------------------------------------------

@@ -111,7 +111,7 @@ def _load(dataset: PairedDataset, spec: PreprocessSpec, indices: np.ndarray, sou
     names, mask_list = [], []
     for row, index in enumerate(indices):
         image, mask = dataset[int(index)]
-        unit[row] = spec.resize_image(image.astype(np.float32) / np.float32(spec.pixel_scale))
+        unit[row] = spec.model_input(image)
         names.append(dataset.samples[int(index)].name)
         if masks:
             mask_list.append(mask)
@@ -128,5 +128,4 @@ def load_images(text: str, spec: PreprocessSpec, n: int, parity_n: int, polarity
 
 def normalised_nchw(unit: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """(N, H, W, 3) RGB in [0, 1] -> the PyTorch model's input (N, 3, H, W), as PreprocessSpec.preprocess."""
-    x = (unit - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2).astype(np.float32))
+    return spec.to_layout(spec.normalize(unit), "NCHW")

@@ -11,23 +11,29 @@ Prediction is macOS-only. On Linux the file is validated as far as possible with
 the package and spec load (`skip_model_load=True`), I/O names, shapes and types match the
 metadata, the op set is counted and the weight dtypes are what the precision promises. On macOS
 the parity check runs as for the other formats.
+
+Runtime side: `CoreMLRunner` (coremltools; it predicts on macOS only, which `available()` reports)
+and the metadata reader, which finds `user_defined_metadata["dbd"]` in the package's model spec with the
+standard library alone (protowire). Heavy modules (torch, coremltools) are imported inside the
+functions that use them: this module is loaded whenever formats are looked up.
 """
 from __future__ import annotations
 
 import collections
-import sys
+import json
+import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dbd.core import DBDError, reraise_interrupt
+from dbd.runtime import protowire
+from dbd.runtime.formats import Availability, FileFormat
 from dbd.runtime.metadata import METADATA_KEY, read_metadata
-from dbd.runtime.runners import CoreMLRunner
+from dbd.runtime.runners import ExportedRunner
 
-from . import parity
-from .base import ExportFormat, ExportJob, Verification, check_io, quiet, register_format
+from .base import ExportJob, Verification, check_io, quiet
 from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
 
 INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"
@@ -38,7 +44,51 @@ QUANTIZATION_WORDS = {
 }
 _ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32", 131080: "int8"}
 _CONST_OPS = ("const", "constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense")
-CAN_PREDICT = sys.platform == "darwin"
+
+
+# ---- runtime side ----------------------------------------------------------------------------------
+
+
+class CoreMLRunner(ExportedRunner):
+    format = "coreml"
+
+    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
+        super().__init__(path)
+        import coremltools as ct
+
+        self.model = ct.models.MLModel(str(path))
+        self.input_name, self.output_name = self.info["input"]["name"], self.info["output"]["name"]
+
+    def run_one(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - macOS only
+        return self.model.predict({self.input_name: x})[self.output_name]
+
+
+def metadata_entry(path: Path) -> str | None:
+    """`user_defined_metadata["dbd"]` of the .mlpackage folder's model spec (None when absent)."""
+    manifest_path = path / "Manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        root = manifest["rootModelIdentifier"]
+        spec_path = path / "Data" / manifest["itemInfoEntries"][root]["path"]
+        spec = spec_path.read_bytes()
+    except (OSError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DBDError(f"'{path}' is not a readable .mlpackage (Manifest.json or model spec: {type(err).__name__}); "
+                       f"re-export it with dbd-export") from None
+    try:
+        # Model: description = 2; ModelDescription: metadata = 100; Metadata: userDefined = 100 (map).
+        found = None
+        for description in protowire.submessages(spec, 2):
+            for metadata in protowire.submessages(description, 100):
+                for entry in protowire.submessages(metadata, 100):
+                    key, value = protowire.string_map_entry(entry)
+                    if key == METADATA_KEY:
+                        found = value
+        return found
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DBDError(f"'{path}' holds a corrupt CoreML model spec ({err}); re-export it with dbd-export") from None
+
+
+# ---- export side -----------------------------------------------------------------------------------
 
 
 def _ct():
@@ -80,12 +130,27 @@ def weight_dtypes(spec) -> collections.Counter:
     return counts
 
 
-@register_format
-class CoreMLFormat(ExportFormat):
+class CoreMLFormat(FileFormat):
     name = "coreml"
     suffix = ".mlpackage"
+    directory = True                           # an .mlpackage is a folder: swapped in whole
     precisions = ("fp32", "fp16", "int8")
     default_precision = "fp16"
+    calibrated_precisions = ()                 # int8 is weight-only: no calibration images
+    runtime_modules = ("coremltools",)
+    order = 30
+
+    def available(self) -> Availability:
+        if platform.system() != "Darwin":
+            return Availability(False, f"CoreML models run only on macOS/iOS (coremltools cannot predict on "
+                                       f"{platform.system()}; dbd-export checks them here without running them)")
+        return super().available()
+
+    def read_metadata(self, path: Path) -> str | None:
+        return metadata_entry(Path(path))
+
+    def runner(self, path: Path, threads: int | None = None, device: str = "cpu") -> CoreMLRunner:
+        return CoreMLRunner(path, threads, device)
 
     def tools(self) -> dict[str, str]:
         return package_versions("torch", "coremltools")
@@ -95,6 +160,8 @@ class CoreMLFormat(ExportFormat):
 
     def _program(self, job: ExportJob):
         if "coreml_program" not in job._cache:
+            import torch
+
             h, w = job.spec.input_size
             with quiet(not job.verbose):
                 program = torch.export.export(job.model.eval(), (torch.zeros(1, 3, h, w),))
@@ -134,7 +201,7 @@ class CoreMLFormat(ExportFormat):
             job, "coreml", precision, QUANTIZATION_WORDS[precision],
             input_entry(job, INPUT_NAME, "NCHW", "float32", folded=False, quantization=None),
             output_entry(job, OUTPUT_NAME, "NCHW", "float32", quantization=None),
-            self.tools(), calibrated=False)
+            self.tools(), calibrated=self.needs_calibration(precision))
         model.user_defined_metadata[METADATA_KEY] = dumps(meta)
         model.short_description = (f"dbd {job.arch}: per-pixel defocus blur probability (1 = out of focus), "
                                    f"{precision}")
@@ -176,10 +243,12 @@ class CoreMLFormat(ExportFormat):
             raise DBDError(f"'{path}' should hold int8 weights but has none ({dict(dtypes)}); re-export it")
         if precision != "int8" and (dtypes.get(expected[1], 0) > dtypes.get(expected[0], 0) or quantized):
             raise DBDError(f"'{path}' should hold {expected[0]} weights but has {dict(dtypes)}; re-export it")
-        if not CAN_PREDICT:
-            return Verification(None, [], ["CoreML prediction is macOS-only: validated on Linux without running it "
-                                           "(package and spec load, I/O names/shapes/types match the metadata, "
-                                           f"{precision} weights as promised); parity not measured here"])
+        if not self.available():
+            return Verification(None, [], [f"CoreML prediction is macOS-only: validated on {platform.system()} without "
+                                           "running it (package and spec load, I/O names/shapes/types match the "
+                                           f"metadata, {precision} weights as promised); parity not measured here"])
+        from . import parity
+
         figures = parity.measure(job.reference_maps(), CoreMLRunner(path).run(job.parity.unit), job.parity.masks)
         return Verification(figures, parity.check(precision, figures, job.budget))
 
@@ -189,4 +258,7 @@ class CoreMLFormat(ExportFormat):
         inputs, outputs = self._io(spec)
         return {"ops": dict(ops.most_common()), "weight_dtypes": dict(weight_dtypes(spec)),
                 "inputs": inputs, "outputs": outputs, "spec_version": spec.specificationVersion,
-                "can_predict_here": CAN_PREDICT}
+                "can_predict_here": bool(self.available())}
+
+
+FORMAT = CoreMLFormat()     # the object the dbd.formats entry point names

@@ -46,7 +46,7 @@ def sha256_file(path: Path) -> str:
 
 
 def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of a folder (.mlpackage): relative paths and contents in sorted order."""
+    """sha256 of a file, or of a folder (a package format): relative paths and contents in sorted order."""
     path = Path(path)
     if path.is_file():
         return sha256_file(path)
@@ -107,7 +107,7 @@ def build_metadata(job: ExportJob, file_format: str, precision: str, quantizatio
     card = job.card
     preprocess = {**job.spec.to_dict(), "layout": inp["layout"]}
     float_modules = list(job.int8_float) if precision == "int8" and calibrated else []
-    if float_modules:       # calibrated int8 (ONNX, TFLite) honours --int8-float; CoreML's weight-only int8 does not
+    if float_modules:       # calibrated int8 honours --int8-float; weight-only int8 (not calibrated) does not
         quantization += f"; kept in float32 for accuracy: {', '.join(float_modules)}"
     doc = {
         "format": METADATA_FORMAT,

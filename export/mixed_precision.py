@@ -1,13 +1,9 @@
 """Which modules an int8 export keeps in float, and how each converter names them.
 
-Full int8 of the student costs ~6 dB of blur-map PSNR in MobileNetV2's stem and first inverted
-residual alone (the 160x160 layers whose output is also the decoder's finest skip): measured on
-the parity images, TFLite 27.5 -> 33.9 dB and ONNX 27.1 -> 33.1 dB with those two in float, while
-float decoder, head or any later quarter of the encoder gained < 2 dB. They are 42 of the
-student's 700 MMAC, so the file stays an int8 file in all but its first three convolutions. (That
-was the first, supervised-only student; the first distilled release passed full int8 at 33.5 dB,
-and mixed gave it 36.6 dB at the same latency, so the margin is kept; the current release, mixed,
-is at 36.5 dB.)
+Why: quantising the student's MobileNetV2 stem and first inverted residual (the 160x160 layers
+whose output is also the decoder's finest skip) loses most of the blur-map PSNR that full int8
+loses, while they are a small share of its MACs; kept in float, the file stays int8 in all but its
+first three convolutions. The measurements: docs/export.md ("Precisions and mixed int8").
 
 An architecture declares its modules (`DBDNet.int8_float_modules`, dotted names as in
 `named_modules()`); `dbd-export --int8-float` overrides them. The converters do not keep PyTorch's

@@ -8,10 +8,14 @@ the modules in `job.int8_float` left unquantised (mixed_precision.py),
 per-channel weights). Input: NCHW float32, normalised per the spec.
 
 int8 weights are UINT8, not int8 (U8U8 rather than U8S8): onnxruntime's U8S8 integer kernels
-saturate their int16 intermediate sums on x86 CPUs without VNNI (AVX2, AVX-512F; vpmaddubsw), and
-on this machine a CUHK-trained student scored PSNR 17.5 dB against PyTorch that way, 33 dB with
-the same file run without ORT's integer fusion, and 33 dB as U8U8 on the optimised path. U8U8
-computes the same everywhere, so the parity figures measured here hold on every CPU.
+saturate their int16 intermediate sums on x86 CPUs without VNNI (AVX2, AVX-512F; vpmaddubsw),
+which wrecks the maps there (measured: docs/export.md, "Formats"). U8U8 computes the same
+everywhere, so the parity figures measured on one CPU hold on every CPU.
+
+Runtime side: `OnnxRunner` (onnxruntime; CUDA with device="cuda") and the metadata reader, which
+finds the "dbd" entry of `ModelProto.metadata_props` with the standard library alone (protowire).
+Heavy modules (torch, onnx, onnxruntime, the exporters) are imported inside the functions that
+use them: this module is loaded whenever formats are looked up.
 """
 from __future__ import annotations
 
@@ -20,16 +24,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from dbd.core import DBDError, reraise_interrupt
+from dbd.runtime import protowire
+from dbd.runtime.formats import FileFormat, FormatOption
 from dbd.runtime.metadata import METADATA_KEY, read_metadata
-from dbd.runtime.runners import OnnxRunner
+from dbd.runtime.runners import ExportedRunner
 
-from . import parity
-from .base import ExportFormat, ExportJob, Verification, check_io, quiet, register_format
-from .calibration import normalised_nchw
-from .mixed_precision import conv_call_order, float_convs
+from .base import ExportJob, Verification, check_io, quiet
 from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
 
 OPSET = 18
@@ -43,14 +46,64 @@ QUANTIZATION_WORDS = {
 }
 
 
+# ---- runtime side ----------------------------------------------------------------------------------
+
+
+class OnnxRunner(ExportedRunner):
+    """onnxruntime on the CPU (or CUDA); one image per run (fixed batch 1)."""
+
+    format = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
+        super().__init__(path)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own exception types for corrupt files
+            reraise_interrupt(err)   # ...and may wrap a Ctrl-C received while it loads
+            raise DBDError(f"onnxruntime cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it") from None
+        self.input_name = self.info["input"]["name"]
+        self.check_input_shape(self.session.get_inputs()[0].shape)
+
+    def run_one(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+def metadata_entry(data: bytes) -> str | None:
+    """The "dbd" entry of a serialised ModelProto's metadata_props (None when absent)."""
+    # ModelProto: ir_version = 1 (varint, always first in files onnx writes), graph = 7, metadata_props = 14.
+    seen_graph = False
+    found = None
+    for number, wire, field in protowire.fields(data):
+        if number == 7 and wire == 2:
+            seen_graph = True
+        elif number == 14 and wire == 2:
+            key, value = protowire.string_map_entry(field)
+            if key == METADATA_KEY:
+                found = value
+    if not seen_graph:
+        raise ValueError("no graph")
+    return found
+
+
+# ---- export side -----------------------------------------------------------------------------------
+
+
 def _export_torch(job: ExportJob, path: Path) -> str:
     """torch -> ONNX at `path`; returns the exporter used."""
+    import torch
+
     model = job.model.eval()
     h, w = job.spec.input_size
     x = torch.zeros(1, 3, h, w)
     kwargs = dict(opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
     note = ""
-    if job.onnx_exporter == "dynamo":
+    if FORMAT.option(job, "onnx_exporter") == "dynamo":
         try:
             program = torch.onnx.export(model, (x,), dynamo=True, **kwargs)
             program.save(str(path))
@@ -81,12 +134,22 @@ def _toposort(graph) -> None:
     graph.node.extend(ordered)
 
 
-@register_format
-class OnnxFormat(ExportFormat):
+class OnnxFormat(FileFormat):
     name = "onnx"
     suffix = ".onnx"
     precisions = ("fp32", "fp16", "int8")
     default_precision = "fp32"
+    calibrated_precisions = ("int8",)          # static QDQ reads the calibration images
+    runtime_modules = ("onnxruntime",)
+    order = 10
+    options = (FormatOption("onnx-exporter", "torch.onnx exporter (dynamo falls back to legacy if it fails)",
+                            "dynamo", ("dynamo", "legacy")),)
+
+    def read_metadata(self, path: Path) -> str | None:
+        return metadata_entry(Path(path).read_bytes())
+
+    def runner(self, path: Path, threads: int | None = None, device: str = "cpu") -> OnnxRunner:
+        return OnnxRunner(path, threads, device)
 
     def tools(self) -> dict[str, str]:
         return package_versions("torch", "onnx", "onnxsim", "onnxruntime", "onnxscript")
@@ -133,7 +196,7 @@ class OnnxFormat(ExportFormat):
             job, "onnx", precision, QUANTIZATION_WORDS[precision],
             input_entry(job, INPUT_NAME, "NCHW", "float32", folded=False, quantization=None),
             output_entry(job, OUTPUT_NAME, "NCHW", "float32", quantization=None),
-            tools, calibrated=precision == "int8")
+            tools, calibrated=self.needs_calibration(precision))
         del model.metadata_props[:]
         entry = model.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, dumps(meta)
@@ -148,6 +211,8 @@ class OnnxFormat(ExportFormat):
         from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                               quantize_static)
         from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        from .calibration import normalised_nchw
 
         batches = [normalised_nchw(job.calibration.unit[i:i + 1], job.spec) for i in range(len(job.calibration))]
 
@@ -176,6 +241,8 @@ class OnnxFormat(ExportFormat):
             return []
         from onnx import numpy_helper
 
+        from .mixed_precision import conv_call_order, float_convs
+
         calls = conv_call_order(job.model, job.example_input())
         weights = {t.name: tuple(numpy_helper.to_array(t).shape) for t in model.graph.initializer}
         convs = [n for n in model.graph.node if n.op_type == "Conv"]
@@ -196,6 +263,8 @@ class OnnxFormat(ExportFormat):
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
+        from . import parity
+
         meta = read_metadata(path)
         session = self._session(path)
         io = [[{"name": t.name, "shape": list(t.shape), "dtype": _ORT_DTYPES.get(t.type, t.type), "quantization": None}
@@ -214,3 +283,6 @@ class OnnxFormat(ExportFormat):
         return {"ops": dict(ops.most_common()), "weight_dtypes": dict(initializers),
                 "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
                 "inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output]}
+
+
+FORMAT = OnnxFormat()     # the object the dbd.formats entry point names

@@ -2,8 +2,8 @@
 
 For each file: the format writes it to a hidden temporary path beside the final one (same folder,
 same suffix), `verify` checks it structurally and against PyTorch, and only a file that passes is
-moved over the final name (`os.replace`; an .mlpackage folder is swapped in with two renames, the
-old one removed after). A failed check or a converter error deletes the temporary file and leaves
+moved over the final name (`os.replace`; a format whose file is a folder, `FileFormat.directory`,
+is swapped in with two renames, the old folder removed after). A failed check or a converter error deletes the temporary file and leaves
 any previous export untouched. `export_report.json` in the out folder is rewritten atomically after
 every file: size, sha256, precision, conversion time, parity figures, ops.
 """
@@ -40,7 +40,7 @@ class Outcome:
     error: str | None = None         # why it was not written
     size: int | None = None
     sha256: str | None = None
-    prepare_s: float = 0.0           # the format's shared conversion (torch -> ONNX / float TFLite / torch.export)
+    prepare_s: float = 0.0           # the format's shared conversion (FileFormat.prepare)
     conversion_s: float = 0.0        # this precision's own conversion
     verify_s: float = 0.0
     parity: dict[str, Any] | None = None
@@ -49,6 +49,7 @@ class Outcome:
     description: dict[str, Any] = field(default_factory=dict)
     replaced: bool = False           # an older export of the same name was replaced
     metadata: dict[str, Any] | None = None
+    calibrated: bool = False         # the export read the calibration images (FileFormat.needs_calibration)
 
 
 def output_path(out_dir: Path, job: ExportJob, fmt: ExportFormat, precision: str) -> Path:
@@ -111,13 +112,17 @@ def _one_line(err: BaseException) -> str:
 
 def export_one(job: ExportJob, fmt: ExportFormat, precision: str, out_dir: Path, prepare_s: float = 0.0) -> Outcome:
     final = output_path(out_dir, job, fmt, precision)
-    outcome = Outcome(fmt.name, precision, final, prepare_s=prepare_s)
+    outcome = Outcome(fmt.name, precision, final, prepare_s=prepare_s, calibrated=fmt.needs_calibration(precision))
     remove_stale_temps(final)
     tmp = _temp_path(final)
     try:
         start = time.perf_counter()
         outcome.metadata = fmt.export(job, precision, tmp)
         outcome.conversion_s = time.perf_counter() - start
+        wrote = "a folder" if tmp.is_dir() else "a file" if tmp.is_file() else "nothing"
+        if wrote != ("a folder" if fmt.directory else "a file"):    # replace_path swaps what is there
+            raise DBDError(f"format '{fmt.name}' wrote {wrote} for '{tmp}' but declares directory={fmt.directory}; "
+                           f"fix the format plug-in")
         start = time.perf_counter()
         verification = fmt.verify(job, precision, tmp)
         outcome.verify_s = time.perf_counter() - start
@@ -183,7 +188,7 @@ def _report_entry(job: ExportJob, outcome: Outcome) -> dict[str, Any]:
         "ops": outcome.description.get("ops"),
         "weights": {"file": str(job.weights), "sha256": job.weights_sha256, "arch": job.arch},
         "calibration": ({k: v for k, v in job.calibration.describe().items() if k != "names"}
-                        if outcome.precision == "int8" and outcome.format != "coreml" else None),
+                        if outcome.calibrated else None),
     }
 
 

@@ -13,28 +13,33 @@ Transpose), then ai-edge-quantizer on that flatbuffer: weight-only FLOAT_CASTING
 `job.int8_float` stay float between a DEQUANTIZE and a QUANTIZE: mixed_precision.py). The "dbd" metadata
 goes into the flatbuffer's `metadata` (entry "dbd"), written with the schema's object API.
 Verification refuses any non-builtin op (Flex / select-TF / custom) and layout Transposes.
+
+Runtime side: `TFLiteRunner` (LiteRT with XNNPACK, CPU) and the metadata reader, which walks the
+flatbuffer to the "dbd" metadata entry with the standard library alone. Heavy modules (torch,
+litert-torch, ai-edge-quantizer, the LiteRT interpreter) are imported inside the functions that
+use them: this module is loaded whenever formats are looked up.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
 import re
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from dbd.core import DBDError, reraise_interrupt
+from dbd.runtime.formats import FileFormat
 from dbd.runtime.metadata import METADATA_KEY, read_metadata
-from dbd.runtime.runners import TFLiteRunner
+from dbd.runtime.runners import ExportedRunner
 from dbd.runtime.spec import PreprocessSpec
 
-from . import parity
-from .base import ExportFormat, ExportJob, Verification, check_io, quant_dict, quiet, register_format
+from .base import ExportJob, Verification, check_io, quant_dict, quiet
 from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
-from .mixed_precision import litert_scopes
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "blur_prob"
 SIGNATURE = "serving_default"
@@ -48,24 +53,153 @@ QUANTIZATION_WORDS = {
 }
 
 
-class FoldedPixels(nn.Module):
-    """Camera-native wrapper: NHWC RGB pixels 0..255 -> /255 -> (x - mean) / std -> model -> NHWC P(blur).
+# ---- runtime side ----------------------------------------------------------------------------------
+
+
+class TFLiteRunner(ExportedRunner):
+    """LiteRT interpreter (XNNPACK delegate by default); one image per invoke (fixed batch 1)."""
+
+    format = "tflite"
+
+    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
+        super().__init__(path)
+        if device != "cpu":
+            raise DBDError(f"'{path}': TFLite runs on the CPU here (GPU delegates are for phones); use --device cpu")
+        with _quiet_stderr():
+            from ai_edge_litert.interpreter import Interpreter
+
+            try:
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+                self.interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as err:
+                raise DBDError(f"LiteRT cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it") from None
+        details = self.interpreter.get_input_details()[0]
+        self.check_input_shape([int(v) for v in details["shape"]])
+        self.input_index = details["index"]
+        self.output_index = self.interpreter.get_output_details()[0]["index"]
+
+    def run_one(self, x: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input_index, x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output_index).copy()
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """LiteRT prints an INFO line about XNNPACK on stderr from C++; keep the CLI output clean."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(fd, 2)
+            os.close(fd)
+
+
+# The "dbd" metadata with the standard library: just enough flatbuffer to reach Model.metadata and
+# Model.buffers (field indices of schema.fbs).
+_TFL_MODEL_BUFFERS, _TFL_MODEL_METADATA = 4, 6     # `table Model`
+_TFL_METADATA_NAME, _TFL_METADATA_BUFFER = 0, 1    # `table Metadata`
+_TFL_BUFFER_DATA, _TFL_BUFFER_OFFSET, _TFL_BUFFER_SIZE = 0, 1, 2  # `table Buffer`
+
+
+def _u32(data: bytes, pos: int) -> int:
+    return struct.unpack_from("<I", data, pos)[0]
+
+
+def _fb_field(data: bytes, table: int, index: int) -> int | None:
+    """Absolute position of field `index` of the table at `table`, or None when absent."""
+    vtable = table - struct.unpack_from("<i", data, table)[0]
+    vt_size = struct.unpack_from("<H", data, vtable)[0]
+    if 4 + 2 * index >= vt_size:
+        return None
+    offset = struct.unpack_from("<H", data, vtable + 4 + 2 * index)[0]
+    return table + offset if offset else None
+
+
+def _fb_vector(data: bytes, table: int, index: int) -> tuple[int, int]:
+    """(start, length) of a vector field; (0, 0) when absent."""
+    pos = _fb_field(data, table, index)
+    if pos is None:
+        return 0, 0
+    vec = pos + _u32(data, pos)
+    length = _u32(data, vec)
+    if vec + 4 + length > len(data):
+        raise ValueError("vector past the end")
+    return vec + 4, length
+
+
+def _fb_table_at(data: bytes, pos: int) -> int:
+    return pos + _u32(data, pos)
+
+
+def metadata_entry(data: bytes, path: Path) -> str | None:
+    """The "dbd" metadata entry of a TFLite flatbuffer (None when absent)."""
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise DBDError(f"'{path}' is not a TFLite flatbuffer (no TFL3 identifier); pass a .tflite written by dbd-export")
+    model = _fb_table_at(data, 0)
+    meta_start, meta_len = _fb_vector(data, model, _TFL_MODEL_METADATA)
+    buf_start, buf_len = _fb_vector(data, model, _TFL_MODEL_BUFFERS)
+    for i in range(meta_len):
+        entry = _fb_table_at(data, meta_start + 4 * i)
+        name_pos = _fb_field(data, entry, _TFL_METADATA_NAME)
+        if name_pos is None:
+            continue
+        name_start = name_pos + _u32(data, name_pos)
+        name = data[name_start + 4:name_start + 4 + _u32(data, name_start)].decode("utf-8")
+        if name != METADATA_KEY:
+            continue
+        index_pos = _fb_field(data, entry, _TFL_METADATA_BUFFER)
+        index = _u32(data, index_pos) if index_pos is not None else 0
+        if index >= buf_len:
+            raise ValueError("metadata buffer index out of range")
+        buffer = _fb_table_at(data, buf_start + 4 * index)
+        start, length = _fb_vector(data, buffer, _TFL_BUFFER_DATA)
+        if length:
+            return data[start:start + length].decode("utf-8")
+        # Buffers of large models may live after the flatbuffer: Buffer.offset / Buffer.size.
+        off_pos = _fb_field(data, buffer, _TFL_BUFFER_OFFSET)
+        size_pos = _fb_field(data, buffer, _TFL_BUFFER_SIZE)
+        if off_pos is not None and size_pos is not None:
+            offset, size = (struct.unpack_from("<Q", data, p)[0] for p in (off_pos, size_pos))
+            if offset > 1 and offset + size <= len(data):
+                return data[offset:offset + size].decode("utf-8")
+        raise ValueError("empty metadata buffer")
+    return None
+
+
+# ---- export side -----------------------------------------------------------------------------------
+
+
+def folded_pixels(model, spec: PreprocessSpec):
+    """The camera-native wrapper `FoldedPixels` of `model`: NHWC RGB pixels 0..255 -> /255 ->
+    (x - mean) / std -> model -> NHWC P(blur).
 
     The two affine steps are merged into one per-channel multiply-add, x * (1 / (255 std)) - mean / std
     (one MUL and one ADD in the graph: fewer requantisations in int8).
     """
+    # Defined here, not at module level: torch is imported only when a model is converted.
+    import torch
+    from torch import nn
 
-    def __init__(self, model: nn.Module, spec: PreprocessSpec):
-        super().__init__()
-        self.model = model
-        mean = torch.tensor(spec.mean, dtype=torch.float64)
-        std = torch.tensor(spec.std, dtype=torch.float64)
-        self.register_buffer("scale", (1.0 / (float(spec.pixel_scale) * std)).float().view(1, 3, 1, 1))
-        self.register_buffer("bias", (-mean / std).float().view(1, 3, 1, 1))
+    class FoldedPixels(nn.Module):
+        def __init__(self, model: nn.Module, spec: PreprocessSpec):
+            super().__init__()
+            self.model = model
+            scale, bias = spec.folded_affine()
+            self.register_buffer("scale", torch.from_numpy(scale).float().view(1, 3, 1, 1))
+            self.register_buffer("bias", torch.from_numpy(bias).float().view(1, 3, 1, 1))
 
-    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = pixels.permute(0, 3, 1, 2) * self.scale + self.bias
-        return {OUTPUT_NAME: self.model(x).permute(0, 2, 3, 1)}
+        def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+            x = pixels.permute(0, 3, 1, 2) * self.scale + self.bias
+            return {OUTPUT_NAME: self.model(x).permute(0, 2, 3, 1)}
+
+    return FoldedPixels(model, spec)
 
 
 # ---- the flatbuffer, through the schema's object API --------------------------------------------
@@ -198,12 +332,20 @@ def _interpreter(data: bytes):
     return interpreter
 
 
-@register_format
-class TFLiteFormat(ExportFormat):
+class TFLiteFormat(FileFormat):
     name = "tflite"
     suffix = ".tflite"
     precisions = ("fp32", "fp16", "int8")
     default_precision = "int8"
+    calibrated_precisions = ("int8",)          # static w8/a8 reads the calibration images
+    runtime_modules = ("ai_edge_litert.interpreter",)
+    order = 20
+
+    def read_metadata(self, path: Path) -> str | None:
+        return metadata_entry(Path(path).read_bytes(), path)
+
+    def runner(self, path: Path, threads: int | None = None, device: str = "cpu") -> TFLiteRunner:
+        return TFLiteRunner(path, threads, device)
 
     def tools(self) -> dict[str, str]:
         return package_versions("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert")
@@ -215,7 +357,9 @@ class TFLiteFormat(ExportFormat):
         """The float32 camera-native flatbuffer (converted once per job)."""
         if "tflite_float" not in job._cache:
             h, w = job.spec.input_size
-            wrapper = FoldedPixels(job.model, job.spec).eval()
+            import torch
+
+            wrapper = folded_pixels(job.model, job.spec).eval()
             sample = {INPUT_NAME: torch.rand(1, h, w, 3) * 255}
             with tempfile.TemporaryDirectory(prefix="dbd-tflite-") as tmp, quiet(not job.verbose):
                 import litert_torch
@@ -254,7 +398,7 @@ class TFLiteFormat(ExportFormat):
              "tensor": inputs[0]["tensor"], "signature": SIGNATURE},
             {**output_entry(job, OUTPUT_NAME, "NHWC", outputs[0]["dtype"], quantization=outputs[0]["quantization"]),
              "tensor": outputs[0]["tensor"], "signature": SIGNATURE},
-            self.tools(), calibrated=precision == "int8")
+            self.tools(), calibrated=self.needs_calibration(precision))
         Path(dest).write_bytes(embed_metadata(data, dumps(meta)))
         return meta
 
@@ -277,6 +421,8 @@ class TFLiteFormat(ExportFormat):
             from ai_edge_quantizer import qtyping, recipe
             from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
+        from .mixed_precision import litert_scopes
+
         float_regexes = []
         scopes = op_scopes(data)
         for module, scope in litert_scopes(job.model, job.example_input(), job.int8_float).items():
@@ -285,7 +431,7 @@ class TFLiteFormat(ExportFormat):
                 raise DBDError(f"--int8-float: no TFLite op carries the scope of '{module}' ({scope}); "
                                f"litert-torch named the layers differently, pass --int8-float none")
             float_regexes.append(regex)
-        pixels = job.calibration.unit * np.float32(job.spec.pixel_scale)
+        pixels = job.spec.to_pixels(job.calibration.unit)
         samples = [{INPUT_NAME: pixels[i:i + 1]} for i in range(len(pixels))]
         inputs, _ = _details(_interpreter(data))
         input_tensor = inputs[0]["tensor"]
@@ -304,6 +450,8 @@ class TFLiteFormat(ExportFormat):
             return bytes(qt.quantize(ranges, enable_progress_report=False).quantized_model)
 
     def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
+        from . import parity
+
         meta = read_metadata(path)
         data = Path(path).read_bytes()
         check_ops(path, data)
@@ -324,3 +472,6 @@ class TFLiteFormat(ExportFormat):
         return {"ops": dict(counts.most_common()), "custom_ops": custom,
                 "layout_transposes": sum(is_layout_transpose(p) for p in transposes),
                 "tensor_dtypes": dict(dtypes.most_common()), "inputs": inputs, "outputs": outputs}
+
+
+FORMAT = TFLiteFormat()     # the object the dbd.formats entry point names

@@ -4,8 +4,8 @@ It sees the (normalised) image and a blur map together, so it judges whether the
 plausible *for this image* — region boundaries that follow image edges, consistent blur within
 objects — not just whether it looks like some mask. Spectral norm keeps its gradients tame.
 
-Width 16 (0.18 M parameters): with width 32 the two discriminators took ~3/4 of a distillation
-step on CPU, for loss terms weighted 0.01; at 16 they cost less than the student's own backward.
+Width 16 (0.18 M parameters) keeps the two discriminators cheaper than the student's own backward,
+for loss terms weighted 0.01 (why not 32: docs/training.md, "Distillation from cached teacher maps").
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
     model, card = load_released("dbd_student")
 
 They are fp16 safetensors with their model cards (data, split, command, metrics, date); the
-commands that reproduce them are in the README.
+commands that reproduce them are in docs/training.md.
 """
 from __future__ import annotations
 

@@ -14,11 +14,13 @@ from PIL import Image
 
 from dbd.core import DBDError
 
+from .spec import resize_bilinear
+
 # The contract's own resize first (runtime.spec: bilinear, half-pixel centres, no antialiasing);
 # then what a camera ISP, Android's Bitmap scaling or a browser's canvas typically do instead.
 DOWNSCALERS = ("cv2_linear", "cv2_area", "pil_bilinear", "pil_bicubic")
 _PIL = {"pil_bilinear": Image.Resampling.BILINEAR, "pil_bicubic": Image.Resampling.BICUBIC}
-_CV2 = {"cv2_linear": cv2.INTER_LINEAR, "cv2_area": cv2.INTER_AREA}
+_CV2 = {"cv2_area": cv2.INTER_AREA}
 
 
 def downscale(image: np.ndarray, size: tuple[int, int], kernel: str) -> np.ndarray:
@@ -27,6 +29,8 @@ def downscale(image: np.ndarray, size: tuple[int, int], kernel: str) -> np.ndarr
     PIL's bilinear and bicubic widen their kernel when reducing (antialiasing); cv2's do not.
     """
     h, w = size
+    if kernel == "cv2_linear":     # the contract's own kernel (PreprocessSpec), here on uint8 pixels
+        return resize_bilinear(image, size)
     if kernel in _CV2:
         return cv2.resize(image, (w, h), interpolation=_CV2[kernel])
     if kernel in _PIL:

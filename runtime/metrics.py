@@ -33,13 +33,15 @@ import numpy as np
 
 from dbd.core import DBDError
 
+from .spec import resize_bilinear
+
 __all__ = ["BlurMapMetrics", "LiteratureMetrics", "adaptive_threshold", "fbeta", "resize_to"]
 
 _POSITIVES = ("blur", "sharp")
 
 
 def resize_to(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize ``pred`` to ``shape`` = (H, W) bilinearly (cv2.INTER_LINEAR on float32).
+    """Resize ``pred`` to ``shape`` = (H, W) with the contract's kernel (spec.resize_bilinear on float32).
 
     Returns ``pred`` itself when it already has that shape. Bilinear weights are convex, so the
     result stays in [0, 1] up to float32 rounding, which is clipped away.
@@ -49,7 +51,7 @@ def resize_to(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return pred
     if pred.ndim != 2:
         raise DBDError(f"resize_to: prediction must be a 2-D (H, W) map, got shape {pred.shape}")
-    out = cv2.resize(pred.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    out = resize_bilinear(pred.astype(np.float32), (h, w))
     return np.clip(out, 0.0, 1.0)
 
 
@@ -246,8 +248,8 @@ class DecisionMetrics:
     * ``error_at_05`` - fraction of pixels decided wrong, per image, averaged over images;
     * ``error_boundary`` / ``error_interior`` - the same error split by where the pixel lies: within
       ``band`` px of a boundary of the mask, or further inside a region (the two add up to
-      ``error_at_05``). About 40 % of the shipped models' errors are boundary precision; most of
-      the rest are whole low-texture in-focus regions called blurred (docs: error anatomy);
+      ``error_at_05``). Boundary precision and whole low-texture in-focus regions called blurred
+      are the two kinds of error to tell apart (docs/metrics.md, "Error anatomy");
     * ``worst10_share`` - share of all wrong pixels held by the 10 % of images with the most;
     * ``unsure`` - fraction of pixels the map leaves in (0.1, 0.9): what MAE adds on top of decisions.
     """

@@ -18,6 +18,7 @@ import numpy as np
 
 from dbd.core import DBDError
 
+from .formats import describe_suffixes
 from .runners import Runner, open_runner
 
 
@@ -49,8 +50,8 @@ class Predictor:
     def __init__(self, weights: str | Path | None = None, threads: int | None = None, device: str = "cpu",
                  batch: int = 8, tile: int = 0):
         if weights is not None and (not isinstance(weights, (str, Path)) or not str(weights).strip()):
-            raise DBDError(f"weights={weights!r} is not a model file; pass a .safetensors/.onnx/.tflite/.mlpackage "
-                           f"path, or None for the shipped student")
+            raise DBDError(f"weights={weights!r} is not a model file; pass the path of a .safetensors checkpoint or "
+                           f"a {describe_suffixes()} export, or None for the shipped student")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise DBDError(f"threads must be a positive whole number (or None: all cores), got {threads!r}")
         if device not in DEVICES:
@@ -68,7 +69,7 @@ class Predictor:
 
     def _model_input(self, image: np.ndarray) -> np.ndarray:
         _check_image(image)
-        return self.spec.resize_image(image.astype(np.float32) / np.float32(self.spec.pixel_scale))
+        return self.spec.model_input(image)
 
     def predict_many(self, images: Iterable[np.ndarray]) -> list[np.ndarray]:
         """Whole-image maps for many photos, batched where the format allows."""

@@ -1,5 +1,5 @@
-"""One runner per model format behind one interface: PyTorch checkpoints, ONNX (onnxruntime),
-TFLite (LiteRT with XNNPACK) and CoreML (macOS only).
+"""Runners behind one interface: PyTorch checkpoints here, and the base class of the runners that
+format plug-ins (dbd.runtime.formats) provide for their exported files.
 
 A runner takes images already resized to the model's input size, as (N, H, W, 3) float RGB in
 [0, 1], and returns (N, H, W) float32 P(blur). Everything format-specific — normalisation,
@@ -8,18 +8,16 @@ checkpoint's model card, so a caller cannot feed a file wrongly.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import platform
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dbd.core import DBDError, reraise_interrupt
+from dbd.core import DBDError
 
-from .metadata import decode_output, encode_input, file_format, read_metadata
+from .formats import CHECKPOINT_SUFFIX, format_of
+from .metadata import decode_output, encode_input, read_metadata
 from .spec import PreprocessSpec
 
 
@@ -38,13 +36,16 @@ class Runner(ABC):
     def run(self, unit_rgb: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) float RGB in [0, 1] at the model size -> (N, H, W) float32 P(blur)."""
 
+    def model_inputs(self, photos: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 photos of any size -> (N, H, W, 3) float RGB in [0, 1] at the model size: what
+        `run` takes (PreprocessSpec.model_input of each)."""
+        return np.stack([self.spec.model_input(p) for p in photos])
+
     def predict_photos(self, photos: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """RGB uint8 photos of any size -> (maps at the model's input size (N, H, W), the same maps
         at each photo's own size): the contract's resize, the model, the resize back."""
-        spec = self.spec
-        unit = np.stack([spec.resize_image(p.astype(np.float32) / np.float32(spec.pixel_scale)) for p in photos])
-        maps = self.run(unit)
-        return maps, [spec.postprocess(m, p.shape[:2]) for m, p in zip(maps, photos)]
+        maps = self.run(self.model_inputs(photos))
+        return maps, [self.spec.postprocess(m, p.shape[:2]) for m, p in zip(maps, photos)]
 
 
 class TorchRunner(Runner):
@@ -81,15 +82,26 @@ class TorchRunner(Runner):
         runner.model, runner.device, runner.torch = model, torch.device(device), torch
         return runner
 
+    def encode(self, unit_rgb: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) RGB in [0, 1] -> the network's input, normalised (N, 3, H, W) float32."""
+        return self.spec.to_layout(self.spec.normalize(unit_rgb), "NCHW")
+
     def run(self, unit_rgb: np.ndarray) -> np.ndarray:
         torch = self.torch
-        x = (np.asarray(unit_rgb, np.float32) - np.asarray(self.spec.mean, np.float32)) / np.asarray(self.spec.std, np.float32)
         with torch.inference_mode():
-            prob = self.model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(self.device))
+            prob = self.model(torch.from_numpy(self.encode(unit_rgb)).to(self.device))
         return prob[:, 0].float().cpu().numpy()
 
 
-class _ExportedRunner(Runner):
+class ExportedRunner(Runner):
+    """The base of every exported file's runner: the spec, precision and I/O contract come from the
+    file's "dbd" metadata, and `run` applies that contract around `run_one`.
+
+    A subclass sets `format` (its format's name), loads the file in `__init__` after calling
+    `super().__init__(path)` (so a file without valid metadata is refused before any engine loads
+    it), and implements `run_one`.
+    """
+
     def __init__(self, path: Path):
         meta = read_metadata(path)
         self.precision = meta["file"]["precision"]
@@ -102,110 +114,26 @@ class _ExportedRunner(Runner):
             raise DBDError(f"'{self.path}' declares input shape {declared} in its metadata but its graph takes "
                            f"{list(actual)}; re-export it with dbd-export")
 
-
-class OnnxRunner(_ExportedRunner):
-    format = "onnx"
-
-    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
-        super().__init__(path)
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as err:  # onnxruntime raises its own exception types for corrupt files
-            reraise_interrupt(err)   # ...and may wrap a Ctrl-C received while it loads
-            raise DBDError(f"onnxruntime cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it") from None
-        self.input_name = self.info["input"]["name"]
-        self.check_input_shape(self.session.get_inputs()[0].shape)
+    @abstractmethod
+    def run_one(self, x: np.ndarray) -> np.ndarray:
+        """One encoded input (batch 1, the file's layout and dtype) -> the file's raw output."""
 
     def run(self, unit_rgb: np.ndarray) -> np.ndarray:
         # Exports have a static batch of 1 (what phones run): one image per call.
         x = encode_input(self.info, unit_rgb)
-        raw = np.concatenate([self.session.run(None, {self.input_name: one[None]})[0] for one in x])
-        return decode_output(self.info, raw)
-
-
-class TFLiteRunner(_ExportedRunner):
-    """LiteRT interpreter (XNNPACK delegate by default); one image per invoke (fixed batch 1)."""
-
-    format = "tflite"
-
-    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
-        super().__init__(path)
-        if device != "cpu":
-            raise DBDError(f"'{path}': TFLite runs on the CPU here (GPU delegates are for phones); use --device cpu")
-        with _quiet_stderr():
-            from ai_edge_litert.interpreter import Interpreter
-
-            try:
-                self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
-                self.interpreter.allocate_tensors()
-            except (ValueError, RuntimeError) as err:
-                raise DBDError(f"LiteRT cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it") from None
-        details = self.interpreter.get_input_details()[0]
-        self.check_input_shape([int(v) for v in details["shape"]])
-        self.input_index = details["index"]
-        self.output_index = self.interpreter.get_output_details()[0]["index"]
-
-    def run(self, unit_rgb: np.ndarray) -> np.ndarray:
-        x = encode_input(self.info, unit_rgb)
-        outputs = []
-        for one in x:
-            self.interpreter.set_tensor(self.input_index, one[None])
-            self.interpreter.invoke()
-            outputs.append(self.interpreter.get_tensor(self.output_index).copy())
-        return decode_output(self.info, np.concatenate(outputs))
-
-
-class CoreMLRunner(_ExportedRunner):
-    format = "coreml"
-
-    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
-        super().__init__(path)
-        if platform.system() != "Darwin":
-            raise DBDError(f"'{path}': CoreML models run only on macOS/iOS (coremltools cannot predict on "
-                           f"{platform.system()}); use the .onnx or .tflite export here")
-        import coremltools as ct
-
-        self.model = ct.models.MLModel(str(path))
-        self.input_name, self.output_name = self.info["input"]["name"], self.info["output"]["name"]
-
-    def run(self, unit_rgb: np.ndarray) -> np.ndarray:  # pragma: no cover - macOS only
-        x = encode_input(self.info, unit_rgb)
-        raw = np.concatenate([self.model.predict({self.input_name: one[None]})[self.output_name] for one in x])
-        return decode_output(self.info, raw)
-
-
-RUNNERS = {"onnx": OnnxRunner, "tflite": TFLiteRunner, "coreml": CoreMLRunner}
+        return decode_output(self.info, np.concatenate([self.run_one(one[None]) for one in x]))
 
 
 def open_runner(path: str | Path, threads: int | None = None, device: str = "cpu") -> Runner:
-    """The runner for a .safetensors checkpoint or an exported .onnx / .tflite / .mlpackage file."""
+    """The runner for a .safetensors checkpoint or an exported file of any registered format."""
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if path.suffix == CHECKPOINT_SUFFIX:
         return TorchRunner(path, threads, device)
     if path.suffix.lower() in (".pt", ".pth", ".ckpt", ".bin"):
         raise DBDError(f"'{path}' is a pickle checkpoint, which dbd does not load (it can run code); "
                        "pass a .safetensors checkpoint written by dbd-train or an exported model")
-    return RUNNERS[file_format(path)](path, threads, device)
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """LiteRT prints an INFO line about XNNPACK on stderr from C++; keep the CLI output clean."""
-    try:
-        fd = os.dup(2)
-    except OSError:
-        yield
-        return
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(fd, 2)
-            os.close(fd)
+    fmt = format_of(path)
+    availability = fmt.available()
+    if not availability:
+        raise DBDError(f"'{path}' cannot run on this machine: {availability.reason}")
+    return fmt.runner(path, threads, device)

@@ -4,25 +4,63 @@ Android app all read it from here (or from the copy embedded in a checkpoint/exp
 they cannot drift apart.
 
 The contract, for an RGB uint8 photo of any size:
-  1. x = pixels / 255 (float32, RGB channel order)
+  1. x = pixels / 255 (float32, RGB channel order)                       `to_unit`
   2. resize x to `input_size` with bilinear interpolation, half-pixel centres (cv2.INTER_LINEAR
-     on float data), stretching the aspect ratio
-  3. x = (x - mean) / std per channel, laid out as `layout`
+     on float data), stretching the aspect ratio                          `resize_image`
+     (1 + 2 = `model_input`: what every runner's `run` takes)
+  3. x = (x - mean) / std per channel                                     `normalize`
+     laid out as `layout`                                                 `to_layout`
+     (1 + 2 + 3 = `preprocess`: the model's input tensor in one call)
   4. the model returns P(blur) per pixel (1 = out of focus) at `input_size`; the map is resized
-     back to the photo's size with the same bilinear interpolation.
+     back to the photo's size with the same bilinear interpolation        `postprocess`
+
+This module is the only place that arithmetic is written: the runners, the Predictor, evaluation,
+TTA, export calibration and parity, the exported files' `encode_input` and training's data all
+call it. `resize_bilinear`, `normalize`, `to_layout` and `to_pixels` also exist as functions of
+plain values, for the exported files' metadata (whose "input" entry carries its own mean/std).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-import cv2
 import numpy as np
 
 from dbd.core import DBDError
 
 SPEC_FORMAT = "dbd-preprocess/1"
 OUTPUT_MEANING = "blur_probability"   # 1 = out of focus (white = blur), like Distill-DBDGAN
+
+
+def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The contract's one resize kernel: HxW or HxWxC -> `size` = (height, width), bilinear with
+    half-pixel centres, no antialiasing, aspect ratio stretched (cv2.INTER_LINEAR). Returns
+    `array` itself when it already has that size (cv2 would return an equal copy)."""
+    h, w = int(size[0]), int(size[1])
+    if array.shape[:2] == (h, w):
+        return array
+    import cv2   # lazily: dbd.runtime.metadata imports this module and stays light
+
+    return cv2.resize(array, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def normalize(unit: np.ndarray, mean, std) -> np.ndarray:
+    """(..., H, W, 3) RGB in [0, 1] -> float32 (unit - mean) / std per channel."""
+    return (np.asarray(unit, np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """(H, W, 3) or (N, H, W, 3) -> the same values as `layout` (NCHW: channels before H, W), contiguous."""
+    if layout not in ("NCHW", "NHWC"):
+        raise DBDError(f"tensor layout '{layout}' is not supported (expected NCHW or NHWC); "
+                       f"re-export the model with dbd-export")
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3) if layout == "NCHW" else x)
+
+
+def to_pixels(unit: np.ndarray, pixel_scale: float) -> np.ndarray:
+    """RGB in [0, 1] -> float32 pixels 0..pixel_scale: the input of the graphs that fold the
+    normalisation in (`normalization: folded` in an export's metadata)."""
+    return np.asarray(unit, np.float32) * np.float32(pixel_scale)
 
 
 @dataclass(frozen=True)
@@ -73,26 +111,47 @@ class PreprocessSpec:
             raise DBDError(f"preprocessing spec has a malformed value ({' '.join(str(err).split())}); "
                            f"re-save the model") from None
 
+    def to_unit(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels (any shape) -> float32 pixels / pixel_scale, RGB in [0, 1]."""
+        return pixels.astype(np.float32) / np.float32(self.pixel_scale)
+
+    def resize_image(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """HxW(xC) -> `input_size` (or `size`) with the spec's kernel (`resize_bilinear`)."""
+        return resize_bilinear(image, self.input_size if size is None else size)
+
+    def model_input(self, photo: np.ndarray) -> np.ndarray:
+        """RGB uint8 photo of any size -> float32 (H, W, 3) RGB in [0, 1] at `input_size`: pixels /
+        pixel_scale first, then the resize on float data (what a runner's `run` takes, stacked)."""
+        return self.resize_image(self.to_unit(photo))
+
+    def normalize(self, unit: np.ndarray) -> np.ndarray:
+        """(..., H, W, 3) RGB in [0, 1] -> float32 (unit - mean) / std, still channels-last."""
+        return normalize(unit, self.mean, self.std)
+
+    def to_layout(self, x: np.ndarray, layout: str | None = None) -> np.ndarray:
+        """Channels-last (H, W, 3) or (N, H, W, 3) -> `layout` (default: the spec's; a PyTorch
+        network always takes "NCHW", whatever layout an export of it was made for)."""
+        return to_layout(x, self.layout if layout is None else layout)
+
+    def to_pixels(self, unit: np.ndarray) -> np.ndarray:
+        """RGB in [0, 1] -> float32 pixels 0..pixel_scale (the folded graphs' input)."""
+        return to_pixels(unit, self.pixel_scale)
+
+    def folded_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, bias), float64 per channel, with pixels * scale + bias = (pixels / pixel_scale -
+        mean) / std: the one multiply-add a graph that takes plain pixels applies itself."""
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        return 1.0 / (float(self.pixel_scale) * std), -mean / std
+
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 HxWx3 -> float32 input tensor (1, 3, H, W) or (1, H, W, 3) per `layout`."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise DBDError(f"expected an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
-        x = self.resize_image(image.astype(np.float32) / self.pixel_scale)
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return (x.transpose(2, 0, 1) if self.layout == "NCHW" else x)[None].astype(np.float32)
-
-    def resize_image(self, image: np.ndarray) -> np.ndarray:
-        h, w = self.input_size
-        if image.shape[:2] == (h, w):
-            return image
-        return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        return self.to_layout(self.normalize(self.model_input(image))[None])
 
     def postprocess(self, prob: np.ndarray, original_hw: tuple[int, int]) -> np.ndarray:
         """Model output (any of HxW, 1xHxW, 1x1xHxW, HxWx1) -> float32 P(blur) at the photo's size."""
         prob = np.asarray(prob, np.float32).squeeze()
         if prob.ndim != 2:
             raise DBDError(f"expected a single-channel blur map, got shape {np.shape(prob)}")
-        h, w = original_hw
-        if prob.shape != (h, w):
-            prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
-        return np.clip(prob, 0.0, 1.0)
+        return np.clip(resize_bilinear(prob, original_hw), 0.0, 1.0)

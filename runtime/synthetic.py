@@ -7,7 +7,7 @@ disc (pillbox) point-spread function, with several radii for several depth layer
 feathered edge. The label stays the binary region (1 = blur), as in the benchmarks' masks.
 
 Samples are a pure function of (seed, index), so a failing test or a calibration run can be
-reproduced exactly. Only numpy and OpenCV; a 320x320 sample takes about 15 ms on one CPU core.
+reproduced exactly. Only numpy and OpenCV, cheap enough to generate on the fly (docs/metrics.md).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The teacher never ships to a phone, so it may spend any compute on a better map: each member
 checkpoint of an ensemble runs at several input sizes, each resized *from the original photo*
-(upsampling the 320² input instead made the shipped teacher worse: MAE 0.067 against 0.0617),
+(upsampling the 320² input instead made the teacher worse: docs/training.md, "The teacher"),
 and optionally mirrored; the probabilities are averaged at the photo's resolution.
 
 The same `TTARunner` builds the distillation cache (dbd.training.teacher_cache), scores the
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
 
 from dbd.core import DBDError
@@ -89,8 +88,7 @@ class TTARunner(Runner):
                     for k, m in enumerate(view.predict_photos(mirrored)[1]):
                         sums[k] += m[:, ::-1]
         photo_maps = [(s / count).astype(np.float32) for s in sums]
-        h, w = self.spec.input_size
-        model_maps = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in photo_maps])
+        model_maps = np.stack([self.spec.resize_image(m) for m in photo_maps])
         return model_maps, photo_maps
 
 

@@ -9,7 +9,7 @@ What runs here (no Android SDK, emulator or Maven access on these machines):
   * Python writes golden vectors from real photos (hifst F1, a CUHK image, crops of it) and a real
     int8 export: ARGB pixels -> the resized floats and the input tensor bytes the runtime feeds
     (PreprocessSpec.resize_image + encode_input with the file's metadata), the output tensor ->
-    P(blur), the map at the photo's size, the tint and heat overlays (runtime.cli.overlay);
+    P(blur), the map at the photo's size, the tint and heat overlays (runtime.overlay.overlay);
   * the Kotlin GoldenParityTest reproduces them (tolerances, and why, in its docstring) and writes
     its own tensors and maps back; Python feeds the Kotlin tensors to the LiteRT interpreter;
   * the exported file's contract (one subgraph, builtin ops only, I/O shapes, dtypes, quantisation)
@@ -186,7 +186,7 @@ def golden(int8_model, tmp_path_factory, data_root) -> Path:
     """Golden vectors from the Python runtime, as the Kotlin GoldenParityTest reads them."""
     import cv2
 
-    from dbd.runtime.cli import overlay
+    from dbd.runtime.overlay import overlay
     from dbd.runtime.imageio import read_image
     from dbd.runtime.metadata import decode_output, encode_input, read_metadata
     from dbd.runtime.spec import PreprocessSpec

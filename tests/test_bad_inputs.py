@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from dbd.benchmarks import gate
+from dbd.benchmarks.bench import model_files
 from dbd.benchmarks.cli import main as bench_main
-from dbd.benchmarks.cli import sources as bench_sources
 from dbd.export.cli import main as export_main
 from dbd.models import create_model
 from dbd.models.checkpoint import load_checkpoint, save_checkpoint
@@ -381,9 +381,9 @@ def _bench_args(ckpts, tmp_path, *extra):
 @pytest.mark.parametrize("case", ["report_is_a_file", "report_file_is_a_folder", "read_only_report",
                                   "baseline_is_a_folder"])
 def test_bench_write_errors_are_one_line_before_the_benchmark(case, ckpts, tmp_path, capsys, monkeypatch):
-    import dbd.benchmarks.cli as bench_cli
+    import dbd.benchmarks.bench as bench_module
 
-    monkeypatch.setattr(bench_cli, "bench_row", lambda *a, **k: pytest.fail("benchmarked before checking the outputs"))
+    monkeypatch.setattr(bench_module, "bench_row", lambda *a, **k: pytest.fail("benchmarked before checking the outputs"))
     report = tmp_path / "report"
     report.mkdir()
     (report / "old.md").write_text("earlier report")
@@ -434,9 +434,9 @@ GOOD_ROW = {"mae": 0.2, "fbeta_fixed": 0.5}
     ("not json", "not valid JSON"),
 ])
 def test_bad_baseline_is_one_line_and_fails_before_the_benchmark(doc, fragment, ckpts, tmp_path, capsys, monkeypatch):
-    import dbd.benchmarks.cli as bench_cli
+    import dbd.benchmarks.bench as bench_module
 
-    monkeypatch.setattr(bench_cli, "bench_row", lambda *a, **k: pytest.fail("benchmarked with a bad baseline"))
+    monkeypatch.setattr(bench_module, "bench_row", lambda *a, **k: pytest.fail("benchmarked with a bad baseline"))
     baseline = tmp_path / "baseline.json"
     baseline.write_text(doc if isinstance(doc, str) else json.dumps(doc))
     report = tmp_path / "report"
@@ -455,16 +455,13 @@ def test_gate_that_compares_nothing_or_a_non_finite_value_fails():
 
 
 def test_hidden_and_temporary_files_in_exports_are_not_models(ckpts, tmp_path):
-    import argparse
-
     exports = tmp_path / "exports"
     exports.mkdir()
     real = exports / "dbd_student_64_fp32.onnx"
     real.write_bytes(b"placeholder")
     for name in (".dbd_student_64_fp32.1a2b3c4d.tmp.onnx", ".hidden.tflite", "x.tmp.onnx"):
         (exports / name).write_bytes(b"truncated")
-    args = argparse.Namespace(teacher=ckpts["good"], student=ckpts["noprep"], exports=exports, weights=None)
-    assert bench_sources(args) == [ckpts["good"], ckpts["noprep"], real]
+    assert model_files(ckpts["good"], ckpts["noprep"], exports) == [ckpts["good"], ckpts["noprep"], real]
 
 
 # ---- videos -------------------------------------------------------------------------------------
@@ -689,6 +686,7 @@ def test_ctrl_c_wrapped_by_onnxruntime_is_not_swallowed(tmp_path, monkeypatch):
     import onnxruntime
 
     import dbd.runtime.runners as runners
+    from dbd.runtime.formats import get_format
 
     spec = PreprocessSpec.for_model(create_model("dbd_student"), (64, 64)).to_dict()
     monkeypatch.setattr(runners, "read_metadata", lambda path: {"file": {"precision": "fp32"}, "preprocess": spec})
@@ -701,7 +699,7 @@ def test_ctrl_c_wrapped_by_onnxruntime_is_not_swallowed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        runners.OnnxRunner(tmp_path / "m.onnx")
+        get_format("onnx").runner(tmp_path / "m.onnx")
 
 
 def test_torch_runner_on_a_card_without_preprocess_is_a_dbd_error(ckpts):

@@ -68,6 +68,33 @@ def test_gate_passes_on_its_own_baseline_and_fails_on_a_degraded_model(models, t
     assert "REGRESSION dbd_student:torch:fp32" in out and ("fbeta_fixed fell" in out or "mae rose" in out)
 
 
+def test_run_as_a_library_call_scores_the_shipped_checkpoints(tmp_path):
+    from dbd.benchmarks import run
+    from dbd.models.checkpoint import read_card
+    from dbd.models.released import released_checkpoint
+
+    teacher, student = released_checkpoint("dbd_teacher"), released_checkpoint("dbd_student")
+    done = []
+    result = run(data="dut", split="", limit=2, runs=0, threads=[1], exports=tmp_path / "none",
+                 report=tmp_path / "report", update_baseline=tmp_path / "baseline.json", log=done.append)
+    tta = read_card(teacher).get("distillation", {}).get("tta")     # the teacher's distillation recipe, if any
+    expected = ["dbd_teacher:torch:fp32", *([f"dbd_teacher:torch+tta {tta}:fp32"] if tta else []),
+                "dbd_student:torch:fp32"]
+    assert [r["id"] for r in result.rows] == expected
+    assert [r["file"] for r in result.rows] == [str(teacher)] * (len(expected) - 1) + [str(student)]
+    assert done[0] == f"benchmarked {teacher}" and done[-1] == f"benchmarked {student}"
+    assert result.data == "dut:all[:2]" and "(2 images)" in result.title
+    for row in result.rows:
+        assert 0 <= row["metrics"]["mae"] <= 1 and 0 <= row["metrics"]["fbeta_fixed"] <= 1, row["id"]
+        assert row["latency"] == {} and row["peak_mem_mb"] is None and "_maps" not in row   # --runs 0: accuracy only
+    assert result.rows[-1]["vs_teacher"]["psnr"] > 0 and result.rows[-1]["vs_student"] is None
+    assert result.report_files == [tmp_path / "report" / n for n in ("bench.md", "bench.json", "curves.png",
+                                                                      "latency_accuracy.png")]
+    assert [r["id"] for r in json.loads((tmp_path / "report" / "bench.json").read_text())["rows"]] == expected
+    assert result.baseline_written == tmp_path / "baseline.json" and result.passed and result.checked_against is None
+    assert set(json.loads((tmp_path / "baseline.json").read_text())["rows"]) == set(expected)
+
+
 def test_gate_refuses_a_baseline_measured_on_other_data(models, tmp_path, capsys):
     baseline = tmp_path / "b.json"
     baseline.write_text(json.dumps({"format": "dbd-bench-baseline/1", "data": "cuhk:test",

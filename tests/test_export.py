@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from dbd.export import onnx_format, tflite_format
-from dbd.export.base import ExportFormat, Verification, get_format
+from dbd.export.base import Verification, get_format
 from dbd.export.calibration import _is_test_split, load_images, open_calibration_dataset
 from dbd.export.cli import main, make_job
 from dbd.export.pipeline import REPORT_NAME, export_one, replace_path
@@ -410,7 +410,9 @@ def test_flex_custom_and_layout_transpose_ops_are_refused(tflite_export, tmp_pat
     assert counts["TRANSPOSE"] == 1
 
 
-class _Broken(ExportFormat):
+class _Broken(onnx_format.OnnxFormat):
+    """The ONNX format with a converter that crashes half-way through writing the file."""
+
     name, suffix, precisions, default_precision = "broken", ".onnx", ("fp32",), "fp32"
 
     def export(self, job, precision, dest):

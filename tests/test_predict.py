@@ -68,6 +68,31 @@ def test_predict_writes_map_mask_and_overlay_for_a_folder(small_student, data_ro
         assert (tmp_path / photos.name / f"{stem}_overlay.jpg").exists()
 
 
+def test_predict_library_call_writes_a_photo_folder_and_says_what_it_wrote(small_student, data_root, tmp_path):
+    from dbd.runtime import Predictor, predict
+
+    assert Predictor.__name__ == "Predictor"
+    photos = data_root / "photos" / "hifst_moreimages_F"
+    result = predict(photos, tmp_path / "out", weights=small_student, save=["map", "overlay"], overlay_style="heat",
+                     threads=1, progress=False)
+    assert result.weights == small_student and not result.skipped and not result.renamed
+    assert [f.source for f in result.files] == sorted(photos.glob("*.png"))
+    for file in result.files:
+        assert set(file.outputs) == {"map", "overlay"} and file.frames == 1 and file.seconds > 0
+        assert file.outputs["map"] == tmp_path / "out" / photos.name / f"{file.source.stem}_blur.png"
+        photo = read_image(file.source)
+        blur = cv2.imread(str(file.outputs["map"]), cv2.IMREAD_UNCHANGED)
+        drawn = cv2.imread(str(file.outputs["overlay"]))[..., ::-1]
+        assert blur.shape == photo.shape[:2] and drawn.shape == photo.shape
+        assert np.abs(drawn.astype(int) - photo).mean() > 10          # the heat map is blended in
+    assert sorted(result.written) == sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())  # no masks
+    assert result.seconds >= result.load_seconds > 0
+    assert result.summary() == f"wrote map, overlay for 4 file(s) to {tmp_path / 'out'}/ with {small_student}"
+    with pytest.raises(DBDError, match="--save takes one or more of map, mask, overlay, got thumbnail"):
+        predict(photos, tmp_path / "none", weights=small_student, save=["thumbnail"])
+    assert not (tmp_path / "none").exists()
+
+
 def test_unreadable_file_in_a_folder_is_skipped_and_reported(small_student, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -193,7 +193,7 @@ def test_tensor_encoding_and_overlays_match_the_python_runtime(node, tmp_path):
     (tint at several thresholds, heat over all 256 levels) and its JET table = cv2's."""
     import cv2
 
-    from dbd.runtime.cli import overlay
+    from dbd.runtime.overlay import overlay
     from dbd.runtime.metadata import decode_output, encode_input
 
     rng = np.random.default_rng(2)
@@ -359,7 +359,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def parity(model_path: Path, out: Path, row: dict, photo: Path) -> dict:
     """The page's figures for one photo against the Python runtime on the same file and photo.
     Raises AssertionError naming every budget that is missed."""
-    from dbd.runtime.cli import overlay
+    from dbd.runtime.overlay import overlay
     from dbd.runtime.imageio import read_image
     from dbd.runtime.metadata import encode_input
     from dbd.runtime.runners import open_runner

@@ -1,7 +1,7 @@
 """bf16 autocast: always on a CUDA GPU; on a CPU only where it is supported *and* measured faster.
 
-CPUs differ between machines (AVX2 only; AVX-512 with bf16; AMX). On an AMX CPU a bf16 teacher
-step took 1.48 s against 2.01 s in fp32; on a CPU that emulates bf16 it is slower. So `--amp auto`
+CPUs differ between machines (AVX2 only; AVX-512 with bf16; AMX): bf16 is faster on some and
+slower on a CPU that emulates it (timings: docs/training.md, "Machinery"). So `--amp auto`
 times a few training steps of the real model at the real batch shape both ways, on a copy of the
 model (the run's weights and BatchNorm statistics are not touched), and keeps the faster one.
 """

@@ -1,6 +1,6 @@
 """Training configuration: one dataclass, filled from defaults, then a TOML file, then flags.
 
-The defaults reproduce the shipped weights (README: "Training"). Every loss term has a weight;
+The defaults reproduce the shipped weights (docs/training.md). Every loss term has a weight;
 0 switches it off, so an ablation is one flag away.
 """
 from __future__ import annotations

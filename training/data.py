@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -19,7 +18,7 @@ from torch.utils.data import Dataset
 from dbd.core import DBDError
 from dbd.runtime.acquisition import CaptureAugment
 from dbd.runtime.datasets import PairedDataset, open_dataset
-from dbd.runtime.spec import PreprocessSpec
+from dbd.runtime.spec import PreprocessSpec, resize_bilinear
 from dbd.runtime.synthetic import SyntheticDefocus
 
 from .config import TrainConfig
@@ -95,7 +94,11 @@ class _Subset:
 
 class AugmentedPairs(Dataset):
     """Random resized crop + flip + colour jitter -> (normalised CHW tensor, 1xHxW mask), plus
-    the cached teacher map (1xHxW P(blur)) when `teacher_maps` is given.
+    the cached teacher map (1xHxW P(blur)) when `teacher_maps` is given. The pixels become the
+    tensor through the spec (PreprocessSpec.to_unit / normalize / to_layout), as at inference;
+    the crop is resized as uint8 (the capture's downscale), a rounding to whole grey levels that
+    is part of the augmentation. With `augment=False` every sample is the whole photo exactly as
+    inference feeds it (PreprocessSpec.model_input, no draw at all).
 
     The teacher map is warped by exactly the crop, resize and flip of its image and mask, so a
     student step needs no teacher forward. The capture augmentation (`capture`) changes only the
@@ -106,8 +109,9 @@ class AugmentedPairs(Dataset):
 
     def __init__(self, pairs: PairCache, spec: PreprocessSpec, size: int, seed: int,
                  synthetic: SyntheticDefocus | None = None, teacher_maps: list[np.ndarray] | None = None,
-                 capture: CaptureAugment | None = None):
+                 capture: CaptureAugment | None = None, augment: bool = True):
         self.pairs, self.spec, self.size, self.seed = pairs, spec, size, seed
+        self.augment = augment
         self.synthetic = synthetic
         if teacher_maps is not None and synthetic is not None:
             raise DBDError("cached teacher maps cover the real pairs only; use --synthetic 0 with --teacher-cache")
@@ -128,6 +132,10 @@ class AugmentedPairs(Dataset):
         else:  # a fresh synthetic sample every epoch
             image, mask = self.synthetic[(self.epoch * len(self.synthetic) + index) % len(self.synthetic)]
             mask = mask.astype(np.uint8)
+        if not self.augment:
+            teacher = _resize_soft(teacher, self.size) / np.float32(255.0) if teacher is not None else None
+            return self._sample(self.spec.resize_image(self.spec.to_unit(image), (self.size, self.size)),
+                                _resize_soft(mask, self.size), teacher)
         top, left, ch, cw = random_crop_box(rng, mask.shape)
         window = (slice(top, top + ch), slice(left, left + cw))
         image = self.capture(capture_rng, image[window], (self.size, self.size))
@@ -137,9 +145,13 @@ class AugmentedPairs(Dataset):
         if rng.random() < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
             teacher = teacher[:, ::-1] if teacher is not None else None
-        image = colour_jitter(rng, image.astype(np.float32) / np.float32(self.spec.pixel_scale))
-        x = (image - np.asarray(self.spec.mean, np.float32)) / np.asarray(self.spec.std, np.float32)
-        sample = (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), torch.from_numpy(mask[None].copy()))
+        return self._sample(colour_jitter(rng, self.spec.to_unit(image)), mask, teacher)
+
+    def _sample(self, unit: np.ndarray, mask: np.ndarray, teacher: np.ndarray | None) -> tuple[torch.Tensor, ...]:
+        """(RGB in [0, 1], soft mask, teacher P(blur) or None), all at size x size -> the tensors:
+        the spec's normalisation, NCHW as the network takes it."""
+        x = self.spec.to_layout(self.spec.normalize(unit), "NCHW")
+        sample = (torch.from_numpy(x), torch.from_numpy(mask[None].copy()))
         if teacher is not None:
             sample += (torch.from_numpy(np.ascontiguousarray(teacher[None])),)
         return sample
@@ -158,7 +170,7 @@ def random_crop_box(rng: np.random.Generator, shape: tuple[int, int], scale: tup
 
 def _resize_soft(label: np.ndarray, size: int) -> np.ndarray:
     """A mask or teacher map resized bilinearly to size x size as float32 (soft at the edges)."""
-    return cv2.resize(label.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    return resize_bilinear(label.astype(np.float32), (size, size))
 
 
 def colour_jitter(rng: np.random.Generator, image: np.ndarray, strength: float = 0.2) -> np.ndarray:

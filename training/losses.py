@@ -72,7 +72,8 @@ def connectivity_targets(mask: torch.Tensor) -> torch.Tensor:
 def connectivity_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The Relation-aware Network's eight-direction connectivity supervision: BCE of the predicted
     same-class relations against those of the mask. Nearly every relation is 'same' away from a
-    boundary, so what the head must learn is where the boundaries are (40 % of our errors)."""
+    boundary, so what the head must learn is where the boundaries are (a large share of the
+    errors: docs/metrics.md, "Error anatomy")."""
     return F.binary_cross_entropy_with_logits(logits.float(), connectivity_targets(mask))
 
 
@@ -95,8 +96,8 @@ def output_distillation(student_logits: torch.Tensor, teacher_prob: torch.Tensor
 
     With `target`, only where the teacher is right (same side of 0.5 as the mask). Where it is
     wrong, mask and teacher pull the student to opposite ends and it settles near 0.5: unmasked,
-    the distilled student was softer than both (13 % of CUHK-TE-1 pixels in (0.1, 0.9), vs 11.6 %
-    alone and 7.3 % for the teacher), which raised its MAE although it decided better.
+    the distilled student came out softer than both, which raised its MAE although it decided
+    better (docs/training.md, "Distillation from cached teacher maps").
     """
     loss = F.binary_cross_entropy_with_logits(student_logits, teacher_prob, reduction="none")
     if target is None:

@@ -1,4 +1,4 @@
-// The overlays of `dbd-predict` (dbd.runtime.cli.overlay), pixel for pixel, on canvas RGBA data:
+// The overlays of `dbd-predict` (dbd.runtime.overlay.overlay), pixel for pixel, on canvas RGBA data:
 //  - tint: pixels with P(blur) >= threshold mixed with red (255, 40, 40) at alpha 0.45,
 //    round_half_even(pixel * (1 - 0.45) + red * 0.45) in float32, others unchanged;
 //  - heat: round_half_even(P * 255) through OpenCV's COLORMAP_JET, averaged with the photo like

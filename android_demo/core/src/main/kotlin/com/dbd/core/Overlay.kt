@@ -4,7 +4,7 @@ package com.dbd.core
 enum class OverlayStyle { TINT, HEAT }
 
 /**
- * The overlays of `dbd-predict` (`dbd.runtime.cli.overlay`), pixel for pixel:
+ * The overlays of `dbd-predict` (`dbd.runtime.overlay.overlay`), pixel for pixel:
  *
  *  - tint: pixels with P(blur) >= threshold are mixed with red (255, 40, 40) at alpha 0.45,
  *    round_half_even(pixel * (1 - alpha) + red * alpha) in float32;

@@ -25,7 +25,7 @@ class PostprocessOverlayTest {
         assertArrayEquals(floatArrayOf(0.25f, 1f), post.probabilities(raw), 0f)
     }
 
-    // The values below are dbd.runtime.cli.overlay's on the same pixels (numpy 2, OpenCV 5).
+    // The values below are dbd.runtime.overlay.overlay's on the same pixels (numpy 2, OpenCV 5).
     private val image = ArgbImage(4, 1, intArrayOf(
         ArgbImage.opaque(100, 100, 100), ArgbImage.opaque(0, 0, 0), ArgbImage.opaque(255, 255, 255), ArgbImage.opaque(13, 200, 77),
     ))

@@ -1,0 +1,292 @@
+"""`predict`: blur maps, masks and overlays for images, folders and videos, written to a folder
+(what `dbd-predict` runs).
+
+    from dbd.runtime import predict
+    result = predict(["photo.jpg", "holidays/", "clip.mp4"], out="predictions")
+    print(result.summary())
+
+For each image it writes NAME_blur.png (8-bit P(blur), white = out of focus), NAME_mask.png (the
+map thresholded) and NAME_overlay.jpg (tinted blur regions or a heat map over the photo); for a
+video, NAME_blur.mp4, NAME_mask.mp4 and NAME_overlay.mp4, as `save` asks. Folders keep their
+sub-folder layout; inputs that would share output names (a.jpg and a.png, d1/a.jpg and d2/a.jpg)
+are told apart by their extension (a_jpg_*) or parent folders (d1/a_*), so no output of a run
+overwrites another. Hidden and temporary files (.NAME, *.tmp*) are never inputs.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from dbd.core import DBDError, atomic_write, check_writable
+
+from .datasets import IMAGE_EXTENSIONS, find_data_root
+from .imageio import read_image
+from .overlay import OVERLAY_STYLES, blur_map_u8, blur_mask, overlay
+from .predictor import NonFiniteOutput, Predictor
+from .video import VIDEO_EXTENSIONS, VIDEO_SUFFIXES, is_video, predict_video
+
+OUTPUTS = ("map", "mask", "overlay")
+IMAGE_SUFFIXES = {"map": "_blur.png", "mask": "_mask.png", "overlay": "_overlay.jpg"}
+
+
+# ---- inputs and their output names ------------------------------------------------------------
+
+
+def is_temporary(name: str) -> bool:
+    """Hidden files and the temporary files of interrupted runs are never inputs."""
+    return name.startswith(".") or ".tmp" in name
+
+
+@dataclass
+class InputFile:
+    source: Path     # as the caller wrote it, for messages
+    stem: Path       # its outputs' path relative to `out`, without the _blur.png etc.
+    renamed: bool    # the stem was changed to tell it apart from another input's
+
+
+@dataclass
+class _Job:
+    file: Path          # absolute, normalised (tells the same file apart from another)
+    shown: Path         # as the user wrote it, for messages
+    unit: int           # index of the source argument it came from
+    ext: bool = False   # name its outputs NAME_EXT_* (a.jpg and a.png in one folder)
+    number: int = 0     # last resort: NAME_2_*
+
+
+def _stems(jobs: list[_Job], anchors: list[Path]) -> list[Path]:
+    stems = []
+    for job in jobs:
+        stem = job.file.relative_to(anchors[job.unit]).with_suffix("")
+        if job.ext:
+            stem = stem.with_name(f"{stem.name}_{job.file.suffix[1:].lower()}")
+        if job.number:
+            stem = stem.with_name(f"{stem.name}_{job.number}")
+        stems.append(stem)
+    return stems
+
+
+def distinct_stems(jobs: list[_Job], anchors: list[Path]) -> list[Path]:
+    """Output stems (relative to `out`), one per input, no two alike (even ignoring case): inputs that
+    share a name get their extension (a_jpg, a_png), then their parent folders (d1/a, d2/a)."""
+    for _ in range(1000):
+        stems = _stems(jobs, anchors)
+        groups: dict[str, list[int]] = {}
+        for i, stem in enumerate(stems):
+            groups.setdefault(str(stem).casefold(), []).append(i)
+        clashes = [g for g in groups.values() if len(g) > 1]
+        if not clashes:
+            return stems
+        for group in clashes:
+            members = [jobs[i] for i in group]
+            units = {j.unit for j in members}
+            if not all(j.ext for j in members) and len({j.file.suffix.lower() for j in members}) > 1:
+                for j in members:
+                    j.ext = True
+            elif (len(units) > 1 and len({str(j.file.parent).casefold() for j in members}) > 1
+                  and all(anchors[u] != anchors[u].parent for u in units)):
+                for u in units:   # mirror one more level of the input tree, for the whole source
+                    anchors[u] = anchors[u].parent
+            else:
+                for n, j in enumerate(members[1:], 2):
+                    j.number = max(j.number + 1, n)
+    raise DBDError("cannot give every input its own output names; pass fewer inputs with the same name")
+
+
+def find_inputs(sources: list[Path]) -> list[InputFile]:
+    """Every image/video under the sources, each with its own output stem.
+
+    A file keeps its name (photo.jpg -> photo_*), a folder its own name and layout (holidays/x/a.jpg
+    -> holidays/x/a_*); inputs that would share an output name are told apart (see distinct_stems).
+    """
+    jobs: list[_Job] = []
+    anchors: list[Path] = []
+    seen: set[Path] = set()
+    readable = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+    for unit, source in enumerate(sources):
+        absolute = Path(os.path.abspath(source))
+        if source.is_dir():
+            files = sorted(p for p in source.rglob("*") if p.suffix.lower() in readable and p.is_file()
+                           and not any(is_temporary(part) for part in p.relative_to(source).parts))
+            if not files:
+                raise DBDError(f"folder '{source}' holds no images or videos ({', '.join(IMAGE_EXTENSIONS)}, "
+                               f"{', '.join(VIDEO_EXTENSIONS)})")
+            found = [(absolute / f.relative_to(source), f) for f in files]
+        elif source.is_file():
+            if source.suffix.lower() not in readable:
+                raise DBDError(f"'{source}' is not an image or video this tool reads ({', '.join(readable)})")
+            if source.name.startswith(".") and ".tmp" in source.name:
+                raise DBDError(f"'{source}' is a temporary file left by an interrupted run, not an input; remove it")
+            found = [(absolute, source)]
+        else:
+            raise DBDError(f"'{source}' does not exist; pass image files, folders or videos")
+        anchors.append(absolute.parent)
+        for file, shown in found:
+            if file not in seen:
+                seen.add(file)
+                jobs.append(_Job(file, shown, unit))
+    plain = _stems(jobs, anchors)
+    stems = distinct_stems(jobs, anchors)
+    return [InputFile(job.shown, stem, stem != default) for job, stem, default in zip(jobs, stems, plain)]
+
+
+def output_names(stem: Path, video: bool, save: Iterable[str]) -> dict[str, Path]:
+    """{kind: path relative to `out`} of what one input produces."""
+    suffixes = VIDEO_SUFFIXES if video else IMAGE_SUFFIXES
+    return {kind: Path(f"{stem}{suffix}") for kind, suffix in suffixes.items() if kind in save}
+
+
+# The temporary files a killed run leaves: atomic_write's `.NAME.XXXX.tmp` and the videos'
+# `.NAME.tmp.mp4`; a later run removes those of the outputs it writes.
+_TEMP_OF = re.compile(r"^\.(?P<final>.+)\.(?:[A-Za-z0-9_]+\.tmp|tmp\.mp4)$")
+
+
+def remove_stale_temps(outputs: list[Path], started: float) -> None:
+    """Delete the temporary files an earlier, killed run left beside these outputs (older than this run)."""
+    by_folder: dict[Path, set[str]] = {}
+    for path in outputs:
+        by_folder.setdefault(path.parent, set()).add(path.name)
+    for folder, names in by_folder.items():
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            match = _TEMP_OF.match(entry.name)
+            if match and match["final"] in names and entry.is_file() and entry.stat().st_mtime < started:
+                entry.unlink(missing_ok=True)
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+
+def write_image(path: Path, rgb_or_grey: np.ndarray, written: set[Path]) -> None:
+    if path in written:   # never reached: find_inputs gives every input its own names; a guard all the same
+        raise DBDError(f"'{path}' was already written in this run; refusing to overwrite it")
+    data = rgb_or_grey[..., ::-1] if rgb_or_grey.ndim == 3 else rgb_or_grey
+    ok, encoded = cv2.imencode(path.suffix, data, [cv2.IMWRITE_JPEG_QUALITY, 92] if path.suffix == ".jpg" else [])
+    if not ok:
+        raise DBDError(f"could not encode '{path}'")
+    try:
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(encoded.tobytes()))
+    except OSError as err:
+        raise DBDError(f"cannot write '{path}' ({err.strerror or type(err).__name__}); "
+                       f"check --out and the free disk space") from None
+    written.add(path)
+
+
+def predict_image(predictor: Predictor, path: Path, outputs: dict[str, Path], threshold: float, style: str,
+                  written: set[Path]) -> None:
+    """Write the images `outputs` ({'map'|'mask'|'overlay': final path}) of the photo at `path`."""
+    image = read_image(path)
+    prob = predictor.predict(image)
+    if "map" in outputs:
+        write_image(outputs["map"], blur_map_u8(prob), written)
+    if "mask" in outputs:
+        write_image(outputs["mask"], blur_mask(prob, threshold), written)
+    if "overlay" in outputs:
+        write_image(outputs["overlay"], overlay(image, prob, style, threshold), written)
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PredictedFile:
+    source: Path                 # the input, as passed
+    outputs: dict[str, Path]     # {'map'|'mask'|'overlay': written file}
+    seconds: float               # reading, predicting and writing this input
+    frames: int = 1              # a video's frame count; 1 for a photo
+
+
+@dataclass
+class PredictionResult:
+    out: Path
+    save: list[str]
+    weights: Path                                   # the model file that ran
+    files: list[PredictedFile] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)   # (input, one-line reason)
+    renamed: list[InputFile] = field(default_factory=list)          # inputs whose outputs were told apart
+    load_seconds: float = 0.0                       # opening the model
+    seconds: float = 0.0                            # the whole call
+
+    @property
+    def written(self) -> list[Path]:
+        return [path for file in self.files for path in file.outputs.values()]
+
+    def summary(self) -> str:
+        return (f"wrote {', '.join(self.save)} for {len(self.files)} file(s) to {self.out}/ with {self.weights}"
+                + (f"; {len(self.skipped)} skipped" if self.skipped else ""))
+
+
+def predict(sources: str | Path | Iterable[str | Path] | None = None, out: str | Path = "predictions", *,
+            weights: str | Path | None = None, save: Iterable[str] = OUTPUTS, overlay_style: str = "tint",
+            threshold: float = 0.5, threads: int | None = None, device: str = "cpu", tile: int = 0,
+            progress: bool = True) -> PredictionResult:
+    """Blur maps, masks and/or overlays (`save`) of every image and video under `sources` (files or
+    folders; default: the data root's photos/), written under `out`.
+
+    `weights`: a checkpoint or exported file (default: the shipped student); `overlay_style`: 'tint'
+    (blur regions in red) or 'heat' (a heat map); `threshold`: the P(blur) of masks and tints;
+    `tile`: tile size for large photos (0: off); `progress`: progress bars on a terminal.
+
+    Settings and outputs are checked before the model is loaded or any photo read. An input that
+    cannot be read is skipped and recorded in `result.skipped`, unless it is the only input: then
+    its DBDError is raised. A model that returns NaN or inf stops the run (DBDError).
+    """
+    started = time.time()
+    clock = time.perf_counter()
+    save = [save] if isinstance(save, str) else list(save)
+    unknown = [kind for kind in save if kind not in OUTPUTS]
+    if unknown or not save:
+        raise DBDError(f"--save takes one or more of {', '.join(OUTPUTS)}, got {', '.join(save) or 'nothing'}")
+    if overlay_style not in OVERLAY_STYLES:
+        raise DBDError(f"--overlay must be one of {', '.join(OVERLAY_STYLES)}, got {overlay_style!r}")
+    if not 0.0 < threshold < 1.0:
+        raise DBDError(f"--threshold must be between 0 and 1, got {threshold}")
+    if threads is not None and threads < 1:
+        raise DBDError(f"--threads must be at least 1 (or left out: all cores), got {threads}")
+    if tile < 0:
+        raise DBDError(f"--tile must be 0 (off) or a tile size of at least 64 pixels, got {tile}")
+    out = Path(out)
+    if sources is None:
+        sources = [find_data_root() / "photos"]
+    elif isinstance(sources, (str, Path)):
+        sources = [sources]
+    inputs = find_inputs([Path(s) for s in sources])
+    planned = [{kind: out / name for kind, name in output_names(i.stem, is_video(i.source), save).items()}
+               for i in inputs]
+    # Before loading the model or reading any photo: a bad --out is found at once, not after the work.
+    check_writable(out, "--out", [path.relative_to(out) for outputs in planned for path in outputs.values()])
+    predictor = Predictor(weights, threads=threads, device=device, tile=tile)
+    result = PredictionResult(out=out, save=save, weights=predictor.runner.path,
+                              renamed=[i for i in inputs if i.renamed], load_seconds=time.perf_counter() - clock)
+    remove_stale_temps([path for outputs in planned for path in outputs.values()], started)
+    written: set[Path] = set()
+    # Progress bars only on a terminal, and cleared when done or interrupted: errors stay one clean line.
+    bar_off = True if not progress or len(inputs) < 2 else None
+    with tqdm(list(zip(inputs, planned)), desc="dbd-predict", unit="file", disable=bar_off, leave=False) as bar:
+        for item, outputs in bar:
+            path = item.source
+            file_clock = time.perf_counter()
+            try:
+                if is_video(path):
+                    frames = predict_video(predictor, path, outputs, threshold, overlay_style, written, progress)
+                else:
+                    predict_image(predictor, path, outputs, threshold, overlay_style, written)
+                    frames = 1
+            except NonFiniteOutput as err:   # the model is broken: every file would fail the same way
+                raise DBDError(f"{err} (on '{path}')") from None
+            except DBDError as err:
+                if len(inputs) == 1:
+                    raise
+                result.skipped.append((path, str(err)))
+                continue
+            result.files.append(PredictedFile(path, outputs, time.perf_counter() - file_clock, frames))
+    result.seconds = time.perf_counter() - clock
+    return result
