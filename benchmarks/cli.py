@@ -2,7 +2,7 @@
 against the teacher — for the teacher, the fp32 student and every exported file.
 
     dbd-bench --device cpu                         # shipped models + exports/ on CUHK-TE-1
-    dbd-bench --weights exports/dbd_student_320_int8.tflite --threads 1
+    dbd-bench --weights exports/dbd_student_320_int8.SUFFIX --threads 1
     dbd-bench --check benchmarks/baseline.json     # CI's accuracy-regression gate (non-zero on regression)
     dbd-bench --update-baseline benchmarks/baseline.json
 

@@ -2,8 +2,8 @@
 
 Latency: warm-up runs, then at least 50 timed runs of one image at the model's input size,
 median and 90th percentile. Peak memory: measured the same way for every runtime, in a fresh
-process (`peak_memory_mb`): the peak resident set (VmHWM, so native allocations of onnxruntime or
-LiteRT count as much as torch's) while the file loads and runs one image, above the resident set
+process (`peak_memory_mb`): the peak resident set (VmHWM, so native allocations of every runtime
+library count as much as torch's) while the file loads and runs one image, above the resident set
 once the runtime library is imported. In this process, memory freed by an earlier row stays
 resident and is reused, which read as 0 MB for ONNX rows. Compute peak: a large fp32 matrix
 multiply at the same thread count, best of several runs interleaved across thread counts (a

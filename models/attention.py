@@ -35,7 +35,7 @@ class SelectiveReceptiveField(nn.Module):
         branches = [b(x) for b in self.branches]
         pooled = sum(branches).mean((2, 3), keepdim=True)
         b, c = x.shape[:2]
-        # (B, n*C, 1, 1) -> (B, C, n): the softmax runs on the last axis, as TFLite's SOFTMAX does.
+        # (B, n*C, 1, 1) -> (B, C, n): the softmax runs on the last axis, as phone runtimes' softmax ops do.
         weights = torch.softmax(self.select(self.squeeze(pooled)).view(b, len(branches), c).transpose(1, 2), dim=-1)
         merged = sum(branch * weights[..., i].view(b, c, 1, 1) for i, branch in enumerate(branches))
         return x + self.project(merged)

@@ -54,7 +54,7 @@ class SeparableConvBNAct(nn.Sequential):
 
 
 def upsample_like(x: torch.Tensor, ref: torch.Tensor | tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (half-pixel centres) to the spatial size of `ref`: RESIZE_BILINEAR on TFLite."""
+    """Bilinear resize (half-pixel centres) to the spatial size of `ref`: one plain bilinear resize op in every exported format."""
     size = tuple(ref.shape[-2:]) if isinstance(ref, torch.Tensor) else tuple(ref)
     if tuple(x.shape[-2:]) == size:
         return x

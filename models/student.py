@@ -2,7 +2,7 @@
 
 MobileNetV2 encoder -> light multi-scale context -> a top-down decoder of depthwise-separable
 convs over concatenated skips -> one-channel logits -> bilinear upsampling -> sigmoid. Only ops
-that TFLite, CoreML and ONNX run natively in int8: conv, depthwise conv (also dilated), ReLU/ReLU6,
+that every phone runtime runs natively in int8: conv, depthwise conv (also dilated), ReLU/ReLU6,
 add, concat, bilinear resize and sigmoid, with static shapes.
 """
 from __future__ import annotations

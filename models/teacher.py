@@ -25,8 +25,8 @@ class ASPP(nn.Module):
         self.project = nn.Sequential(ConvBNAct(cout * (len(rates) + 2), cout, 1), nn.Dropout(0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Broadcast the 1x1 image context by a bilinear resize, not expand(): litert-torch turns
-        # expand into a BROADCAST_TO that its TFLite graphs cannot run.
+        # Broadcast the 1x1 image context by a bilinear resize, not expand(): a phone converter turns
+        # expand into a broadcast op its runtime cannot run (docs/export.md).
         pooled = upsample_like(self.image_pool(x.mean((2, 3), keepdim=True)), x)
         return self.project(torch.cat([b(x) for b in self.branches] + [pooled], 1))
 

@@ -1,7 +1,7 @@
 """`dbd-predict`: blur maps, masks and overlays for images, folders and videos.
 
     dbd-predict                                   # the shipped student on ../shared/data/photos
-    dbd-predict photo.jpg holidays/ clip.mp4 --weights exports/dbd_student_320_int8.tflite
+    dbd-predict photo.jpg holidays/ clip.mp4 --weights exports/dbd_student_320_int8.SUFFIX
     dbd-predict photos/ --save map overlay --overlay heat --threshold 0.4
 
 For each image it writes NAME_blur.png (8-bit P(blur), white = out of focus), NAME_mask.png (the

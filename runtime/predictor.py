@@ -1,7 +1,7 @@
 """The Predictor: photo in, blur map out, for any model file.
 
     predictor = Predictor()                          # the shipped student
-    predictor = Predictor("exports/dbd_student_320_int8.tflite", threads=1)
+    predictor = Predictor("exports/dbd_student_320_int8.SUFFIX", threads=1)   # any registered format
     blur = predictor.predict(read_image("photo.jpg"))   # HxW float32 P(blur) at the photo's size
 
 Any input size: the photo is resized to the model (the file's own preprocessing spec) and the map
