@@ -7,6 +7,7 @@ file, the reports and the accuracy-regression gate) and its parts (`measure`, `r
 `run` is imported lazily, on first use, so `import dbd.benchmarks.gate` and dbd-bench's `--help`
 do not load torch.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -11,6 +11,7 @@ writes the reports (bench.md, bench.json, curves.png, latency_accuracy.png) and,
 updates or checks the accuracy baseline (`gate`). Settings and output folders are checked before
 anything is measured.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,12 +38,16 @@ from . import gate
 from .measure import PeakMemory, gemm_peaks, map_psnr, measure_latency, peak_memory_mb
 from .report import anatomy_table, robustness_table, table_rows, write_reports
 
-REPORT_FILES = ("bench.md", "bench.json", "curves.png", "latency_accuracy.png")   # what write_reports writes
-MIN_RUNS = 50   # fewer timed runs give unstable percentiles
+REPORT_FILES = ("bench.md", "bench.json", "curves.png", "latency_accuracy.png")  # what write_reports writes
+MIN_RUNS = 50  # fewer timed runs give unstable percentiles
 
 
-def model_files(teacher: str | Path | None = None, student: str | Path | None = None,
-                exports: str | Path | None = "exports", weights: Iterable[str | Path] | None = None) -> list[Path]:
+def model_files(
+    teacher: str | Path | None = None,
+    student: str | Path | None = None,
+    exports: str | Path | None = "exports",
+    weights: Iterable[str | Path] | None = None,
+) -> list[Path]:
     """Teacher, student (default: the shipped ones), every export in `exports`, then `weights`:
     each file once, in that order."""
     from dbd.models.released import released_checkpoint
@@ -51,8 +56,11 @@ def model_files(teacher: str | Path | None = None, student: str | Path | None = 
     if exports is not None and Path(exports).is_dir():
         # Hidden and temporary files (a killed export's `.NAME.XXXX.tmp.SUFFIX`) are never model files.
         known = export_suffixes()
-        found += sorted(p for p in Path(exports).iterdir() if p.suffix.lower() in known
-                        and not p.name.startswith(".") and ".tmp" not in p.name)
+        found += sorted(
+            p
+            for p in Path(exports).iterdir()
+            if p.suffix.lower() in known and not p.name.startswith(".") and ".tmp" not in p.name
+        )
     found += list(weights or [])
     unique = list(dict.fromkeys(Path(p) for p in found))
     missing = [p for p in unique if not p.exists()]
@@ -78,11 +86,21 @@ def file_size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in files) / 1e6
 
 
-def bench_row(path: Path, pairs: list, threads: list[int], peaks: dict[int, float], *, device: str, runs: int,
-              warmup: int, robustness: bool, tta: TTARecipe | None = None) -> dict[str, Any]:
+def bench_row(
+    path: Path,
+    pairs: list,
+    threads: list[int],
+    peaks: dict[int, float],
+    *,
+    device: str,
+    runs: int,
+    warmup: int,
+    robustness: bool,
+    tta: TTARecipe | None = None,
+) -> dict[str, Any]:
     """One row; with `tta`, the teacher as distillation uses it (accuracy only: it never ships).
     Its `_maps` (the blur maps, for the comparisons) is removed by `run` before reporting."""
-    with PeakMemory() as memory:   # in this process: only the fallback (memory freed by earlier rows is reused)
+    with PeakMemory() as memory:  # in this process: only the fallback (memory freed by earlier rows is reused)
         runner = open_runner(path, threads=max(threads), device=device)
         runner.run(np.zeros((1, *runner.size, 3), np.float32))
     # Peak memory alongside latency, the same way for every runtime: in a fresh process.
@@ -96,38 +114,60 @@ def bench_row(path: Path, pairs: list, threads: list[int], peaks: dict[int, floa
     config = info["config"] if runner.format == "torch" else info["model"].get("config", {})
     params, gmacs = model_cost(arch, config, runner.size)
     fmt = runner.format + (f"+tta {tta}" if tta is not None else "")
-    row: dict[str, Any] = {"id": f"{arch}:{fmt}:{runner.precision}", "model": arch, "format": fmt,
-                           "precision": runner.precision, "file": str(path), "size_mb": file_size_mb(path),
-                           "params_m": params, "gmacs": gmacs, "peak_mem_mb": peak_mem,
-                           "memory": {"method": "fresh process" if fresh else "this process" if peak_mem is not None
-                                      else None, "runtime_mb": fresh["runtime_mb"] if fresh else None},
-                           "latency": {}}
+    row: dict[str, Any] = {
+        "id": f"{arch}:{fmt}:{runner.precision}",
+        "model": arch,
+        "format": fmt,
+        "precision": runner.precision,
+        "file": str(path),
+        "size_mb": file_size_mb(path),
+        "params_m": params,
+        "gmacs": gmacs,
+        "peak_mem_mb": peak_mem,
+        "memory": {
+            "method": "fresh process" if fresh else "this process" if peak_mem is not None else None,
+            "runtime_mb": fresh["runtime_mb"] if fresh else None,
+        },
+        "latency": {},
+    }
     decisions = DecisionMetrics()
     metrics, maps = evaluate(runner, pairs, keep_maps=True, decisions=decisions)
     row["metrics"] = {k: v for k, v in metrics.compute().items() if k != "n_images"}
     row["decisions"] = decisions.compute()
     if robustness and tta is None:
-        row["robustness"] = {c: {k: v for k, v in evaluate(plain, captured(pairs, c, plain.size))[0].compute().items()
-                                 if k != "n_images"} for c in CAPTURE_CONDITIONS}
+        row["robustness"] = {
+            c: {
+                k: v for k, v in evaluate(plain, captured(pairs, c, plain.size))[0].compute().items() if k != "n_images"
+            }
+            for c in CAPTURE_CONDITIONS
+        }
     row["curves"] = {k: [round(float(x), 5) for x in v] for k, v in metrics.curves().items()}
     row["_maps"] = maps
     for t in threads if runs and tta is None else []:
         timed = runner if t == max(threads) else open_runner(path, threads=t, device=device)
         lat = measure_latency(timed, t, runs=runs, warmup=warmup)
         rate = gmacs / (lat.median_ms / 1000)
-        row["latency"][str(t)] = {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "fps": lat.fps, "runs": lat.runs,
-                                  "gmacs_per_s": rate, "peak_fraction": rate / peaks[t],
-                                  # above 100 % of the fp32 GEMM peak: not a measurement to trust as is
-                                  "peak_fraction_reliable": rate <= peaks[t]}
+        row["latency"][str(t)] = {
+            "median_ms": lat.median_ms,
+            "p90_ms": lat.p90_ms,
+            "fps": lat.fps,
+            "runs": lat.runs,
+            "gmacs_per_s": rate,
+            "peak_fraction": rate / peaks[t],
+            # above 100 % of the fp32 GEMM peak: not a measurement to trust as is
+            "peak_fraction_reliable": rate <= peaks[t],
+        }
     return row
 
 
 def compare(row: dict, reference: dict | None) -> dict | None:
     if reference is None or row is reference:
         return None
-    return {"d_fbeta": row["metrics"]["fbeta_fixed"] - reference["metrics"]["fbeta_fixed"],
-            "d_mae": row["metrics"]["mae"] - reference["metrics"]["mae"],
-            "psnr": map_psnr(row["_maps"], reference["_maps"])}
+    return {
+        "d_fbeta": row["metrics"]["fbeta_fixed"] - reference["metrics"]["fbeta_fixed"],
+        "d_mae": row["metrics"]["mae"] - reference["metrics"]["mae"],
+        "psnr": map_psnr(row["_maps"], reference["_maps"]),
+    }
 
 
 def teacher_recipe(row: dict, flag: str | None) -> TTARecipe | None:
@@ -136,6 +176,7 @@ def teacher_recipe(row: dict, flag: str | None) -> TTARecipe | None:
         return None
     if flag is None:
         from dbd.models.checkpoint import read_card
+
         flag = read_card(row["file"]).get("distillation", {}).get("tta", "")
     recipe = TTARecipe.parse(flag)
     return None if recipe.plain else recipe
@@ -143,19 +184,19 @@ def teacher_recipe(row: dict, flag: str | None) -> TTARecipe | None:
 
 @dataclass
 class BenchResult:
-    rows: list[dict[str, Any]]     # one per model file (and the teacher with TTA), as bench.json holds them
-    data: str                      # what was scored, e.g. 'cuhk:test[:20]' (the baseline's 'data')
+    rows: list[dict[str, Any]]  # one per model file (and the teacher with TTA), as bench.json holds them
+    data: str  # what was scored, e.g. 'cuhk:test[:20]' (the baseline's 'data')
     title: str
-    notes: list[str]               # the machine, the peak, how to read the columns
-    machine: dict[str, Any]        # CPU and fp32 GEMM peak
-    header: list[str]              # the main table, as text cells
+    notes: list[str]  # the machine, the peak, how to read the columns
+    machine: dict[str, Any]  # CPU and fp32 GEMM peak
+    header: list[str]  # the main table, as text cells
     body: list[list[str]]
-    sections: list[tuple[str, list[str], list[list[str]]]]   # (name, header, body) of the other tables
+    sections: list[tuple[str, list[str], list[list[str]]]]  # (name, header, body) of the other tables
     report_files: list[Path] = field(default_factory=list)
     baseline_written: Path | None = None
-    checked_against: Path | None = None        # the baseline of the gate, when one was checked
-    baseline_rows: int = 0                     # how many rows that baseline holds
-    regressions: list[str] = field(default_factory=list)   # one line each; empty = no regression
+    checked_against: Path | None = None  # the baseline of the gate, when one was checked
+    baseline_rows: int = 0  # how many rows that baseline holds
+    regressions: list[str] = field(default_factory=list)  # one line each; empty = no regression
 
     @property
     def passed(self) -> bool:
@@ -163,13 +204,27 @@ class BenchResult:
         return not self.regressions
 
 
-def run(*, data: str | Path = "cuhk", split: str | None = "test", polarity: str | None = None,
-        teacher: str | Path | None = None, student: str | Path | None = None,
-        exports: str | Path | None = "exports", weights: Iterable[str | Path] | None = None,
-        threads: Iterable[int] | None = None, runs: int = 50, warmup: int = 10, limit: int = 0, device: str = "cpu",
-        teacher_tta: str | None = None, robustness: bool = False, report: str | Path | None = "reports/bench",
-        check: str | Path | None = None, update_baseline: str | Path | None = None,
-        log: Callable[[str], None] | None = None) -> BenchResult:
+def run(
+    *,
+    data: str | Path = "cuhk",
+    split: str | None = "test",
+    polarity: str | None = None,
+    teacher: str | Path | None = None,
+    student: str | Path | None = None,
+    exports: str | Path | None = "exports",
+    weights: Iterable[str | Path] | None = None,
+    threads: Iterable[int] | None = None,
+    runs: int = 50,
+    warmup: int = 10,
+    limit: int = 0,
+    device: str = "cpu",
+    teacher_tta: str | None = None,
+    robustness: bool = False,
+    report: str | Path | None = "reports/bench",
+    check: str | Path | None = None,
+    update_baseline: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> BenchResult:
     """Benchmark the teacher, the student, every file in `exports` and `weights` on `data`/`split`
     (split None or '': every pair; `limit`: only the first N pairs).
 
@@ -184,8 +239,9 @@ def run(*, data: str | Path = "cuhk", split: str | None = "test", polarity: str 
     if not threads or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in threads):
         raise DBDError(f"--threads takes positive integers (e.g. 1,{os.cpu_count()}), got {threads}")
     if runs and runs < MIN_RUNS:
-        raise DBDError(f"--runs {runs} is too few for stable percentiles; "
-                       f"use at least {MIN_RUNS} (or 0 to skip latency)")
+        raise DBDError(
+            f"--runs {runs} is too few for stable percentiles; use at least {MIN_RUNS} (or 0 to skip latency)"
+        )
     if limit < 0:
         raise DBDError(f"--limit must be 0 (every pair) or a number of pairs, got {limit}")
     baseline = gate.load_baseline(Path(check)) if check else None
@@ -208,7 +264,7 @@ def run(*, data: str | Path = "cuhk", split: str | None = "test", polarity: str 
     for path in model_files(teacher, student, exports, weights):
         fmt = find_format(path)
         availability = fmt.available() if fmt is not None else None
-        if availability is not None and not availability:     # e.g. a format whose runtime is macOS-only
+        if availability is not None and not availability:  # e.g. a format whose runtime is macOS-only
             notes.append(f"{path}: not run: {availability.reason}")
             continue
         rows.append(bench_row(path, pairs, threads, peaks, **settings))
@@ -220,36 +276,58 @@ def run(*, data: str | Path = "cuhk", split: str | None = "test", polarity: str 
             if log:
                 log(f"benchmarked {path} with TTA {tta}")
     # The teacher as distillation uses it (with its TTA) is what every row is compared with.
-    teacher_row = next((r for r in rows if r["model"] == "dbd_teacher" and r["format"].startswith("torch+tta")),
-                       next((r for r in rows if r["model"] == "dbd_teacher" and r["format"] == "torch"), None))
+    teacher_row = next(
+        (r for r in rows if r["model"] == "dbd_teacher" and r["format"].startswith("torch+tta")),
+        next((r for r in rows if r["model"] == "dbd_teacher" and r["format"] == "torch"), None),
+    )
     student_row = next((r for r in rows if r["model"] == "dbd_student" and r["format"] == "torch"), None)
     for r in rows:
         r["vs_teacher"], r["vs_student"] = compare(r, teacher_row), compare(r, student_row)
     for r in rows:
         del r["_maps"]
-        if gemm is not None and not gemm.reliable:   # more threads measured slower: the machine was busy
+        if gemm is not None and not gemm.reliable:  # more threads measured slower: the machine was busy
             for lat in r["latency"].values():
                 lat["peak_fraction_reliable"] = False
 
     title = f"dbd-bench on {data_label} ({len(pairs)} images), device {device}"
     cpu = machine["cpu"]
-    notes += [f"CPU: {cpu['model']} ({cpu['arch']}, {cpu['cores']} cores), ISA: {', '.join(cpu['features']) or 'none known'}"
-              f"; torch kernels: {cpu['torch_isa'] or '?'} (int8 gains over float on VNNI/AMX/dot-product CPUs only)"]
+    notes += [
+        f"CPU: {cpu['model']} ({cpu['arch']}, {cpu['cores']} cores), ISA: {', '.join(cpu['features']) or 'none known'}"
+        f"; torch kernels: {cpu['torch_isa'] or '?'} (int8 gains over float on VNNI/AMX/dot-product CPUs only)"
+    ]
     if gemm is not None:
-        notes += ["machine peak (fp32 GEMM, best of 5 interleaved runs): "
-                  + ", ".join(f"{peaks[t]:.1f} GMAC/s at {t} thread(s)" for t in threads)
-                  + ("" if gemm.reliable else "; UNRELIABLE: more threads measured slower than fewer (a busy "
-                     "machine), so every %peak is marked ?")]
-    notes += ["%peak = the row's achieved GMAC/s (model GMACs / median latency) over that peak; '?' marks one "
-              "not to trust: above 100 % (int8 on VNNI/AMX can beat the fp32 peak) or an unreliable peak",
-              "peak MB = resident memory (native allocations included) to load the file and run one image, "
-              "measured in a fresh process above the imported runtime library, alike for every runtime",
-              "Δ vs teacher / student: Fβ@0.5 and MAE differences; PSNR of the blur maps at the model's input size"]
+        notes += [
+            "machine peak (fp32 GEMM, best of 5 interleaved runs): "
+            + ", ".join(f"{peaks[t]:.1f} GMAC/s at {t} thread(s)" for t in threads)
+            + (
+                ""
+                if gemm.reliable
+                else "; UNRELIABLE: more threads measured slower than fewer (a busy "
+                "machine), so every %peak is marked ?"
+            )
+        ]
+    notes += [
+        "%peak = the row's achieved GMAC/s (model GMACs / median latency) over that peak; '?' marks one "
+        "not to trust: above 100 % (int8 on VNNI/AMX can beat the fp32 peak) or an unreliable peak",
+        "peak MB = resident memory (native allocations included) to load the file and run one image, "
+        "measured in a fresh process above the imported runtime library, alike for every runtime",
+        "Δ vs teacher / student: Fβ@0.5 and MAE differences; PSNR of the blur maps at the model's input size",
+    ]
     header, body = table_rows(rows, threads if runs else [])
-    sections = [("Error anatomy (fractions of all pixels; boundary = within 8 px of a mask boundary)", *anatomy_table(rows)),
-                ("Capture robustness (Fβ@0.5 and Δ against the contract's own resize, cv2 linear)", *robustness_table(rows))]
-    result = BenchResult(rows=rows, data=data_label, title=title, notes=notes, machine=machine, header=header,
-                         body=body, sections=sections)
+    sections = [
+        ("Error anatomy (fractions of all pixels; boundary = within 8 px of a mask boundary)", *anatomy_table(rows)),
+        ("Capture robustness (Fβ@0.5 and Δ against the contract's own resize, cv2 linear)", *robustness_table(rows)),
+    ]
+    result = BenchResult(
+        rows=rows,
+        data=data_label,
+        title=title,
+        notes=notes,
+        machine=machine,
+        header=header,
+        body=body,
+        sections=sections,
+    )
     if report is not None:
         result.report_files = write_reports(rows, header, body, Path(report), title, notes, threads, sections, machine)
     if update_baseline:

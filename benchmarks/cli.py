@@ -9,6 +9,7 @@ against the teacher — for the teacher, the fp32 student and every exported fil
 Writes reports/bench/{bench.md, bench.json, curves.png, latency_accuracy.png}. The same from
 Python: `dbd.benchmarks.run(...)`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,18 +31,23 @@ def parse_threads(text: str) -> list[int]:
 
 @cli_entry("dbd-bench")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dbd-bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dbd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--data", default="cuhk", help="catalogue dataset or folder (default: cuhk)")
     parser.add_argument("--split", default="test", help="split (default: test = CUHK-TE-1; empty: all pairs)")
     parser.add_argument("--polarity", help="mask polarity of a plain folder: blur_white or sharp_white")
     parser.add_argument("--teacher", type=Path, help="teacher checkpoint (default: the shipped one)")
-    parser.add_argument("--teacher-tta", help="also score the teacher with this TTA recipe, e.g. 384,448+flip, and "
-                                              "compare every row with it (default: the recipe in the teacher's card "
-                                              "that distillation uses; 'none' to skip)")
-    parser.add_argument("--robustness", action="store_true",
-                        help="also score every row with other downscalers and at JPEG quality 70")
+    parser.add_argument(
+        "--teacher-tta",
+        help="also score the teacher with this TTA recipe, e.g. 384,448+flip, and "
+        "compare every row with it (default: the recipe in the teacher's card "
+        "that distillation uses; 'none' to skip)",
+    )
+    parser.add_argument(
+        "--robustness", action="store_true", help="also score every row with other downscalers and at JPEG quality 70"
+    )
     parser.add_argument("--student", type=Path, help="fp32 student checkpoint (default: the shipped one)")
     parser.add_argument("--exports", type=Path, default=Path("exports"), help="folder of exported files to include")
     parser.add_argument("--weights", type=Path, nargs="+", help="more checkpoints or exported files")
@@ -59,11 +65,26 @@ def main(argv: list[str] | None = None) -> int:
     from .bench import run
     from .report import terminal
 
-    result = run(data=args.data, split=args.split, polarity=args.polarity, teacher=args.teacher,
-                 student=args.student, exports=args.exports, weights=args.weights, threads=args.threads,
-                 runs=args.runs, warmup=args.warmup, limit=args.limit, device=args.device,
-                 teacher_tta=args.teacher_tta, robustness=args.robustness, report=args.report, check=args.check,
-                 update_baseline=args.update_baseline, log=lambda line: print(f"  {line}", flush=True))
+    result = run(
+        data=args.data,
+        split=args.split,
+        polarity=args.polarity,
+        teacher=args.teacher,
+        student=args.student,
+        exports=args.exports,
+        weights=args.weights,
+        threads=args.threads,
+        runs=args.runs,
+        warmup=args.warmup,
+        limit=args.limit,
+        device=args.device,
+        teacher_tta=args.teacher_tta,
+        robustness=args.robustness,
+        report=args.report,
+        check=args.check,
+        update_baseline=args.update_baseline,
+        log=lambda line: print(f"  {line}", flush=True),
+    )
     print(result.title)
     print(terminal(result.header, result.body))
     for note in result.notes:

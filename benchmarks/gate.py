@@ -3,6 +3,7 @@ one-sided (as MMDeploy's regression test does): a row fails when a higher-is-bet
 below baseline − tolerance, or MAE rises above baseline + tolerance. Improvements never fail;
 `dbd-bench --update-baseline FILE` records new values deliberately.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,9 @@ def load_baseline(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise DBDError(f"baseline '{path}' is not UTF-8 text; regenerate it with --update-baseline") from None
     except json.JSONDecodeError as err:
-        raise DBDError(f"baseline '{path}' is not valid JSON ({err.msg} at line {err.lineno}); fix or regenerate it") from None
+        raise DBDError(
+            f"baseline '{path}' is not valid JSON ({err.msg} at line {err.lineno}); fix or regenerate it"
+        ) from None
     fix = "fix it or regenerate it with --update-baseline"
     if not isinstance(baseline, dict):
         raise DBDError(f"baseline '{path}' is a JSON {type(baseline).__name__}, not a {BASELINE_FORMAT} object; {fix}")
@@ -53,7 +56,9 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise DBDError(f"baseline '{path}': 'tolerances' must be an object of metric: number; {fix}")
     for metric, tol in tolerances.items():
         if metric not in METRICS:
-            raise DBDError(f"baseline '{path}': unknown metric 'tolerances.{metric}' (known: {', '.join(METRICS)}); {fix}")
+            raise DBDError(
+                f"baseline '{path}': unknown metric 'tolerances.{metric}' (known: {', '.join(METRICS)}); {fix}"
+            )
         if not _number(tol) or tol < 0:
             raise DBDError(f"baseline '{path}': 'tolerances.{metric}' must be a number >= 0, got {tol!r}; {fix}")
     for row_id, expected in baseline["rows"].items():
@@ -61,8 +66,10 @@ def load_baseline(path: Path) -> dict[str, Any]:
             raise DBDError(f"baseline '{path}': row '{row_id}' must be a non-empty object of metric: value; {fix}")
         for metric, value in expected.items():
             if metric not in METRICS:
-                raise DBDError(f"baseline '{path}': row '{row_id}' has unknown metric '{metric}' "
-                               f"(known: {', '.join(METRICS)}); {fix}")
+                raise DBDError(
+                    f"baseline '{path}': row '{row_id}' has unknown metric '{metric}' "
+                    f"(known: {', '.join(METRICS)}); {fix}"
+                )
             if not _number(value):
                 raise DBDError(f"baseline '{path}': '{row_id}.{metric}' must be a finite number, got {value!r}; {fix}")
     return baseline
@@ -98,13 +105,21 @@ def check(baseline: dict[str, Any], rows: list[dict[str, Any]], data: str) -> li
 
 def write_baseline(path: Path, rows: list[dict[str, Any]], data: str, previous: dict[str, Any] | None = None) -> None:
     tolerances = (previous or {}).get("tolerances", DEFAULT_TOLERANCES)
-    doc = {"format": BASELINE_FORMAT, "data": data, "tolerances": tolerances,
-           "rows": {r["id"]: {m: round(r["metrics"][m], 5) for m in (*LOWER_IS_BETTER, *HIGHER_IS_BETTER)}
-                    for r in rows if r.get("metrics") is not None}}
+    doc = {
+        "format": BASELINE_FORMAT,
+        "data": data,
+        "tolerances": tolerances,
+        "rows": {
+            r["id"]: {m: round(r["metrics"][m], 5) for m in (*LOWER_IS_BETTER, *HIGHER_IS_BETTER)}
+            for r in rows
+            if r.get("metrics") is not None
+        },
+    }
     if not doc["rows"]:
         raise DBDError(f"no row was benchmarked, so there is no baseline to write to '{path}'; nothing written")
     bad = [f"{row_id}.{m}" for row_id, values in doc["rows"].items() for m, v in values.items() if not _number(v)]
     if bad:
-        raise DBDError(f"'{bad[0]}' is not a finite number in this run, so it cannot be a baseline; "
-                       f"'{path}' was left as it was")
+        raise DBDError(
+            f"'{bad[0]}' is not a finite number in this run, so it cannot be a baseline; '{path}' was left as it was"
+        )
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2) + "\n"))

@@ -11,12 +11,12 @@ loaded machine once measured the 2-thread peak below the 1-thread one): the prac
 multiply-accumulates per second here, to see how close each format gets. `dbd.runtime.hardware.cpu_info` records the
 CPU model and the ISA features that decide whether int8 beats float (VNNI, AMX, dot-product).
 """
+
 from __future__ import annotations
 
 import ctypes
 import gc
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -69,7 +69,7 @@ def _release_freed_memory() -> None:
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):   # not glibc
+    except (OSError, AttributeError):  # not glibc
         pass
 
 
@@ -136,8 +136,12 @@ def peak_memory_mb(path: Path, threads: int, device: str = "cpu", timeout: float
     'runtime_mb': the process's resident set with the library imported}, measured in a fresh
     process so that every row and runtime is measured alike; None where that cannot be measured."""
     try:
-        result = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(path), str(threads), device],
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [sys.executable, "-c", _MEMORY_CHILD, str(path), str(threads), device],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         found = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else None
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         found = None
@@ -160,7 +164,7 @@ def peak_gmacs_per_s(threads: int, n: int = 1024, seconds: float = 1.0) -> float
         elapsed = time.perf_counter() - start
     finally:
         torch.set_num_threads(previous)
-    return count * n ** 3 / elapsed / 1e9
+    return count * n**3 / elapsed / 1e9
 
 
 @dataclass
@@ -177,8 +181,11 @@ class GemmPeaks:
         return all(b >= a * 0.95 for a, b in zip(ordered, ordered[1:]))
 
     def to_dict(self) -> dict:
-        return {"best_gmacs_per_s": {str(t): v for t, v in self.best.items()},
-                "runs_gmacs_per_s": {str(t): v for t, v in self.runs.items()}, "reliable": self.reliable}
+        return {
+            "best_gmacs_per_s": {str(t): v for t, v in self.best.items()},
+            "runs_gmacs_per_s": {str(t): v for t, v in self.runs.items()},
+            "reliable": self.reliable,
+        }
 
 
 def gemm_peaks(threads: list[int], repeats: int = 5, seconds: float = 0.25) -> GemmPeaks:
@@ -196,7 +203,7 @@ def map_psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR (dB) between two stacks of probability maps (peak 1); inf when identical."""
     if a.shape[0] != b.shape[0]:
         return float("nan")
-    if a.shape != b.shape:   # e.g. a teacher run at 384² against a student at 320²: compare at a's size
+    if a.shape != b.shape:  # e.g. a teacher run at 384² against a student at 320²: compare at a's size
         b = np.stack([resize_bilinear(m, a.shape[1:3]) for m in b])
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)

@@ -1,4 +1,5 @@
 """dbd-bench output: a terminal table, and Markdown, JSON and plots in the report folder."""
+
 from __future__ import annotations
 
 import json
@@ -21,19 +22,50 @@ def table_rows(rows: list[dict[str, Any]], threads: list[int]) -> tuple[list[str
     header = ["model", "format", "prec", "MB", "params M", "GMACs"]
     for t in threads:
         header += [f"ms@{t}t", f"p90@{t}t", f"FPS@{t}t", f"%peak@{t}t"]
-    header += ["peak MB", "MAE", "Fβ@.5", "Fβ adapt (sharp+)", "Fβ max (sharp+)", "IoU", "ΔFβ teacher", "ΔMAE teacher",
-               "PSNR teacher", "ΔFβ student", "PSNR student"]
+    header += [
+        "peak MB",
+        "MAE",
+        "Fβ@.5",
+        "Fβ adapt (sharp+)",
+        "Fβ max (sharp+)",
+        "IoU",
+        "ΔFβ teacher",
+        "ΔMAE teacher",
+        "PSNR teacher",
+        "ΔFβ student",
+        "PSNR student",
+    ]
     body = []
     for r in rows:
-        line = [r["model"], r["format"], r["precision"], _f(r["size_mb"], ".2f"), _f(r["params_m"], ".2f"), _f(r["gmacs"], ".2f")]
+        line = [
+            r["model"],
+            r["format"],
+            r["precision"],
+            _f(r["size_mb"], ".2f"),
+            _f(r["params_m"], ".2f"),
+            _f(r["gmacs"], ".2f"),
+        ]
         for t in threads:
             lat = r.get("latency", {}).get(str(t))
-            line += ([_f(lat["median_ms"], ".1f"), _f(lat["p90_ms"], ".1f"), _f(lat["fps"], ".1f"), _peak_cell(lat)]
-                     if lat else ["–"] * 4)
+            line += (
+                [_f(lat["median_ms"], ".1f"), _f(lat["p90_ms"], ".1f"), _f(lat["fps"], ".1f"), _peak_cell(lat)]
+                if lat
+                else ["–"] * 4
+            )
         m, vt, vs = r.get("metrics") or {}, r.get("vs_teacher") or {}, r.get("vs_student") or {}
-        line += [_f(r.get("peak_mem_mb"), ".0f"), _f(m.get("mae")), _f(m.get("fbeta_fixed")), _f(m.get("fbeta_adaptive")),
-                 _f(m.get("fbeta_max")), _f(m.get("iou")), _f(vt.get("d_fbeta"), "+.4f"), _f(vt.get("d_mae"), "+.4f"),
-                 _f(vt.get("psnr"), ".1f"), _f(vs.get("d_fbeta"), "+.4f"), _f(vs.get("psnr"), ".1f")]
+        line += [
+            _f(r.get("peak_mem_mb"), ".0f"),
+            _f(m.get("mae")),
+            _f(m.get("fbeta_fixed")),
+            _f(m.get("fbeta_adaptive")),
+            _f(m.get("fbeta_max")),
+            _f(m.get("iou")),
+            _f(vt.get("d_fbeta"), "+.4f"),
+            _f(vt.get("d_mae"), "+.4f"),
+            _f(vt.get("psnr"), ".1f"),
+            _f(vs.get("d_fbeta"), "+.4f"),
+            _f(vs.get("psnr"), ".1f"),
+        ]
         body.append(line)
     return header, body
 
@@ -48,9 +80,15 @@ def _peak_cell(lat: dict[str, Any]) -> str:
 def anatomy_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Where each model decides wrong (runtime.metrics.DecisionMetrics), as fractions of all pixels."""
     header = ["model", "format", "prec", "error@.5", "boundary ≤8px", "interior", "worst 10% share", "unsure"]
-    body = [[r["model"], r["format"], r["precision"]] + [_f(r["decisions"].get(k)) for k in
-            ("error_at_05", "error_boundary", "error_interior", "worst10_share", "unsure")]
-            for r in rows if r.get("decisions")]
+    body = [
+        [r["model"], r["format"], r["precision"]]
+        + [
+            _f(r["decisions"].get(k))
+            for k in ("error_at_05", "error_boundary", "error_interior", "worst10_share", "unsure")
+        ]
+        for r in rows
+        if r.get("decisions")
+    ]
     return header, body
 
 
@@ -67,9 +105,11 @@ def robustness_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[s
         base = rob[conditions[0]]
         d_f = [rob[c]["fbeta_fixed"] - base["fbeta_fixed"] for c in conditions]
         d_m = [rob[c]["mae"] - base["mae"] for c in conditions]
-        body.append([r["model"], r["format"], r["precision"]]
-                    + [f"{rob[c]['fbeta_fixed']:.4f} ({d:+.4f})" for c, d in zip(conditions, d_f)]
-                    + [_f(min(d_f), "+.4f"), _f(max(d_m), "+.4f")])
+        body.append(
+            [r["model"], r["format"], r["precision"]]
+            + [f"{rob[c]['fbeta_fixed']:.4f} ({d:+.4f})" for c, d in zip(conditions, d_f)]
+            + [_f(min(d_f), "+.4f"), _f(max(d_m), "+.4f")]
+        )
     return header, body
 
 
@@ -80,8 +120,13 @@ def terminal(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(header: list[str], body: list[list[str]], title: str, notes: list[str],
-             sections: list[tuple[str, list[str], list[list[str]]]] = ()) -> str:
+def markdown(
+    header: list[str],
+    body: list[list[str]],
+    title: str,
+    notes: list[str],
+    sections: list[tuple[str, list[str], list[list[str]]]] = (),
+) -> str:
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     lines += [""] + [f"- {n}" for n in notes]
@@ -116,10 +161,17 @@ def plots(rows: list[dict[str, Any]], folder: Path, threads: int) -> list[Path]:
         lat = r.get("latency", {}).get(str(threads))
         if lat:
             ax.scatter(lat["median_ms"], r["metrics"]["fbeta_fixed"])
-            ax.annotate(f"{r['model'].removeprefix('dbd_')} {r['format']} {r['precision']}",
-                        (lat["median_ms"], r["metrics"]["fbeta_fixed"]), fontsize=7)
-    ax.set(xscale="log", xlabel=f"latency median, ms ({threads} thread{'s' if threads > 1 else ''})",
-           ylabel="Fβ@0.5", title="latency vs accuracy")
+            ax.annotate(
+                f"{r['model'].removeprefix('dbd_')} {r['format']} {r['precision']}",
+                (lat["median_ms"], r["metrics"]["fbeta_fixed"]),
+                fontsize=7,
+            )
+    ax.set(
+        xscale="log",
+        xlabel=f"latency median, ms ({threads} thread{'s' if threads > 1 else ''})",
+        ylabel="Fβ@0.5",
+        title="latency vs accuracy",
+    )
     fig.tight_layout()
     written.append(_save(fig, folder / "latency_accuracy.png"))
     plt.close("all")
@@ -131,10 +183,24 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_reports(rows, header, body, folder: Path, title: str, notes: list[str], threads: list[int],
-                  sections: list[tuple[str, list[str], list[list[str]]]] = (), machine: dict | None = None) -> list[Path]:
+def write_reports(
+    rows,
+    header,
+    body,
+    folder: Path,
+    title: str,
+    notes: list[str],
+    threads: list[int],
+    sections: list[tuple[str, list[str], list[list[str]]]] = (),
+    machine: dict | None = None,
+) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     md, js = folder / "bench.md", folder / "bench.json"
     atomic_write(md, lambda tmp: Path(tmp).write_text(markdown(header, body, title, notes, sections)))
-    atomic_write(js, lambda tmp: Path(tmp).write_text(json.dumps({"title": title, "notes": notes, "machine": machine, "rows": rows}, indent=1) + "\n"))
+    atomic_write(
+        js,
+        lambda tmp: Path(tmp).write_text(
+            json.dumps({"title": title, "notes": notes, "machine": machine, "rows": rows}, indent=1) + "\n"
+        ),
+    )
     return [md, js, *plots(rows, folder, threads[0])]

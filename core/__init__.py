@@ -3,6 +3,7 @@
 Dependencies flow core → models → runtime → {benchmarks, export, training}; nothing here imports
 torch or any other stage.
 """
+
 from .errors import DBDError, Terminated, cli_entry, reraise_interrupt
 from .files import atomic_write, check_writable
 

@@ -10,6 +10,7 @@ command exits 130 (SIGINT) or 143 (SIGTERM). Code that must catch a converter's 
 broad `except Exception` calls `reraise_interrupt(err)` first: some libraries wrap the
 KeyboardInterrupt they receive in their own exception types, which would otherwise swallow it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so the same cleanup runs (a KeyboardInterrupt, not an Exception)."""
 
 
-_received: list[int] = []   # signals received during the current cli_entry run
+_received: list[int] = []  # signals received during the current cli_entry run
 
 
 def _on_signal(signum, frame) -> None:
@@ -71,8 +72,11 @@ def cli_entry(prog: str) -> Callable[[Callable[..., int | None]], Callable[..., 
                 return 2
             except KeyboardInterrupt as err:
                 terminated = isinstance(err, Terminated)
-                print(f"{prog}: {'terminated' if terminated else 'interrupted'}; "
-                      f"files written before were kept, none was left half-written", file=sys.stderr)
+                print(
+                    f"{prog}: {'terminated' if terminated else 'interrupted'}; "
+                    f"files written before were kept, none was left half-written",
+                    file=sys.stderr,
+                )
                 return 143 if terminated else 130
             finally:
                 _received.clear()

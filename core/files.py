@@ -3,6 +3,7 @@
 Checks that the files a command will write can be written, done BEFORE the work: a file where
 a folder is needed, a folder where a file will go, or a folder the user cannot write to is a
 one-line DBDError naming the path, never a traceback after a long run."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,9 @@ def _probe(folder: Path, flag: str, root: Path) -> None:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dbd-write-check-", suffix=".tmp")
     except OSError as err:
         where = "" if folder == root else f" ('{folder}')"
-        raise DBDError(f"{flag} '{root}' is not writable{where}: {err.strerror}; "
-                       f"pass a folder you can write to") from None
+        raise DBDError(
+            f"{flag} '{root}' is not writable{where}: {err.strerror}; pass a folder you can write to"
+        ) from None
     os.close(fd)
     os.unlink(tmp)
 
@@ -32,9 +34,10 @@ def check_writable(folder: str | Path, flag: str, files: Iterable[str | Path] = 
     root = Path(folder)
     try:
         _check(root, flag, [root / f for f in files])
-    except OSError as err:   # e.g. a folder on the way that cannot even be looked into
-        raise DBDError(f"{flag} '{root}' cannot be used ('{err.filename}': {err.strerror}); "
-                       f"pass a folder you can write to") from None
+    except OSError as err:  # e.g. a folder on the way that cannot even be looked into
+        raise DBDError(
+            f"{flag} '{root}' cannot be used ('{err.filename}': {err.strerror}); pass a folder you can write to"
+        ) from None
 
 
 def _check(root: Path, flag: str, targets: list[Path]) -> None:
@@ -51,7 +54,9 @@ def _check(root: Path, flag: str, targets: list[Path]) -> None:
                 raise DBDError(f"'{existing}' is a broken link where an output folder is needed; remove it")
             existing = existing.parent
         if not existing.is_dir():
-            raise DBDError(f"'{existing}' is a file where an output folder is needed; move it away or pass another {flag}")
+            raise DBDError(
+                f"'{existing}' is a file where an output folder is needed; move it away or pass another {flag}"
+            )
         if existing not in probed:
             probed.add(existing)
             _probe(existing, flag, root)

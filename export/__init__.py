@@ -7,6 +7,7 @@ format plug-ins work with (`base`, `pipeline`, `calibration`, `parity`, `metadat
 The names below are imported lazily, on first use: format plug-ins live in this package and are
 loaded whenever formats are looked up (also to predict), which must not import the export stack.
 """
+
 from __future__ import annotations
 
 import importlib

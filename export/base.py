@@ -14,6 +14,7 @@ budgets, metadata, atomic replacement, the report) lives outside the plug-ins, i
 Plug-in modules import this module when formats are looked up, also at prediction time, so it
 imports nothing heavy (torch, the converters) at module level.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,22 +39,22 @@ if TYPE_CHECKING:
     from .calibration import ImageSet
     from .parity import ParityBudget
 
-ExportFormat = FileFormat   # the export layer's name for the one format interface
+ExportFormat = FileFormat  # the export layer's name for the one format interface
 
 
 @dataclass
 class ExportJob:
     """What every format needs to export and check one model at one input size."""
 
-    model: nn.Module                 # float32, eval mode, forward(x NCHW normalised) -> P(blur) (B, 1, H, W)
-    card: dict[str, Any]             # the checkpoint's model card
-    weights: Path                    # the source checkpoint
+    model: nn.Module  # float32, eval mode, forward(x NCHW normalised) -> P(blur) (B, 1, H, W)
+    card: dict[str, Any]  # the checkpoint's model card
+    weights: Path  # the source checkpoint
     weights_sha256: str
-    spec: PreprocessSpec             # input_size = the export size, layout NCHW
-    calibration: ImageSet            # real images for int8 calibration
-    parity: ImageSet                 # real images (with masks) for the parity check
+    spec: PreprocessSpec  # input_size = the export size, layout NCHW
+    calibration: ImageSet  # real images for int8 calibration
+    parity: ImageSet  # real images (with masks) for the parity check
     budget: ParityBudget
-    options: dict[str, str] = field(default_factory=dict)   # format-specific settings (FormatOption.key -> value)
+    options: dict[str, str] = field(default_factory=dict)  # format-specific settings (FormatOption.key -> value)
     int8_float: tuple[str, ...] = ()  # modules int8 exports keep in float (mixed_precision.py)
     verbose: bool = False
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -81,17 +82,30 @@ class ExportJob:
 class Verification:
     """The outcome of `ExportFormat.verify`."""
 
-    parity: dict[str, Any] | None        # figures from parity.measure, None where not runnable here
-    failures: list[str]                  # budget violations (empty: passed)
-    notes: list[str] = field(default_factory=list)   # e.g. "prediction is macOS-only: ..."
+    parity: dict[str, Any] | None  # figures from parity.measure, None where not runnable here
+    failures: list[str]  # budget violations (empty: passed)
+    notes: list[str] = field(default_factory=list)  # e.g. "prediction is macOS-only: ..."
 
     @property
     def ok(self) -> bool:
         return not self.failures
 
 
-__all__ = ["ExportFormat", "ExportJob", "FileFormat", "FormatOption", "Verification", "check_io", "get_format",
-           "list_formats", "quant_dict", "quiet", "register_format", "same_quant", "unknown_choice"]
+__all__ = [
+    "ExportFormat",
+    "ExportJob",
+    "FileFormat",
+    "FormatOption",
+    "Verification",
+    "check_io",
+    "get_format",
+    "list_formats",
+    "quant_dict",
+    "quiet",
+    "register_format",
+    "same_quant",
+    "unknown_choice",
+]
 
 
 # ---- helpers the format modules share ---------------------------------------------------------
@@ -153,8 +167,12 @@ def check_io(path: Path, meta: dict[str, Any], inputs: list[dict], outputs: list
             if key == "shape":
                 have, said = [int(v) for v in have], [int(v) for v in said]
             if have != said:
-                raise DBDError(f"{role} {key} of '{path}' is {have!r} but its metadata says {said!r}; "
-                               f"the export is inconsistent, re-export it")
+                raise DBDError(
+                    f"{role} {key} of '{path}' is {have!r} but its metadata says {said!r}; "
+                    f"the export is inconsistent, re-export it"
+                )
         if not same_quant(got.get("quantization"), want.get("quantization")):
-            raise DBDError(f"quantised {role} of '{path}' has scale/zero-point {got.get('quantization')} but its "
-                           f"metadata says {want.get('quantization')}; the {role} contract would be wrong on the phone")
+            raise DBDError(
+                f"quantised {role} of '{path}' has scale/zero-point {got.get('quantization')} but its "
+                f"metadata says {want.get('quantization')}; the {role} contract would be wrong on the phone"
+            )

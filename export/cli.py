@@ -13,6 +13,7 @@ metadata (read it with dbd.runtime.metadata.read_metadata); export_report.json i
 lists every file with size, sha256, precision, conversion time and parity figures.
 The same from Python: `dbd.export.export_model(...)`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,14 @@ from pathlib import Path
 
 from dbd.core import DBDError, cli_entry
 
-from .run import DEFAULT_CALIB, DEFAULT_CALIB_N, DEFAULT_OUT, DEFAULT_PARITY_N, ExportProgress
-from .run import make_job  # noqa: F401 - scripts and tests build jobs through the CLI module too
+from .run import (
+    DEFAULT_CALIB,
+    DEFAULT_CALIB_N,
+    DEFAULT_OUT,
+    DEFAULT_PARITY_N,
+    ExportProgress,
+    make_job,  # noqa: F401 - scripts and tests build jobs through the CLI module too
+)
 
 PROG = "dbd-export"
 
@@ -41,46 +48,85 @@ def build_parser() -> argparse.ArgumentParser:
     budget = ParityBudget()
     formats = [get_format(name) for name in list_formats()]
     precisions = list(dict.fromkeys(p for fmt in formats for p in fmt.precisions))
-    listing = "\n".join(f"  {fmt.name:8s} {fmt.suffix:12s} precisions {', '.join(fmt.precisions)} "
-                         f"(default {fmt.default_precision})" for fmt in formats)
-    parser = _Parser(prog=PROG, description=f"{__doc__}\ninstalled formats:\n{listing}",
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--format", default="all",
-                        help=f"{', '.join(fmt.name for fmt in formats)} or all (default: all)")
-    parser.add_argument("--precision", default=None,
-                        help=f"{', '.join(precisions)} or all (default per format: "
-                             f"{', '.join(f'{fmt.name} {fmt.default_precision}' for fmt in formats)})")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="a dbd .safetensors checkpoint (default: the shipped dbd_student); the teacher works too")
-    parser.add_argument("--imgsz", default=None,
-                        help="input size N or HxW, multiples of 32 (default: the checkpoint's, 320)")
-    parser.add_argument("--calib", default=DEFAULT_CALIB,
-                        help="calibration images: a dataset name, NAME:SPLIT or a folder with images/ + masks/ "
-                             "(default: cuhk = CUHK-TR-1, the training split; test splits are refused)")
-    parser.add_argument("--polarity", choices=("blur_white", "sharp_white"), default=None,
-                        help="mask polarity of a --calib folder that is not a catalogued dataset")
-    parser.add_argument("--calib-n", type=int, default=DEFAULT_CALIB_N, help=f"calibration images (default {DEFAULT_CALIB_N})")
-    parser.add_argument("--parity-n", type=int, default=DEFAULT_PARITY_N,
-                        help=f"parity-check images, chosen after the calibration ones (default {DEFAULT_PARITY_N})")
+    listing = "\n".join(
+        f"  {fmt.name:8s} {fmt.suffix:12s} precisions {', '.join(fmt.precisions)} (default {fmt.default_precision})"
+        for fmt in formats
+    )
+    parser = _Parser(
+        prog=PROG,
+        description=f"{__doc__}\ninstalled formats:\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--format", default="all", help=f"{', '.join(fmt.name for fmt in formats)} or all (default: all)"
+    )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        help=f"{', '.join(precisions)} or all (default per format: "
+        f"{', '.join(f'{fmt.name} {fmt.default_precision}' for fmt in formats)})",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="a dbd .safetensors checkpoint (default: the shipped dbd_student); the teacher works too",
+    )
+    parser.add_argument(
+        "--imgsz", default=None, help="input size N or HxW, multiples of 32 (default: the checkpoint's, 320)"
+    )
+    parser.add_argument(
+        "--calib",
+        default=DEFAULT_CALIB,
+        help="calibration images: a dataset name, NAME:SPLIT or a folder with images/ + masks/ "
+        "(default: cuhk = CUHK-TR-1, the training split; test splits are refused)",
+    )
+    parser.add_argument(
+        "--polarity",
+        choices=("blur_white", "sharp_white"),
+        default=None,
+        help="mask polarity of a --calib folder that is not a catalogued dataset",
+    )
+    parser.add_argument(
+        "--calib-n", type=int, default=DEFAULT_CALIB_N, help=f"calibration images (default {DEFAULT_CALIB_N})"
+    )
+    parser.add_argument(
+        "--parity-n",
+        type=int,
+        default=DEFAULT_PARITY_N,
+        help=f"parity-check images, chosen after the calibration ones (default {DEFAULT_PARITY_N})",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT}/)")
-    parser.add_argument("--int8-float", default=None, metavar="MODULES",
-                        help="int8: comma-separated modules kept in float for accuracy, or 'none' for full int8 "
-                             "(default: the architecture's choice; the student keeps encoder.features.0,1)")
+    parser.add_argument(
+        "--int8-float",
+        default=None,
+        metavar="MODULES",
+        help="int8: comma-separated modules kept in float for accuracy, or 'none' for full int8 "
+        "(default: the architecture's choice; the student keeps encoder.features.0,1)",
+    )
     taken = set()
-    for fmt in formats:        # each format's own settings, e.g. which converter it uses
+    for fmt in formats:  # each format's own settings, e.g. which converter it uses
         for option in fmt.options:
             if option.name in taken:
                 continue
             taken.add(option.name)
-            parser.add_argument(f"--{option.name}", dest=f"option_{option.key}", default=option.default,
-                                choices=option.choices or None,
-                                help=f"{fmt.name}: {option.help} (default {option.default})")
+            parser.add_argument(
+                f"--{option.name}",
+                dest=f"option_{option.key}",
+                default=option.default,
+                choices=option.choices or None,
+                help=f"{fmt.name}: {option.help} (default {option.default})",
+            )
     group = parser.add_argument_group("parity budgets")
     group.add_argument("--fp32-max-abs", type=float, default=budget.fp32_max_abs, help="fp32: max |Δ| of the blur maps")
     group.add_argument("--fp16-min-psnr", type=float, default=budget.fp16_min_psnr, help="fp16: min PSNR (dB)")
     group.add_argument("--int8-min-psnr", type=float, default=budget.int8_min_psnr, help="int8: min PSNR (dB)")
-    group.add_argument("--int8-max-dfbeta", type=float, default=budget.int8_max_dfbeta,
-                       help="int8: max |ΔFβ| against the masks (Fβ at 0.5, blur positive)")
+    group.add_argument(
+        "--int8-max-dfbeta",
+        type=float,
+        default=budget.int8_max_dfbeta,
+        help="int8: max |ΔFβ| against the masks (Fβ at 0.5, blur positive)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the converters' own output and tracebacks")
     return parser
 
@@ -116,8 +162,11 @@ def print_outcome(outcome, verbose_ops: bool = True) -> None:
         verdict = summary(outcome.parity) if outcome.parity else "structure checked, parity not measured"
         print(f"  ok      {outcome.precision:5s} {path}  {_megabytes(outcome.size)}  {timing}  {verdict}")
     else:
-        print(f"  FAILED  {outcome.precision:5s} {path}  {outcome.error}; previous file kept" if outcome.path.exists()
-              else f"  FAILED  {outcome.precision:5s} {path}  {outcome.error}; nothing written")
+        print(
+            f"  FAILED  {outcome.precision:5s} {path}  {outcome.error}; previous file kept"
+            if outcome.path.exists()
+            else f"  FAILED  {outcome.precision:5s} {path}  {outcome.error}; nothing written"
+        )
         if outcome.parity:
             print(f"          figures: {summary(outcome.parity)}")
     for note in outcome.notes:
@@ -157,19 +206,33 @@ def main(argv: list[str] | None = None) -> int:
     from .parity import ParityBudget
     from .run import export_model
 
-    options = {name[len("option_"):]: value for name, value in vars(args).items() if name.startswith("option_")}
+    options = {name[len("option_") :]: value for name, value in vars(args).items() if name.startswith("option_")}
     report = export_model(
-        weights=args.weights, formats=args.format, precisions=args.precision, out=args.out, imgsz=args.imgsz,
-        calib=args.calib, calib_n=args.calib_n, parity_n=args.parity_n, polarity=args.polarity,
+        weights=args.weights,
+        formats=args.format,
+        precisions=args.precision,
+        out=args.out,
+        imgsz=args.imgsz,
+        calib=args.calib,
+        calib_n=args.calib_n,
+        parity_n=args.parity_n,
+        polarity=args.polarity,
         budget=ParityBudget(args.fp32_max_abs, args.fp16_min_psnr, args.int8_min_psnr, args.int8_max_dfbeta),
-        options=options, int8_float=args.int8_float, verbose=args.verbose,
-        command=shlex.join([PROG, *(argv if argv is not None else sys.argv[1:])]), progress=_Printer())
+        options=options,
+        int8_float=args.int8_float,
+        verbose=args.verbose,
+        command=shlex.join([PROG, *(argv if argv is not None else sys.argv[1:])]),
+        progress=_Printer(),
+    )
     print(f"report: {_rel(report.path)}")
     if report.failed:
         first = report.failed[0]
         more = f" (and {len(report.failed) - 1} more)" if len(report.failed) > 1 else ""
-        print(f"{PROG}: error: {first.path.name}: {first.error}{more}; previous exports were kept, "
-              f"see {_rel(report.path)}", file=sys.stderr)
+        print(
+            f"{PROG}: error: {first.path.name}: {first.error}{more}; previous exports were kept, "
+            f"see {_rel(report.path)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

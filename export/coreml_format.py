@@ -17,6 +17,7 @@ and the metadata reader, which finds `user_defined_metadata["dbd"]` in the packa
 standard library alone (protowire). Heavy modules (torch, coremltools) are imported inside the
 functions that use them: this module is loaded whenever formats are looked up.
 """
+
 from __future__ import annotations
 
 import collections
@@ -72,8 +73,10 @@ def metadata_entry(path: Path) -> str | None:
         spec_path = path / "Data" / manifest["itemInfoEntries"][root]["path"]
         spec = spec_path.read_bytes()
     except (OSError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DBDError(f"'{path}' is not a readable .mlpackage (Manifest.json or model spec: {type(err).__name__}); "
-                       f"re-export it with dbd-export") from None
+        raise DBDError(
+            f"'{path}' is not a readable .mlpackage (Manifest.json or model spec: {type(err).__name__}); "
+            f"re-export it with dbd-export"
+        ) from None
     try:
         # Model: description = 2; ModelDescription: metadata = 100; Metadata: userDefined = 100 (map).
         found = None
@@ -133,17 +136,20 @@ def weight_dtypes(spec) -> collections.Counter:
 class CoreMLFormat(FileFormat):
     name = "coreml"
     suffix = ".mlpackage"
-    directory = True                           # an .mlpackage is a folder: swapped in whole
+    directory = True  # an .mlpackage is a folder: swapped in whole
     precisions = ("fp32", "fp16", "int8")
     default_precision = "fp16"
-    calibrated_precisions = ()                 # int8 is weight-only: no calibration images
+    calibrated_precisions = ()  # int8 is weight-only: no calibration images
     runtime_modules = ("coremltools",)
     order = 30
 
     def available(self) -> Availability:
         if platform.system() != "Darwin":
-            return Availability(False, f"CoreML models run only on macOS/iOS (coremltools cannot predict on "
-                                       f"{platform.system()}; dbd-export checks them here without running them)")
+            return Availability(
+                False,
+                f"CoreML models run only on macOS/iOS (coremltools cannot predict on "
+                f"{platform.system()}; dbd-export checks them here without running them)",
+            )
         return super().available()
 
     def read_metadata(self, path: Path) -> str | None:
@@ -188,8 +194,11 @@ class CoreMLFormat(FileFormat):
             if precision == "int8":
                 import coremltools.optimize.coreml as cto
 
-                config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
-                    mode="linear_symmetric", dtype="int8", granularity="per_channel"))
+                config = cto.OptimizationConfig(
+                    global_config=cto.OpLinearQuantizerConfig(
+                        mode="linear_symmetric", dtype="int8", granularity="per_channel"
+                    )
+                )
                 model = cto.linear_quantize_weights(model, config=config)
         return model
 
@@ -198,13 +207,17 @@ class CoreMLFormat(FileFormat):
             raise DBDError(f"coreml has no precision '{precision}'")
         model = self._convert(job, precision)
         meta = build_metadata(
-            job, "coreml", precision, QUANTIZATION_WORDS[precision],
+            job,
+            "coreml",
+            precision,
+            QUANTIZATION_WORDS[precision],
             input_entry(job, INPUT_NAME, "NCHW", "float32", folded=False, quantization=None),
             output_entry(job, OUTPUT_NAME, "NCHW", "float32", quantization=None),
-            self.tools(), calibrated=self.needs_calibration(precision))
+            self.tools(),
+            calibrated=self.needs_calibration(precision),
+        )
         model.user_defined_metadata[METADATA_KEY] = dumps(meta)
-        model.short_description = (f"dbd {job.arch}: per-pixel defocus blur probability (1 = out of focus), "
-                                   f"{precision}")
+        model.short_description = f"dbd {job.arch}: per-pixel defocus blur probability (1 = out of focus), {precision}"
         model.author = "dbd-export"
         model.version = meta["dbd_version"]
         model.input_description[INPUT_NAME] = meta["input"]["contract"]
@@ -220,14 +233,24 @@ class CoreMLFormat(FileFormat):
                 return ct.models.MLModel(str(path), skip_model_load=True).get_spec()
             except Exception as err:  # noqa: BLE001 - whatever coremltools raises for a broken package
                 reraise_interrupt(err)
-                raise DBDError(f"'{path}' does not load as a CoreML package ({type(err).__name__}); re-export it") from None
+                raise DBDError(
+                    f"'{path}' does not load as a CoreML package ({type(err).__name__}); re-export it"
+                ) from None
 
     def _io(self, spec) -> tuple[list[dict], list[dict]]:
         rows = []
         for features in (spec.description.input, spec.description.output):
-            rows.append([{"name": f.name, "shape": list(f.type.multiArrayType.shape),
-                          "dtype": _ARRAY_DTYPES.get(f.type.multiArrayType.dataType, str(f.type.multiArrayType.dataType)),
-                          "quantization": None} for f in features])
+            rows.append(
+                [
+                    {
+                        "name": f.name,
+                        "shape": list(f.type.multiArrayType.shape),
+                        "dtype": _ARRAY_DTYPES.get(f.type.multiArrayType.dataType, str(f.type.multiArrayType.dataType)),
+                        "quantization": None,
+                    }
+                    for f in features
+                ]
+            )
         return rows[0], rows[1]
 
     def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
@@ -244,9 +267,15 @@ class CoreMLFormat(FileFormat):
         if precision != "int8" and (dtypes.get(expected[1], 0) > dtypes.get(expected[0], 0) or quantized):
             raise DBDError(f"'{path}' should hold {expected[0]} weights but has {dict(dtypes)}; re-export it")
         if not self.available():
-            return Verification(None, [], [f"CoreML prediction is macOS-only: validated on {platform.system()} without "
-                                           "running it (package and spec load, I/O names/shapes/types match the "
-                                           f"metadata, {precision} weights as promised); parity not measured here"])
+            return Verification(
+                None,
+                [],
+                [
+                    f"CoreML prediction is macOS-only: validated on {platform.system()} without "
+                    "running it (package and spec load, I/O names/shapes/types match the "
+                    f"metadata, {precision} weights as promised); parity not measured here"
+                ],
+            )
         from . import parity
 
         figures = parity.measure(job.reference_maps(), CoreMLRunner(path).run(job.parity.unit), job.parity.masks)
@@ -256,9 +285,14 @@ class CoreMLFormat(FileFormat):
         spec = self._load_spec(path)
         ops = collections.Counter(op.type for op in mil_operations(spec) if op.type not in _CONST_OPS)
         inputs, outputs = self._io(spec)
-        return {"ops": dict(ops.most_common()), "weight_dtypes": dict(weight_dtypes(spec)),
-                "inputs": inputs, "outputs": outputs, "spec_version": spec.specificationVersion,
-                "can_predict_here": bool(self.available())}
+        return {
+            "ops": dict(ops.most_common()),
+            "weight_dtypes": dict(weight_dtypes(spec)),
+            "inputs": inputs,
+            "outputs": outputs,
+            "spec_version": spec.specificationVersion,
+            "can_predict_here": bool(self.available()),
+        }
 
 
-FORMAT = CoreMLFormat()     # the object the dbd.formats entry point names
+FORMAT = CoreMLFormat()  # the object the dbd.formats entry point names

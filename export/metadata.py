@@ -4,6 +4,7 @@ The format modules say what their file looks like (tensor names, layout, dtypes,
 tools used); everything else (arch, preprocessing, training data, checkpoint hash and metrics)
 comes from the job, i.e. from the checkpoint's model card, so it is written in one place.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -13,8 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dbd.runtime.metadata import (METADATA_FORMAT, NORMALIZATION_EXTERNAL, NORMALIZATION_FOLDED,
-                                  check_metadata)
+from dbd.runtime.metadata import METADATA_FORMAT, NORMALIZATION_EXTERNAL, NORMALIZATION_FOLDED, check_metadata
 from dbd.runtime.spec import OUTPUT_MEANING
 
 from .base import ExportJob
@@ -62,16 +62,18 @@ def size_of(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def input_entry(job: ExportJob, name: str, layout: str, dtype: str, folded: bool,
-                quantization: dict[str, float | int] | None) -> dict[str, Any]:
+def input_entry(
+    job: ExportJob, name: str, layout: str, dtype: str, folded: bool, quantization: dict[str, float | int] | None
+) -> dict[str, Any]:
     spec = job.spec
     h, w = spec.input_size
     shape = [1, 3, h, w] if layout == "NCHW" else [1, h, w, 3]
     resize = f"RGB photo resized bilinearly (half-pixel centres, aspect ratio stretched) to {w}x{h}, {layout}"
     if folded:
         if quantization:
-            feed = (f"feed {dtype} = round(pixel / {quantization['scale']:g}) + {quantization['zero_point']}"
-                    + (" (= pixel - 128)" if quantization == {"scale": 1.0, "zero_point": -128} else ""))
+            feed = f"feed {dtype} = round(pixel / {quantization['scale']:g}) + {quantization['zero_point']}" + (
+                " (= pixel - 128)" if quantization == {"scale": 1.0, "zero_point": -128} else ""
+            )
         else:
             feed = f"feed the pixels 0..255 as {dtype}"
         contract = f"{resize}; the graph applies /255 and (x - mean) / std itself; {feed}"
@@ -80,42 +82,74 @@ def input_entry(job: ExportJob, name: str, layout: str, dtype: str, folded: bool
         contract = f"{resize}; feed (pixel / 255 - mean) / std per channel as {dtype}"
         value_range = None
     return {
-        "name": name, "shape": shape, "layout": layout, "dtype": dtype, "color_order": spec.channel_order,
-        "size": [h, w], "normalization": NORMALIZATION_FOLDED if folded else NORMALIZATION_EXTERNAL,
-        "mean": list(spec.mean), "std": list(spec.std), "pixel_scale": spec.pixel_scale, "resize": spec.resize,
-        "value_range": value_range, "quantization": quantization, "contract": contract,
+        "name": name,
+        "shape": shape,
+        "layout": layout,
+        "dtype": dtype,
+        "color_order": spec.channel_order,
+        "size": [h, w],
+        "normalization": NORMALIZATION_FOLDED if folded else NORMALIZATION_EXTERNAL,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "pixel_scale": spec.pixel_scale,
+        "resize": spec.resize,
+        "value_range": value_range,
+        "quantization": quantization,
+        "contract": contract,
     }
 
 
-def output_entry(job: ExportJob, name: str, layout: str, dtype: str,
-                 quantization: dict[str, float | int] | None) -> dict[str, Any]:
+def output_entry(
+    job: ExportJob, name: str, layout: str, dtype: str, quantization: dict[str, float | int] | None
+) -> dict[str, Any]:
     h, w = job.spec.input_size
     shape = [1, 1, h, w] if layout == "NCHW" else [1, h, w, 1]
-    decode = (f"P = ({dtype} value - {quantization['zero_point']}) * {quantization['scale']:g}" if quantization
-              else f"P = the {dtype} value")
+    decode = (
+        f"P = ({dtype} value - {quantization['zero_point']}) * {quantization['scale']:g}"
+        if quantization
+        else f"P = the {dtype} value"
+    )
     return {
-        "name": name, "shape": shape, "layout": layout, "dtype": dtype, "quantization": quantization,
-        "meaning": OUTPUT_MEANING, "blur_value": 1, "value_range": [0.0, 1.0],
+        "name": name,
+        "shape": shape,
+        "layout": layout,
+        "dtype": dtype,
+        "quantization": quantization,
+        "meaning": OUTPUT_MEANING,
+        "blur_value": 1,
+        "value_range": [0.0, 1.0],
         "contract": f"per-pixel probability that the pixel is out of focus (1 = blur); {decode}; "
-                    f"resize bilinearly back to the photo",
+        f"resize bilinearly back to the photo",
     }
 
 
-def build_metadata(job: ExportJob, file_format: str, precision: str, quantization: str,
-                   inp: dict[str, Any], out: dict[str, Any], tools: dict[str, str],
-                   calibrated: bool) -> dict[str, Any]:
+def build_metadata(
+    job: ExportJob,
+    file_format: str,
+    precision: str,
+    quantization: str,
+    inp: dict[str, Any],
+    out: dict[str, Any],
+    tools: dict[str, str],
+    calibrated: bool,
+) -> dict[str, Any]:
     card = job.card
     preprocess = {**job.spec.to_dict(), "layout": inp["layout"]}
     float_modules = list(job.int8_float) if precision == "int8" and calibrated else []
-    if float_modules:       # calibrated int8 honours --int8-float; weight-only int8 (not calibrated) does not
+    if float_modules:  # calibrated int8 honours --int8-float; weight-only int8 (not calibrated) does not
         quantization += f"; kept in float32 for accuracy: {', '.join(float_modules)}"
     doc = {
         "format": METADATA_FORMAT,
         "dbd_version": dbd_version(),
         "model": {"arch": job.arch, "config": card.get("config", {})},
-        "file": {"format": file_format, "precision": precision, "quantization": quantization,
-                 "float_modules": float_modules,
-                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "tools": tools},
+        "file": {
+            "format": file_format,
+            "precision": precision,
+            "quantization": quantization,
+            "float_modules": float_modules,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "tools": tools,
+        },
         "input": inp,
         "output": out,
         "preprocess": preprocess,

@@ -6,15 +6,12 @@ loses, while they are a small share of its MACs; kept in float, the file stays i
 first three convolutions. The measurements: docs/export.md ("Precisions and mixed int8").
 
 An architecture declares its modules (`DBDNet.int8_float_modules`, dotted names as in
-`named_modules()`); `dbd-export --int8-float` overrides them. The converters do not keep PyTorch's
-names, so this module translates them:
-
-* litert-torch names each TFLite tensor after the chain of modules that were *called* to produce
-  it, "<module>.<Class>_<attribute>/..." -> `litert_scopes` records that chain with hooks and
-  ai-edge-quantizer matches it as a regex;
-* the ONNX graph has anonymous Conv nodes in execution order -> `conv_call_order` lists the
-  Conv2d modules in the order they run, and the ONNX format pairs them up (checking shapes).
+`named_modules()`); `dbd-export --int8-float` overrides them. Converters do not keep PyTorch's
+names, so each format plug-in translates them with what is here: `trace_calls` (the chain of modules
+called at each module entry, for converters that name tensors after it) and `conv_call_order` (the
+Conv2d modules in the order they run, for graphs whose Conv nodes are anonymous).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -37,8 +34,10 @@ def resolve_modules(model: nn.Module, names: Iterable[str]) -> tuple[str, ...]:
         if name not in known:
             close = difflib.get_close_matches(name, [k for k in known if k], n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise DBDError(f"--int8-float: '{name}' is not a module of {type(model).__name__}; {hint}"
-                           f"pass dotted names from model.named_modules(), e.g. encoder.features.1, or 'none'")
+            raise DBDError(
+                f"--int8-float: '{name}' is not a module of {type(model).__name__}; {hint}"
+                f"pass dotted names from model.named_modules(), e.g. encoder.features.1, or 'none'"
+            )
         resolved.append(name)
     return tuple(resolved)
 
@@ -51,11 +50,12 @@ def _inside(name: str, prefixes: Iterable[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def _trace_calls(model: nn.Module, example: torch.Tensor, on_call) -> None:
+def trace_calls(model: nn.Module, example: torch.Tensor, on_call) -> None:
     """Run `model(example)`, calling on_call(name, module, stack of called (name, module)) at each module entry."""
     stack: list[tuple[str, nn.Module]] = []
     handles = []
     for name, module in model.named_modules():
+
         def pre(mod, args, name=name):
             stack.append((name, mod))
             on_call(name, mod, list(stack))
@@ -72,25 +72,6 @@ def _trace_calls(model: nn.Module, example: torch.Tensor, on_call) -> None:
             handle.remove()
 
 
-def litert_scopes(model: nn.Module, example: torch.Tensor, names: Iterable[str]) -> dict[str, str]:
-    """For each module name, the scope fragment litert-torch gives its tensors, e.g.
-    'encoder.features.1' -> '/dbd.models.mobilenetv2.MobileNetV2_encoder/dbd.models.mobilenetv2.InvertedResidual_1/'.
-    """
-    wanted, scopes = set(names), {}
-
-    def on_call(name, module, stack):
-        if name in wanted and name not in scopes:
-            parts = [f"{type(m).__module__}.{type(m).__qualname__}_{n.rsplit('.', 1)[-1]}" for n, m in stack if n]
-            scopes[name] = "/" + "/".join(parts) + "/"
-
-    _trace_calls(model, example, on_call)
-    missing = wanted - set(scopes)
-    if missing:
-        raise DBDError(f"--int8-float: module(s) {', '.join(sorted(missing))} are never called in the exported "
-                       f"forward pass; pass modules the exported graph contains")
-    return scopes
-
-
 def conv_call_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """(name, weight shape) of every Conv2d in the order the forward pass runs them."""
     calls: list[tuple[str, tuple[int, ...]]] = []
@@ -99,7 +80,7 @@ def conv_call_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, 
         if isinstance(module, nn.Conv2d):
             calls.append((name, tuple(module.weight.shape)))
 
-    _trace_calls(model, example, on_call)
+    trace_calls(model, example, on_call)
     return calls
 
 

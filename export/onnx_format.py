@@ -17,6 +17,7 @@ finds the "dbd" entry of `ModelProto.metadata_props` with the standard library a
 Heavy modules (torch, onnx, onnxruntime, the exporters) are imported inside the functions that
 use them: this module is loaded whenever formats are looked up.
 """
+
 from __future__ import annotations
 
 import collections
@@ -37,8 +38,12 @@ from .metadata import build_metadata, dumps, input_entry, output_entry, package_
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
-               "tensor(int8)": "int8"}
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+}
 QUANTIZATION_WORDS = {
     "fp32": "none (float32)",
     "fp16": "float16 weights and activations, float32 input/output (Cast at the edges)",
@@ -65,8 +70,10 @@ class OnnxRunner(ExportedRunner):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own exception types for corrupt files
-            reraise_interrupt(err)   # ...and may wrap a Ctrl-C received while it loads
-            raise DBDError(f"onnxruntime cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it") from None
+            reraise_interrupt(err)  # ...and may wrap a Ctrl-C received while it loads
+            raise DBDError(
+                f"onnxruntime cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it"
+            ) from None
         self.input_name = self.info["input"]["name"]
         self.check_input_shape(self.session.get_inputs()[0].shape)
 
@@ -109,7 +116,7 @@ def _export_torch(job: ExportJob, path: Path) -> str:
             program.save(str(path))
             return "torch.onnx dynamo"
         except Exception as err:  # noqa: BLE001 - any failure of the new exporter: fall back to the legacy one
-            reraise_interrupt(err)   # a Ctrl-C it wrapped in its own error stops the export, no fallback
+            reraise_interrupt(err)  # a Ctrl-C it wrapped in its own error stops the export, no fallback
             note = f" (dynamo exporter failed: {type(err).__name__})"
     torch.onnx.export(model, (x,), str(path), dynamo=False, **kwargs)
     return "torch.onnx legacy (TorchScript)" + note
@@ -139,11 +146,17 @@ class OnnxFormat(FileFormat):
     suffix = ".onnx"
     precisions = ("fp32", "fp16", "int8")
     default_precision = "fp32"
-    calibrated_precisions = ("int8",)          # static QDQ reads the calibration images
+    calibrated_precisions = ("int8",)  # static QDQ reads the calibration images
     runtime_modules = ("onnxruntime",)
     order = 10
-    options = (FormatOption("onnx-exporter", "torch.onnx exporter (dynamo falls back to legacy if it fails)",
-                            "dynamo", ("dynamo", "legacy")),)
+    options = (
+        FormatOption(
+            "onnx-exporter",
+            "torch.onnx exporter (dynamo falls back to legacy if it fails)",
+            "dynamo",
+            ("dynamo", "legacy"),
+        ),
+    )
 
     def read_metadata(self, path: Path) -> str | None:
         return metadata_entry(Path(path).read_bytes())
@@ -193,10 +206,15 @@ class OnnxFormat(FileFormat):
             raise DBDError(f"onnx has no precision '{precision}'")
         tools = {**self.tools(), "exporter": exporter}
         meta = build_metadata(
-            job, "onnx", precision, QUANTIZATION_WORDS[precision],
+            job,
+            "onnx",
+            precision,
+            QUANTIZATION_WORDS[precision],
             input_entry(job, INPUT_NAME, "NCHW", "float32", folded=False, quantization=None),
             output_entry(job, OUTPUT_NAME, "NCHW", "float32", quantization=None),
-            tools, calibrated=self.needs_calibration(precision))
+            tools,
+            calibrated=self.needs_calibration(precision),
+        )
         del model.metadata_props[:]
         entry = model.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, dumps(meta)
@@ -208,13 +226,18 @@ class OnnxFormat(FileFormat):
 
     def _quantize(self, job: ExportJob, base):
         import onnx
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                              quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         from .calibration import normalised_nchw
 
-        batches = [normalised_nchw(job.calibration.unit[i:i + 1], job.spec) for i in range(len(job.calibration))]
+        batches = [normalised_nchw(job.calibration.unit[i : i + 1], job.spec) for i in range(len(job.calibration))]
 
         class Reader(CalibrationDataReader):
             def __init__(self):
@@ -229,9 +252,17 @@ class OnnxFormat(FileFormat):
             onnx.save(base, str(fp32))
             quant_pre_process(str(fp32), str(pre))
             exclude = self._float_nodes(job, onnx.load(str(pre)))
-            quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8, per_channel=True,
-                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude)
+            quantize_static(
+                str(pre),
+                str(out),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QUInt8,
+                per_channel=True,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=exclude,
+            )
             return onnx.load(str(out))
 
     def _float_nodes(self, job: ExportJob, model) -> list[str]:
@@ -248,8 +279,10 @@ class OnnxFormat(FileFormat):
         convs = [n for n in model.graph.node if n.op_type == "Conv"]
         shapes = [weights.get(n.input[1]) for n in convs]
         if shapes != [shape for _, shape in calls]:
-            raise DBDError(f"--int8-float: the ONNX graph's {len(convs)} Conv nodes do not pair up with the model's "
-                           f"{len(calls)} Conv2d calls, so the float modules cannot be located; pass --int8-float none")
+            raise DBDError(
+                f"--int8-float: the ONNX graph's {len(convs)} Conv nodes do not pair up with the model's "
+                f"{len(calls)} Conv2d calls, so the float modules cannot be located; pass --int8-float none"
+            )
         keep = {convs[i].output[0]: convs[i].name for i in float_convs(calls, job.int8_float)}
         names = list(keep.values())
         names += [n.name for n in model.graph.node if n.op_type in ("Relu", "Clip") and n.input[0] in keep]
@@ -267,8 +300,13 @@ class OnnxFormat(FileFormat):
 
         meta = read_metadata(path)
         session = self._session(path)
-        io = [[{"name": t.name, "shape": list(t.shape), "dtype": _ORT_DTYPES.get(t.type, t.type), "quantization": None}
-               for t in tensors] for tensors in (session.get_inputs(), session.get_outputs())]
+        io = [
+            [
+                {"name": t.name, "shape": list(t.shape), "dtype": _ORT_DTYPES.get(t.type, t.type), "quantization": None}
+                for t in tensors
+            ]
+            for tensors in (session.get_inputs(), session.get_outputs())
+        ]
         check_io(path, meta, *io)
         figures = parity.measure(job.reference_maps(), OnnxRunner(path).run(job.parity.unit), job.parity.masks)
         return Verification(figures, parity.check(precision, figures, job.budget))
@@ -278,11 +316,16 @@ class OnnxFormat(FileFormat):
 
         model = onnx.load(str(path))
         ops = collections.Counter(node.op_type for node in model.graph.node)
-        initializers = collections.Counter(onnx.TensorProto.DataType.Name(t.data_type).lower()
-                                           for t in model.graph.initializer)
-        return {"ops": dict(ops.most_common()), "weight_dtypes": dict(initializers),
-                "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
-                "inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output]}
+        initializers = collections.Counter(
+            onnx.TensorProto.DataType.Name(t.data_type).lower() for t in model.graph.initializer
+        )
+        return {
+            "ops": dict(ops.most_common()),
+            "weight_dtypes": dict(initializers),
+            "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+            "inputs": [i.name for i in model.graph.input],
+            "outputs": [o.name for o in model.graph.output],
+        }
 
 
-FORMAT = OnnxFormat()     # the object the dbd.formats entry point names
+FORMAT = OnnxFormat()  # the object the dbd.formats entry point names

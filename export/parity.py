@@ -11,6 +11,7 @@ Both engines see the same real photos (resized once, as PreprocessSpec does). Th
 Budgets (defaults, each overridable on the command line): fp32 max|Δ| <= 1e-4; fp16 PSNR >= 40 dB;
 int8 PSNR >= 30 dB and |ΔFβ| <= 0.005.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ from dbd.runtime.spec import PreprocessSpec
 
 from .calibration import normalised_nchw
 
-PSNR_CAP_DB = 300.0      # identical maps: reported as 300 dB rather than infinity (JSON has no inf)
+PSNR_CAP_DB = 300.0  # identical maps: reported as 300 dB rather than infinity (JSON has no inf)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def torch_maps(model: nn.Module, spec: PreprocessSpec, unit: np.ndarray, batch: 
     model.eval()
     maps = []
     for start in range(0, len(unit), batch):
-        x = torch.from_numpy(normalised_nchw(unit[start:start + batch], spec))
+        x = torch.from_numpy(normalised_nchw(unit[start : start + batch], spec))
         maps.append(model(x).float().numpy()[:, 0])
     return np.concatenate(maps).astype(np.float32)
 
@@ -58,10 +59,10 @@ def measure(reference: np.ndarray, exported: np.ndarray, masks: list[np.ndarray]
     if reference.shape != exported.shape:
         raise ValueError(f"exported maps {exported.shape} do not match the reference maps {reference.shape}")
     nonfinite = int(np.count_nonzero(~np.isfinite(exported)))
-    if nonfinite:   # counted (and failed by `check`), then scored as the worst value so the figures stay finite
+    if nonfinite:  # counted (and failed by `check`), then scored as the worst value so the figures stay finite
         exported = np.where(np.isfinite(exported), exported, 1.0 - np.round(reference))
     diff = exported - reference
-    mse = float(np.mean(diff ** 2))
+    mse = float(np.mean(diff**2))
     psnr = PSNR_CAP_DB if mse <= 0 else min(PSNR_CAP_DB, 10.0 * math.log10(1.0 / mse))
     figures: dict[str, Any] = {
         "n_images": int(len(reference)),
@@ -77,12 +78,16 @@ def measure(reference: np.ndarray, exported: np.ndarray, masks: list[np.ndarray]
             for pred, mask in zip(maps, masks):
                 metrics.update(np.clip(pred, 0.0, 1.0).astype(np.float32), mask)
             scores[name] = metrics.compute()
-        figures.update({
-            "mae_torch": scores["torch"]["mae"], "mae_export": scores["export"]["mae"],
-            "d_mae": scores["export"]["mae"] - scores["torch"]["mae"],
-            "fbeta_torch": scores["torch"]["fbeta_fixed"], "fbeta_export": scores["export"]["fbeta_fixed"],
-            "d_fbeta": scores["export"]["fbeta_fixed"] - scores["torch"]["fbeta_fixed"],
-        })
+        figures.update(
+            {
+                "mae_torch": scores["torch"]["mae"],
+                "mae_export": scores["export"]["mae"],
+                "d_mae": scores["export"]["mae"] - scores["torch"]["mae"],
+                "fbeta_torch": scores["torch"]["fbeta_fixed"],
+                "fbeta_export": scores["export"]["fbeta_fixed"],
+                "d_fbeta": scores["export"]["fbeta_fixed"] - scores["torch"]["fbeta_fixed"],
+            }
+        )
     return figures
 
 

@@ -7,6 +7,7 @@ is swapped in with two renames, the old folder removed after). A failed check or
 any previous export untouched. `export_report.json` in the out folder is rewritten atomically after
 every file: size, sha256, precision, conversion time, parity figures, ops.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -35,21 +36,21 @@ REPORT_FORMAT = "dbd-export-report/1"
 class Outcome:
     format: str
     precision: str
-    path: Path                       # the final path (written only when ok)
+    path: Path  # the final path (written only when ok)
     ok: bool = False
-    error: str | None = None         # why it was not written
+    error: str | None = None  # why it was not written
     size: int | None = None
     sha256: str | None = None
-    prepare_s: float = 0.0           # the format's shared conversion (FileFormat.prepare)
-    conversion_s: float = 0.0        # this precision's own conversion
+    prepare_s: float = 0.0  # the format's shared conversion (FileFormat.prepare)
+    conversion_s: float = 0.0  # this precision's own conversion
     verify_s: float = 0.0
     parity: dict[str, Any] | None = None
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     description: dict[str, Any] = field(default_factory=dict)
-    replaced: bool = False           # an older export of the same name was replaced
+    replaced: bool = False  # an older export of the same name was replaced
     metadata: dict[str, Any] | None = None
-    calibrated: bool = False         # the export read the calibration images (FileFormat.needs_calibration)
+    calibrated: bool = False  # the export read the calibration images (FileFormat.needs_calibration)
 
 
 def output_path(out_dir: Path, job: ExportJob, fmt: ExportFormat, precision: str) -> Path:
@@ -58,7 +59,7 @@ def output_path(out_dir: Path, job: ExportJob, fmt: ExportFormat, precision: str
     return Path(out_dir) / f"{job.arch}_{size}_{precision}{fmt.suffix}"
 
 
-_STARTED = time.time()   # this process's start (about): temporary files older than it are stale
+_STARTED = time.time()  # this process's start (about): temporary files older than it are stale
 
 
 def _temp_path(final: Path) -> Path:
@@ -120,9 +121,11 @@ def export_one(job: ExportJob, fmt: ExportFormat, precision: str, out_dir: Path,
         outcome.metadata = fmt.export(job, precision, tmp)
         outcome.conversion_s = time.perf_counter() - start
         wrote = "a folder" if tmp.is_dir() else "a file" if tmp.is_file() else "nothing"
-        if wrote != ("a folder" if fmt.directory else "a file"):    # replace_path swaps what is there
-            raise DBDError(f"format '{fmt.name}' wrote {wrote} for '{tmp}' but declares directory={fmt.directory}; "
-                           f"fix the format plug-in")
+        if wrote != ("a folder" if fmt.directory else "a file"):  # replace_path swaps what is there
+            raise DBDError(
+                f"format '{fmt.name}' wrote {wrote} for '{tmp}' but declares directory={fmt.directory}; "
+                f"fix the format plug-in"
+            )
         start = time.perf_counter()
         verification = fmt.verify(job, precision, tmp)
         outcome.verify_s = time.perf_counter() - start
@@ -139,11 +142,13 @@ def export_one(job: ExportJob, fmt: ExportFormat, precision: str, out_dir: Path,
         # Checks name the file they read, the temporary one; the user knows the final name.
         outcome.error = str(err).replace(str(tmp), str(final))
     except Exception as err:  # noqa: BLE001 - a converter crash fails this file, not the whole run
-        reraise_interrupt(err)   # ... but a (wrapped) Ctrl-C stops the run
+        reraise_interrupt(err)  # ... but a (wrapped) Ctrl-C stops the run
         if job.verbose:
             traceback.print_exc()
-        outcome.error = (f"{fmt.name} {precision} conversion failed ({_one_line(err)}); "
-                         f"rerun with --verbose for the converter's output")
+        outcome.error = (
+            f"{fmt.name} {precision} conversion failed ({_one_line(err)}); "
+            f"rerun with --verbose for the converter's output"
+        )
     finally:
         _remove(tmp)
     return outcome
@@ -160,8 +165,9 @@ def prepare(job: ExportJob, fmt: ExportFormat) -> tuple[float, str | None]:
         reraise_interrupt(err)
         if job.verbose:
             traceback.print_exc()
-        return time.perf_counter() - start, (f"{fmt.name} conversion failed ({_one_line(err)}); "
-                                             f"rerun with --verbose for the converter's output")
+        return time.perf_counter() - start, (
+            f"{fmt.name} conversion failed ({_one_line(err)}); rerun with --verbose for the converter's output"
+        )
     return time.perf_counter() - start, None
 
 
@@ -171,11 +177,17 @@ def prepare(job: ExportJob, fmt: ExportFormat) -> tuple[float, str | None]:
 def _report_entry(job: ExportJob, outcome: Outcome) -> dict[str, Any]:
     meta = outcome.metadata or {}
     return {
-        "file": outcome.path.name, "format": outcome.format, "precision": outcome.precision,
-        "size_bytes": outcome.size, "sha256": outcome.sha256,
+        "file": outcome.path.name,
+        "format": outcome.format,
+        "precision": outcome.precision,
+        "size_bytes": outcome.size,
+        "sha256": outcome.sha256,
         "created": meta.get("file", {}).get("created"),
         "quantization": meta.get("file", {}).get("quantization"),
-        "input": {k: meta.get("input", {}).get(k) for k in ("name", "shape", "layout", "dtype", "normalization", "quantization")},
+        "input": {
+            k: meta.get("input", {}).get(k)
+            for k in ("name", "shape", "layout", "dtype", "normalization", "quantization")
+        },
         "output": {k: meta.get("output", {}).get(k) for k in ("name", "shape", "layout", "dtype", "quantization")},
         "conversion_s": round(outcome.conversion_s, 3),
         "shared_conversion_s": round(outcome.prepare_s, 3),
@@ -187,8 +199,9 @@ def _report_entry(job: ExportJob, outcome: Outcome) -> dict[str, Any]:
         "notes": outcome.notes,
         "ops": outcome.description.get("ops"),
         "weights": {"file": str(job.weights), "sha256": job.weights_sha256, "arch": job.arch},
-        "calibration": ({k: v for k, v in job.calibration.describe().items() if k != "names"}
-                        if outcome.calibrated else None),
+        "calibration": (
+            {k: v for k, v in job.calibration.describe().items() if k != "names"} if outcome.calibrated else None
+        ),
     }
 
 
@@ -210,7 +223,8 @@ def update_report(out_dir: Path, job: ExportJob, outcomes: list[Outcome], comman
         "format": REPORT_FORMAT,
         "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "last_run": {
-            "command": command, "python": sys.version.split()[0],
+            "command": command,
+            "python": sys.version.split()[0],
             "written": [o.path.name for o in outcomes if o.ok],
             "failed": [{"file": o.path.name, "error": o.error, "parity": o.parity} for o in outcomes if not o.ok],
         },

@@ -11,6 +11,7 @@ plug-in, is exported, verified and replaced the same way. A failed file does not
 outcome says why, the previous file is kept, and `report.ok` is False. Bad arguments raise
 DBDError (one line naming the argument) before any heavy work.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,7 @@ DEFAULT_CALIB_N = 64
 DEFAULT_PARITY_N = 32
 DEFAULT_OUT = Path("exports")
 
-Plan = list[tuple[str, tuple[str, ...]]]      # [(format name, precisions to export)]
+Plan = list[tuple[str, tuple[str, ...]]]  # [(format name, precisions to export)]
 
 
 class ExportProgress:
@@ -56,7 +57,7 @@ class ExportReport:
     job: ExportJob
     plan: Plan
     outcomes: list[Outcome] = field(default_factory=list)
-    path: Path | None = None          # export_report.json in the out folder
+    path: Path | None = None  # export_report.json in the out folder
 
     @property
     def failed(self) -> list[Outcome]:
@@ -99,7 +100,9 @@ def resolve_plan(formats: str | Iterable[str] = "all", precisions: str | Iterabl
             continue
         for precision in wanted:
             if precision != "all" and precision not in fmt.precisions:
-                raise DBDError(unknown_choice("precision", precision, list(fmt.precisions) + ["all"]) + f" (for {name})")
+                raise DBDError(
+                    unknown_choice("precision", precision, list(fmt.precisions) + ["all"]) + f" (for {name})"
+                )
         chosen = fmt.precisions if "all" in wanted else tuple(p for p in fmt.precisions if p in wanted)
         plan.append((name, chosen))
     return plan
@@ -119,11 +122,15 @@ def parse_imgsz(value: str | int | Iterable[int] | None, default: tuple[int, int
         try:
             values = [int(p) for p in parts]
         except ValueError:
-            raise DBDError(f"--imgsz '{text}' is not a size; pass N or HxW (multiples of 32), e.g. --imgsz 320") from None
+            raise DBDError(
+                f"--imgsz '{text}' is not a size; pass N or HxW (multiples of 32), e.g. --imgsz 320"
+            ) from None
     if len(values) == 1:
         values = values * 2
     if len(values) != 2 or min(values) <= 0 or values[0] % 32 or values[1] % 32:
-        raise DBDError(f"--imgsz '{text}' must be N or HxW with positive multiples of 32 (the encoders' stride), e.g. 320")
+        raise DBDError(
+            f"--imgsz '{text}' must be N or HxW with positive multiples of 32 (the encoders' stride), e.g. 320"
+        )
     return values[0], values[1]
 
 
@@ -137,8 +144,11 @@ def check_options(options: dict[str, str] | None) -> dict[str, str]:
     for key, value in (options or {}).items():
         key = str(key).replace("-", "_")
         if key not in declared:
-            raise DBDError(unknown_choice("export option", key, sorted(declared)) if declared else
-                           f"unknown export option '{key}': no installed format declares options")
+            raise DBDError(
+                unknown_choice("export option", key, sorted(declared))
+                if declared
+                else f"unknown export option '{key}': no installed format declares options"
+            )
         option = declared[key]
         if option.choices and value not in option.choices:
             raise DBDError(f"--{option.name} {value!r}: " + unknown_choice("value", str(value), list(option.choices)))
@@ -146,10 +156,19 @@ def check_options(options: dict[str, str] | None) -> dict[str, str]:
     return checked
 
 
-def make_job(weights: Path | None, imgsz: str | int | None = None, calib: str = DEFAULT_CALIB,
-             calib_n: int = DEFAULT_CALIB_N, parity_n: int = DEFAULT_PARITY_N, polarity: str | None = None,
-             budget: ParityBudget | None = None, calibrate: bool = True, options: dict[str, str] | None = None,
-             verbose: bool = False, int8_float: str | Iterable[str] | None = None) -> ExportJob:
+def make_job(
+    weights: Path | None,
+    imgsz: str | int | None = None,
+    calib: str = DEFAULT_CALIB,
+    calib_n: int = DEFAULT_CALIB_N,
+    parity_n: int = DEFAULT_PARITY_N,
+    polarity: str | None = None,
+    budget: ParityBudget | None = None,
+    calibrate: bool = True,
+    options: dict[str, str] | None = None,
+    verbose: bool = False,
+    int8_float: str | Iterable[str] | None = None,
+) -> ExportJob:
     """Load the checkpoint and the real images: the ExportJob every format works from."""
     from dbd.models.base import DBDNet
     from dbd.models.checkpoint import load_checkpoint
@@ -165,20 +184,36 @@ def make_job(weights: Path | None, imgsz: str | int | None = None, calib: str = 
     weights = Path(weights) if weights is not None else released_checkpoint("dbd_student")
     model, card = load_checkpoint(weights)
     if not isinstance(model, DBDNet):
-        raise DBDError(f"checkpoint '{weights}' holds a '{card.get('arch')}', which is not a blur-detection network; "
-                       f"pass a dbd_student or dbd_teacher checkpoint")
-    base_spec = PreprocessSpec.from_dict(card["preprocess"]) if "preprocess" in card else PreprocessSpec.for_model(model)
+        raise DBDError(
+            f"checkpoint '{weights}' holds a '{card.get('arch')}', which is not a blur-detection network; "
+            f"pass a dbd_student or dbd_teacher checkpoint"
+        )
+    base_spec = (
+        PreprocessSpec.from_dict(card["preprocess"]) if "preprocess" in card else PreprocessSpec.for_model(model)
+    )
     spec = dataclasses.replace(base_spec, input_size=parse_imgsz(imgsz, base_spec.input_size), layout="NCHW")
     if int8_float is None:
         float_modules = default_modules(model)
     elif isinstance(int8_float, str) and int8_float.strip().lower() == "none":
         float_modules = ()
     else:
-        float_modules = resolve_modules(model, int8_float.split(",") if isinstance(int8_float, str) else list(int8_float))
+        float_modules = resolve_modules(
+            model, int8_float.split(",") if isinstance(int8_float, str) else list(int8_float)
+        )
     calibration, parity_images = load_images(calib, spec, calib_n, parity_n, polarity, calibrate=calibrate)
-    return ExportJob(model=model.float().eval(), card=card, weights=weights, weights_sha256=sha256_file(weights),
-                     spec=spec, calibration=calibration, parity=parity_images, budget=budget or ParityBudget(),
-                     options=check_options(options), verbose=verbose, int8_float=float_modules)
+    return ExportJob(
+        model=model.float().eval(),
+        card=card,
+        weights=weights,
+        weights_sha256=sha256_file(weights),
+        spec=spec,
+        calibration=calibration,
+        parity=parity_images,
+        budget=budget or ParityBudget(),
+        options=check_options(options),
+        verbose=verbose,
+        int8_float=float_modules,
+    )
 
 
 def _prepare_out(out: Path) -> Path:
@@ -191,13 +226,23 @@ def _prepare_out(out: Path) -> Path:
     return out
 
 
-def export_model(weights: str | Path | None = None, formats: str | Iterable[str] = ("all",),
-                 precisions: str | Iterable[str] | None = None, out: str | Path = DEFAULT_OUT,
-                 imgsz: str | int | tuple[int, int] | None = None, calib: str = DEFAULT_CALIB,
-                 calib_n: int = DEFAULT_CALIB_N, parity_n: int = DEFAULT_PARITY_N, polarity: str | None = None,
-                 budget: ParityBudget | None = None, options: dict[str, str] | None = None,
-                 int8_float: str | Iterable[str] | None = None, verbose: bool = False,
-                 command: str | None = None, progress: ExportProgress | None = None) -> ExportReport:
+def export_model(
+    weights: str | Path | None = None,
+    formats: str | Iterable[str] = ("all",),
+    precisions: str | Iterable[str] | None = None,
+    out: str | Path = DEFAULT_OUT,
+    imgsz: str | int | tuple[int, int] | None = None,
+    calib: str = DEFAULT_CALIB,
+    calib_n: int = DEFAULT_CALIB_N,
+    parity_n: int = DEFAULT_PARITY_N,
+    polarity: str | None = None,
+    budget: ParityBudget | None = None,
+    options: dict[str, str] | None = None,
+    int8_float: str | Iterable[str] | None = None,
+    verbose: bool = False,
+    command: str | None = None,
+    progress: ExportProgress | None = None,
+) -> ExportReport:
     """Export `weights` (default: the shipped student) to `formats` x `precisions` in `out`.
 
     formats: names or 'all' (a list, or one string, commas allowed); precisions: None (each
@@ -221,27 +266,41 @@ def export_model(weights: str | Path | None = None, formats: str | Iterable[str]
     from .calibration import open_calibration_dataset
     from .pipeline import Outcome, export_one, output_path, prepare, update_report
 
-    open_calibration_dataset(calib, polarity)      # refuse test splits before any heavy work
+    open_calibration_dataset(calib, polarity)  # refuse test splits before any heavy work
     formats_: list[FileFormat] = [get_format(name) for name, _ in plan]
     calibrated = any(fmt.needs_calibration(p) for fmt, (_, precisions_) in zip(formats_, plan) for p in precisions_)
-    job = make_job(weights, imgsz, calib, calib_n, parity_n, polarity=polarity, budget=budget, calibrate=calibrated,
-                   options=options, verbose=verbose, int8_float=int8_float)
+    job = make_job(
+        weights,
+        imgsz,
+        calib,
+        calib_n,
+        parity_n,
+        polarity=polarity,
+        budget=budget,
+        calibrate=calibrated,
+        options=options,
+        verbose=verbose,
+        int8_float=int8_float,
+    )
     progress = progress or ExportProgress()
     progress.started(job, plan, calibrated)
-    job.reference_maps()     # PyTorch's maps of the parity images, once, before any format is timed
+    job.reference_maps()  # PyTorch's maps of the parity images, once, before any format is timed
 
     out_dir = _prepare_out(Path(out))
     if command is None:
-        command = (f"dbd.export.export_model(weights={str(job.weights)!r}, formats={[n for n, _ in plan]!r}, "
-                   f"precisions={sorted({p for _, ps in plan for p in ps})!r}, out={str(out_dir)!r})")
+        command = (
+            f"dbd.export.export_model(weights={str(job.weights)!r}, formats={[n for n, _ in plan]!r}, "
+            f"precisions={sorted({p for _, ps in plan for p in ps})!r}, out={str(out_dir)!r})"
+        )
     report = ExportReport(job, plan)
     for fmt, (name, precisions_) in zip(formats_, plan):
         seconds, error = prepare(job, fmt)
         progress.prepared(name, seconds, error)
         for precision in precisions_:
             if error:
-                outcome = Outcome(name, precision, output_path(out_dir, job, fmt, precision), error=error,
-                                  prepare_s=seconds)
+                outcome = Outcome(
+                    name, precision, output_path(out_dir, job, fmt, precision), error=error, prepare_s=seconds
+                )
             else:
                 outcome = export_one(job, fmt, precision, out_dir, prepare_s=seconds)
             report.outcomes.append(outcome)
@@ -251,5 +310,16 @@ def export_model(weights: str | Path | None = None, formats: str | Iterable[str]
     return report
 
 
-__all__ = ["DEFAULT_CALIB", "DEFAULT_CALIB_N", "DEFAULT_OUT", "DEFAULT_PARITY_N", "ExportProgress", "ExportReport",
-           "check_options", "export_model", "make_job", "parse_imgsz", "resolve_plan"]
+__all__ = [
+    "DEFAULT_CALIB",
+    "DEFAULT_CALIB_N",
+    "DEFAULT_OUT",
+    "DEFAULT_PARITY_N",
+    "ExportProgress",
+    "ExportReport",
+    "check_options",
+    "export_model",
+    "make_job",
+    "parse_imgsz",
+    "resolve_plan",
+]

@@ -19,6 +19,7 @@ flatbuffer to the "dbd" metadata entry with the standard library alone. Heavy mo
 litert-torch, ai-edge-quantizer, the LiteRT interpreter) are imported inside the functions that
 use them: this module is loaded whenever formats are looked up.
 """
+
 from __future__ import annotations
 
 import collections
@@ -28,7 +29,7 @@ import re
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -38,18 +39,22 @@ from dbd.runtime.metadata import METADATA_KEY, read_metadata
 from dbd.runtime.runners import ExportedRunner
 from dbd.runtime.spec import PreprocessSpec
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 from .base import ExportJob, Verification, check_io, quant_dict, quiet
 from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "blur_prob"
 SIGNATURE = "serving_default"
-PIXEL_RANGE = (0.0, 255.0)           # int8 input calibration range: scale 1, zero-point -128
+PIXEL_RANGE = (0.0, 255.0)  # int8 input calibration range: scale 1, zero-point -128
 INT8_INPUT_QUANT = {"scale": 1.0, "zero_point": -128}
 QUANTIZATION_WORDS = {
     "fp32": "none (float32)",
     "fp16": "float16 weights (dequantised to float32 at load/run time), float32 activations and I/O",
     "int8": "full integer: int8 per-channel symmetric weights, int8 activations (static, MinMax calibration), "
-            "int8 input (pixel - 128) and int8 output (scale 1/256)",
+    "int8 input (pixel - 128) and int8 output (scale 1/256)",
 }
 
 
@@ -72,7 +77,9 @@ class TFLiteRunner(ExportedRunner):
                 self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
                 self.interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as err:
-                raise DBDError(f"LiteRT cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it") from None
+                raise DBDError(
+                    f"LiteRT cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it"
+                ) from None
         details = self.interpreter.get_input_details()[0]
         self.check_input_shape([int(v) for v in details["shape"]])
         self.input_index = details["index"]
@@ -103,8 +110,8 @@ def _quiet_stderr():
 
 # The "dbd" metadata with the standard library: just enough flatbuffer to reach Model.metadata and
 # Model.buffers (field indices of schema.fbs).
-_TFL_MODEL_BUFFERS, _TFL_MODEL_METADATA = 4, 6     # `table Model`
-_TFL_METADATA_NAME, _TFL_METADATA_BUFFER = 0, 1    # `table Metadata`
+_TFL_MODEL_BUFFERS, _TFL_MODEL_METADATA = 4, 6  # `table Model`
+_TFL_METADATA_NAME, _TFL_METADATA_BUFFER = 0, 1  # `table Metadata`
 _TFL_BUFFER_DATA, _TFL_BUFFER_OFFSET, _TFL_BUFFER_SIZE = 0, 1, 2  # `table Buffer`
 
 
@@ -141,7 +148,9 @@ def _fb_table_at(data: bytes, pos: int) -> int:
 def metadata_entry(data: bytes, path: Path) -> str | None:
     """The "dbd" metadata entry of a TFLite flatbuffer (None when absent)."""
     if len(data) < 8 or data[4:8] != b"TFL3":
-        raise DBDError(f"'{path}' is not a TFLite flatbuffer (no TFL3 identifier); pass a .tflite written by dbd-export")
+        raise DBDError(
+            f"'{path}' is not a TFLite flatbuffer (no TFL3 identifier); pass a .tflite written by dbd-export"
+        )
     model = _fb_table_at(data, 0)
     meta_start, meta_len = _fb_vector(data, model, _TFL_MODEL_METADATA)
     buf_start, buf_len = _fb_vector(data, model, _TFL_MODEL_BUFFERS)
@@ -151,7 +160,7 @@ def metadata_entry(data: bytes, path: Path) -> str | None:
         if name_pos is None:
             continue
         name_start = name_pos + _u32(data, name_pos)
-        name = data[name_start + 4:name_start + 4 + _u32(data, name_start)].decode("utf-8")
+        name = data[name_start + 4 : name_start + 4 + _u32(data, name_start)].decode("utf-8")
         if name != METADATA_KEY:
             continue
         index_pos = _fb_field(data, entry, _TFL_METADATA_BUFFER)
@@ -161,14 +170,14 @@ def metadata_entry(data: bytes, path: Path) -> str | None:
         buffer = _fb_table_at(data, buf_start + 4 * index)
         start, length = _fb_vector(data, buffer, _TFL_BUFFER_DATA)
         if length:
-            return data[start:start + length].decode("utf-8")
+            return data[start : start + length].decode("utf-8")
         # Buffers of large models may live after the flatbuffer: Buffer.offset / Buffer.size.
         off_pos = _fb_field(data, buffer, _TFL_BUFFER_OFFSET)
         size_pos = _fb_field(data, buffer, _TFL_BUFFER_SIZE)
         if off_pos is not None and size_pos is not None:
             offset, size = (struct.unpack_from("<Q", data, p)[0] for p in (off_pos, size_pos))
             if offset > 1 and offset + size <= len(data):
-                return data[offset:offset + size].decode("utf-8")
+                return data[offset : offset + size].decode("utf-8")
         raise ValueError("empty metadata buffer")
     return None
 
@@ -223,7 +232,7 @@ def read_model(data: bytes):
         raise DBDError("not a TFLite flatbuffer (no TFL3 identifier)")
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     for buffer in model.buffers or []:
-        if buffer.offset and buffer.offset > 1:   # ai-edge-quantizer writes constants this way
+        if buffer.offset and buffer.offset > 1:  # ai-edge-quantizer writes constants this way
             end = buffer.offset + buffer.size
             if end > len(data):
                 raise DBDError("TFLite buffer points past the end of the file (truncated?)")
@@ -250,7 +259,9 @@ def embed_metadata(data: bytes, text: str) -> bytes:
     entry = schema.MetadataT()
     entry.name = METADATA_KEY
     entry.buffer = len(model.buffers) - 1
-    kept = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_KEY]
+    kept = [
+        m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_KEY
+    ]
     model.metadata = kept + [entry]
     return write_model(model)
 
@@ -283,8 +294,11 @@ def op_histogram(data: bytes) -> tuple[collections.Counter, list[str], list[list
 def op_scopes(data: bytes) -> list[str]:
     """Each operator's scope as ai-edge-quantizer matches it: its output tensor names, joined."""
     model = read_model(data)
-    return [";".join(sg.tensors[i].name.decode("utf-8", "replace") for i in op.outputs if i >= 0)
-            for sg in model.subgraphs or [] for op in sg.operators or []]
+    return [
+        ";".join(sg.tensors[i].name.decode("utf-8", "replace") for i in op.outputs if i >= 0)
+        for sg in model.subgraphs or []
+        for op in sg.operators or []
+    ]
 
 
 def is_layout_transpose(perm: list[int]) -> bool:
@@ -300,12 +314,16 @@ def check_ops(path: Path, data: bytes) -> collections.Counter:
         kinds = collections.Counter(custom)
         listed = ", ".join(f"{k} x{v}" for k, v in kinds.most_common(3))
         what = "select-TensorFlow (Flex) ops" if flex else "custom ops"
-        raise DBDError(f"'{path}' contains {what} ({listed}), which the phone's builtin TFLite runtime cannot run; "
-                       f"the model must use builtin ops only (replace the layer that produces them)")
+        raise DBDError(
+            f"'{path}' contains {what} ({listed}), which the phone's builtin TFLite runtime cannot run; "
+            f"the model must use builtin ops only (replace the layer that produces them)"
+        )
     layout = [p for p in transposes if is_layout_transpose(p)]
     if layout:
-        raise DBDError(f"'{path}' contains {len(layout)} layout Transpose op(s) (NCHW<->NHWC) inside the graph, "
-                       f"which cost time on the phone; export through the NHWC wrapper (litert_torch.to_channel_last_io)")
+        raise DBDError(
+            f"'{path}' contains {len(layout)} layout Transpose op(s) (NCHW<->NHWC) inside the graph, "
+            f"which cost time on the phone; export through the NHWC wrapper (litert_torch.to_channel_last_io)"
+        )
     return counts
 
 
@@ -316,9 +334,15 @@ def _details(interpreter) -> tuple[list[dict], list[dict]]:
         rows = []
         for name, d in details.items():
             scale, zero = d["quantization"]
-            rows.append({"name": name, "tensor": d["name"], "shape": [int(v) for v in d["shape"]],
-                         "dtype": np.dtype(d["dtype"]).name,
-                         "quantization": quant_dict(scale, zero) if scale else None})
+            rows.append(
+                {
+                    "name": name,
+                    "tensor": d["name"],
+                    "shape": [int(v) for v in d["shape"]],
+                    "dtype": np.dtype(d["dtype"]).name,
+                    "quantization": quant_dict(scale, zero) if scale else None,
+                }
+            )
         result.append(rows)
     return result[0], result[1]
 
@@ -337,7 +361,7 @@ class TFLiteFormat(FileFormat):
     suffix = ".tflite"
     precisions = ("fp32", "fp16", "int8")
     default_precision = "int8"
-    calibrated_precisions = ("int8",)          # static w8/a8 reads the calibration images
+    calibrated_precisions = ("int8",)  # static w8/a8 reads the calibration images
     runtime_modules = ("ai_edge_litert.interpreter",)
     order = 20
 
@@ -372,9 +396,11 @@ class TFLiteFormat(FileFormat):
             except (RuntimeError, ValueError) as err:
                 reraise_interrupt(err)
                 reason = " ".join(str(err).split())[:200]
-                raise DBDError(f"litert-torch turned '{job.arch}' into a TFLite graph that does not run ({reason}); "
-                               f"this architecture cannot be exported to TFLite with litert-torch "
-                               f"{package_versions('litert-torch')['litert-torch']}: use --format onnx or coreml") from None
+                raise DBDError(
+                    f"litert-torch turned '{job.arch}' into a TFLite graph that does not run ({reason}); "
+                    f"this architecture cannot be exported to TFLite with litert-torch "
+                    f"{package_versions('litert-torch')['litert-torch']}: use --format onnx or coreml"
+                ) from None
             job._cache["tflite_float"] = data
         return job._cache["tflite_float"]
 
@@ -388,17 +414,28 @@ class TFLiteFormat(FileFormat):
             raise DBDError(f"tflite has no precision '{precision}'")
         inputs, outputs = _details(_interpreter(data))
         if precision == "int8":
-            input_quant = dict(INT8_INPUT_QUANT)        # the contract; verify checks the file against it
+            input_quant = dict(INT8_INPUT_QUANT)  # the contract; verify checks the file against it
             input_dtype = "int8"
         else:
             input_quant, input_dtype = None, "float32"
         meta = build_metadata(
-            job, "tflite", precision, QUANTIZATION_WORDS[precision],
-            {**input_entry(job, INPUT_NAME, "NHWC", input_dtype, folded=True, quantization=input_quant),
-             "tensor": inputs[0]["tensor"], "signature": SIGNATURE},
-            {**output_entry(job, OUTPUT_NAME, "NHWC", outputs[0]["dtype"], quantization=outputs[0]["quantization"]),
-             "tensor": outputs[0]["tensor"], "signature": SIGNATURE},
-            self.tools(), calibrated=self.needs_calibration(precision))
+            job,
+            "tflite",
+            precision,
+            QUANTIZATION_WORDS[precision],
+            {
+                **input_entry(job, INPUT_NAME, "NHWC", input_dtype, folded=True, quantization=input_quant),
+                "tensor": inputs[0]["tensor"],
+                "signature": SIGNATURE,
+            },
+            {
+                **output_entry(job, OUTPUT_NAME, "NHWC", outputs[0]["dtype"], quantization=outputs[0]["quantization"]),
+                "tensor": outputs[0]["tensor"],
+                "signature": SIGNATURE,
+            },
+            self.tools(),
+            calibrated=self.needs_calibration(precision),
+        )
         Path(dest).write_bytes(embed_metadata(data, dumps(meta)))
         return meta
 
@@ -412,8 +449,12 @@ class TFLiteFormat(FileFormat):
             from ai_edge_quantizer import qtyping, recipe
 
             qt = self._quantizer(data)
-            qt.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
-                                      algorithm_key=recipe.AlgorithmName.FLOAT_CASTING)
+            qt.add_weight_only_config(
+                regex=".*",
+                operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                num_bits=16,
+                algorithm_key=recipe.AlgorithmName.FLOAT_CASTING,
+            )
             return bytes(qt.quantize(enable_progress_report=False).quantized_model)
 
     def _int8(self, job: ExportJob, data: bytes) -> bytes:
@@ -421,32 +462,38 @@ class TFLiteFormat(FileFormat):
             from ai_edge_quantizer import qtyping, recipe
             from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-        from .mixed_precision import litert_scopes
-
         float_regexes = []
         scopes = op_scopes(data)
         for module, scope in litert_scopes(job.model, job.example_input(), job.int8_float).items():
             regex = re.escape(scope)
             if not any(re.search(regex, s) for s in scopes):
-                raise DBDError(f"--int8-float: no TFLite op carries the scope of '{module}' ({scope}); "
-                               f"litert-torch named the layers differently, pass --int8-float none")
+                raise DBDError(
+                    f"--int8-float: no TFLite op carries the scope of '{module}' ({scope}); "
+                    f"litert-torch named the layers differently, pass --int8-float none"
+                )
             float_regexes.append(regex)
         pixels = job.spec.to_pixels(job.calibration.unit)
-        samples = [{INPUT_NAME: pixels[i:i + 1]} for i in range(len(pixels))]
+        samples = [{INPUT_NAME: pixels[i : i + 1]} for i in range(len(pixels))]
         inputs, _ = _details(_interpreter(data))
         input_tensor = inputs[0]["tensor"]
         with quiet(not job.verbose):
             qt = self._quantizer(data, recipe.static_wi8_ai8())
             for regex in float_regexes:
-                qt.update_quantization_recipe(regex=regex, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                                              algorithm_key=AlgorithmName.NO_QUANTIZE)
+                qt.update_quantization_recipe(
+                    regex=regex,
+                    operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                    algorithm_key=AlgorithmName.NO_QUANTIZE,
+                )
             ranges = qt.calibrate({SIGNATURE: samples}, num_threads=1)
             if input_tensor not in ranges:
                 raise RuntimeError(f"calibration has no range for the input tensor {input_tensor}")
             # The camera contract: the full pixel range, not the calibration images' min/max, so that
             # int8 = pixel - 128 exactly (scale 1, zero-point -128).
             like = np.asarray(ranges[input_tensor]["min"])
-            ranges[input_tensor] = {"min": np.full_like(like, PIXEL_RANGE[0]), "max": np.full_like(like, PIXEL_RANGE[1])}
+            ranges[input_tensor] = {
+                "min": np.full_like(like, PIXEL_RANGE[0]),
+                "max": np.full_like(like, PIXEL_RANGE[1]),
+            }
             return bytes(qt.quantize(ranges, enable_progress_report=False).quantized_model)
 
     def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
@@ -469,9 +516,37 @@ class TFLiteFormat(FileFormat):
         type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
         dtypes = collections.Counter(type_names.get(t.type, str(t.type)) for sg in model.subgraphs for t in sg.tensors)
         inputs, outputs = _details(_interpreter(data))
-        return {"ops": dict(counts.most_common()), "custom_ops": custom,
-                "layout_transposes": sum(is_layout_transpose(p) for p in transposes),
-                "tensor_dtypes": dict(dtypes.most_common()), "inputs": inputs, "outputs": outputs}
+        return {
+            "ops": dict(counts.most_common()),
+            "custom_ops": custom,
+            "layout_transposes": sum(is_layout_transpose(p) for p in transposes),
+            "tensor_dtypes": dict(dtypes.most_common()),
+            "inputs": inputs,
+            "outputs": outputs,
+        }
 
 
-FORMAT = TFLiteFormat()     # the object the dbd.formats entry point names
+def litert_scopes(model: nn.Module, example: torch.Tensor, names: Iterable[str]) -> dict[str, str]:
+    """For each module name, the scope fragment litert-torch gives its tensors, e.g.
+    'encoder.features.1' -> '/dbd.models.mobilenetv2.MobileNetV2_encoder/dbd.models.mobilenetv2.InvertedResidual_1/'.
+    """
+    from .mixed_precision import trace_calls  # imports torch: only when exporting
+
+    wanted, scopes = set(names), {}
+
+    def on_call(name, module, stack):
+        if name in wanted and name not in scopes:
+            parts = [f"{type(m).__module__}.{type(m).__qualname__}_{n.rsplit('.', 1)[-1]}" for n, m in stack if n]
+            scopes[name] = "/" + "/".join(parts) + "/"
+
+    trace_calls(model, example, on_call)
+    missing = wanted - set(scopes)
+    if missing:
+        raise DBDError(
+            f"--int8-float: module(s) {', '.join(sorted(missing))} are never called in the exported "
+            f"forward pass; pass modules the exported graph contains"
+        )
+    return scopes
+
+
+FORMAT = TFLiteFormat()  # the object the dbd.formats entry point names

@@ -1,4 +1,5 @@
 """dbd.models: backbones, the teacher, the student, the discriminator, and their checkpoints."""
+
 from . import discriminator, student, teacher  # noqa: F401  (registers the DBD models)
 from .base import DBDNet, DBDOutput, EncoderDecoderNet
 from .registry import create_model, list_models, register_model

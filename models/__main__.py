@@ -1,10 +1,12 @@
 """`python -m dbd.models`: parameters and GMACs of every registered model at one input size."""
+
 from __future__ import annotations
 
 import argparse
 
-from . import create_model, list_models
 from dbd.core import cli_entry
+
+from . import create_model, list_models
 from .summary import count_macs, count_params
 
 

@@ -5,6 +5,7 @@ Each one starts as the identity (its last layer, a BatchNorm scale or a 1x1 conv
 trained network fine-tunes with it from exactly the network it was. All use builtin int8 ops only
 (conv, depthwise conv, mean, softmax, mul, add, concat, sigmoid, bilinear resize).
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,7 +15,7 @@ from .layers import ConvBNAct, SeparableConvBNAct, upsample_like
 
 
 def _zero_bn(block: nn.Sequential) -> nn.Sequential:
-    nn.init.zeros_(block[1].weight)   # ConvBNAct: conv, BN, [act]
+    nn.init.zeros_(block[1].weight)  # ConvBNAct: conv, BN, [act]
     return block
 
 

@@ -11,6 +11,7 @@ top-down decoder generic in its number of levels (one block per level, each fusi
 stage with the encoder skip of its stride), and a head. Adding a decoder variant is a block class
 and a registered model function that passes it to `EncoderDecoderNet`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,10 +28,10 @@ from .layers import upsample_like
 
 @dataclass
 class DBDOutput:
-    logits: torch.Tensor              # (B, 1, H, W) at the input resolution
-    side_logits: list[torch.Tensor]   # deep supervision, each (B, 1, H, W), deepest first
-    features: list[torch.Tensor]      # decoder features at `feature_strides` (for distillation)
-    connectivity: torch.Tensor | None = None   # (B, 8, H, W) logits: is each of the 8 neighbours the same class?
+    logits: torch.Tensor  # (B, 1, H, W) at the input resolution
+    side_logits: list[torch.Tensor]  # deep supervision, each (B, 1, H, W), deepest first
+    features: list[torch.Tensor]  # decoder features at `feature_strides` (for distillation)
+    connectivity: torch.Tensor | None = None  # (B, 8, H, W) logits: is each of the 8 neighbours the same class?
 
 
 class DBDNet(nn.Module):
@@ -43,8 +44,8 @@ class DBDNet(nn.Module):
     int8_float_modules: tuple[str, ...] = ()
     # Options whose modules start as the identity (a zero-initialised residual or a training-only
     # head): a network with them may warm-start from a checkpoint built without them.
-    additive_options: dict[str, str] = {}   # option -> prefix of its state-dict keys
-    training_only_options: tuple[str, ...] = ()   # of those, the ones forward() never uses
+    additive_options: dict[str, str] = {}  # option -> prefix of its state-dict keys
+    training_only_options: tuple[str, ...] = ()  # of those, the ones forward() never uses
 
     def forward_train(self, x: torch.Tensor) -> DBDOutput:
         raise NotImplementedError
@@ -55,12 +56,18 @@ class DBDNet(nn.Module):
     def check_contract(self) -> None:
         """Called by create_model: the declared features are one channel count per stride."""
         strides, channels = tuple(self.feature_strides), tuple(self.feature_channels)
-        if len(strides) != len(channels) or any(s <= 0 for s in strides) or list(strides) != sorted(strides, reverse=True):
-            raise DBDError(f"{type(self).__name__} declares feature strides {strides} and channels {channels}: "
-                           f"one channel count per stride, strides deepest first")
+        if (
+            len(strides) != len(channels)
+            or any(s <= 0 for s in strides)
+            or list(strides) != sorted(strides, reverse=True)
+        ):
+            raise DBDError(
+                f"{type(self).__name__} declares feature strides {strides} and channels {channels}: "
+                f"one channel count per stride, strides deepest first"
+            )
 
 
-Block = Callable[[int, int, int], nn.Module]   # block(channels_in, skip_channels, channels_out)
+Block = Callable[[int, int, int], nn.Module]  # block(channels_in, skip_channels, channels_out)
 
 
 class EncoderDecoderNet(DBDNet):
@@ -75,26 +82,43 @@ class EncoderDecoderNet(DBDNet):
     * `connectivity` (Relation-aware network): an 8-neighbour connectivity head, training only.
     """
 
-    additive_options = {"connectivity": "connectivity_head.", "srfb": "srfb.", "sab": "sab.",
-                        "separated_attention": "separated_attention."}
+    additive_options = {
+        "connectivity": "connectivity_head.",
+        "srfb": "srfb.",
+        "sab": "sab.",
+        "separated_attention": "separated_attention.",
+    }
     training_only_options = ("connectivity",)
     distilled_strides = (16, 8, 4)
 
-    def __init__(self, encoder: nn.Module, context: nn.Module, context_channels: int, block: Block,
-                 decoder_channels: Sequence[int], head: nn.Module, *, connectivity: bool = False,
-                 srfb: bool = False, sab: bool = False, separated_attention: bool = False):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        context: nn.Module,
+        context_channels: int,
+        block: Block,
+        decoder_channels: Sequence[int],
+        head: nn.Module,
+        *,
+        connectivity: bool = False,
+        srfb: bool = False,
+        sab: bool = False,
+        separated_attention: bool = False,
+    ):
         super().__init__()
-        levels = [(f["channels"], f["reduction"]) for f in encoder.feature_info][::-1]   # deepest first
+        levels = [(f["channels"], f["reduction"]) for f in encoder.feature_info][::-1]  # deepest first
         if not 1 <= len(decoder_channels) < len(levels):
-            raise DBDError(f"decoder_channels {list(decoder_channels)} needs 1 to {len(levels) - 1} levels: "
-                           f"the encoder has {len(levels)} feature levels, the deepest feeds the context")
+            raise DBDError(
+                f"decoder_channels {list(decoder_channels)} needs 1 to {len(levels) - 1} levels: "
+                f"the encoder has {len(levels)} feature levels, the deepest feeds the context"
+            )
         skips = [c for c, _ in levels[1:]]
-        self.stage_strides = tuple(r for _, r in levels[:len(decoder_channels) + 1])
+        self.stage_strides = tuple(r for _, r in levels[: len(decoder_channels) + 1])
         chans = (context_channels, *decoder_channels)
         self.encoder = encoder
         self.context = context
         self.decoder = nn.ModuleList(block(chans[i], skips[i], chans[i + 1]) for i in range(len(decoder_channels)))
-        self.side_heads = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in chans[:-1])   # deep supervision
+        self.side_heads = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in chans[:-1])  # deep supervision
         self.head = head
         self.srfb = nn.ModuleList(SelectiveReceptiveField(c) for c in decoder_channels) if srfb else None
         self.sab = nn.ModuleList(SupervisionGuidedAttention(c) for c in decoder_channels) if sab else None
@@ -131,7 +155,9 @@ class EncoderDecoderNet(DBDNet):
     def forward_train(self, x: torch.Tensor) -> DBDOutput:
         logits, stages, sides = self.decode(x, with_sides=True)
         features = [s for s, stride in zip(stages, self.stage_strides) if stride in self.feature_strides]
-        connectivity = upsample_like(self.connectivity_head(stages[-1]), x) if self.connectivity_head is not None else None
+        connectivity = (
+            upsample_like(self.connectivity_head(stages[-1]), x) if self.connectivity_head is not None else None
+        )
         return DBDOutput(logits, [upsample_like(s, x) for s in sides], features, connectivity)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,4 +168,6 @@ class EncoderDecoderNet(DBDNet):
         super().check_contract()
         reductions = [f["reduction"] for f in self.encoder.feature_info]
         if reductions != sorted(reductions) or any(b != 2 * a for a, b in zip(reductions, reductions[1:])):
-            raise DBDError(f"{type(self.encoder).__name__}.feature_info reductions {reductions} must double level by level")
+            raise DBDError(
+                f"{type(self.encoder).__name__}.feature_info reductions {reductions} must double level by level"
+            )

@@ -7,12 +7,11 @@ use the model: architecture name and config, preprocessing spec, training data a
 metrics. Loading refuses pickles, truncated files, foreign files and other architectures, each
 with a one-line error.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,16 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dbd.core import DBDError, atomic_write, reraise_interrupt
+
 from .registry import create_model
 
 CARD_KEY = "dbd_card"
 CARD_FORMAT = "dbd-checkpoint/1"
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, card: dict[str, Any] | None = None,
-                    dtype: torch.dtype | None = None) -> dict[str, Any]:
+def save_checkpoint(
+    path: str | Path, model: nn.Module, card: dict[str, Any] | None = None, dtype: torch.dtype | None = None
+) -> dict[str, Any]:
     """Save `model` (built by `create_model`) with its card; `dtype=torch.float16` halves the file.
 
     Returns the full card written. Keys of `card` (preprocess, training, metrics, ...) are kept;
@@ -41,8 +42,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: dict[str, Any] | N
     arch = getattr(model, "arch", None)
     if arch is None:
         raise DBDError("only models built with dbd.models.create_model can be checkpointed (no .arch)")
-    full_card = {"format": CARD_FORMAT, "arch": arch, "config": model.config,
-                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(card or {})}
+    full_card = {
+        "format": CARD_FORMAT,
+        "arch": arch,
+        "config": model.config,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **(card or {}),
+    }
     tensors = {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()
@@ -51,8 +57,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, card: dict[str, Any] | N
         tensors[name] = tensor.contiguous()
     header = {CARD_KEY: json.dumps(full_card, sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
-    atomic_write(path.with_suffix(".json"),
-                  lambda tmp: Path(tmp).write_text(json.dumps(full_card, indent=2, sort_keys=True) + "\n"))
+    atomic_write(
+        path.with_suffix(".json"),
+        lambda tmp: Path(tmp).write_text(json.dumps(full_card, indent=2, sort_keys=True) + "\n"),
+    )
     return full_card
 
 
@@ -65,9 +73,12 @@ class ModelCard(dict):
         self.path = Path(path)
 
     def __missing__(self, key: str):
-        fix = ("so its input size and normalisation are unknown; re-save it with "
-               "save_checkpoint(path, model, {'preprocess': PreprocessSpec.for_model(model).to_dict()})"
-               if key == "preprocess" else "re-save it with dbd.models.save_checkpoint")
+        fix = (
+            "so its input size and normalisation are unknown; re-save it with "
+            "save_checkpoint(path, model, {'preprocess': PreprocessSpec.for_model(model).to_dict()})"
+            if key == "preprocess"
+            else "re-save it with dbd.models.save_checkpoint"
+        )
         raise DBDError(f"checkpoint '{self.path}' has no '{key}' entry in its model card, {fix}")
 
     def __reduce__(self):  # pickles/copies as a plain dict
@@ -85,14 +96,17 @@ def _check_file(path: Path) -> None:
     except PermissionError as err:
         raise DBDError(f"cannot read checkpoint '{path}' ({err.strerror}); check its permissions") from None
     except OSError as err:
-        raise DBDError(f"cannot read checkpoint '{path}' ({err.strerror or type(err).__name__}); "
-                       "check the file and its disk") from None
+        raise DBDError(
+            f"cannot read checkpoint '{path}' ({err.strerror or type(err).__name__}); check the file and its disk"
+        ) from None
     # safetensors: an 8-byte header length, then the JSON header's "{". Pickles (torch.save) start
     # with a zip signature (PK) or a pickle protocol opcode (0x80).
     looks_like_safetensors = len(head) == 9 and head[8:9] == b"{"
     if not looks_like_safetensors and (head[:2] == b"PK" or head[:1] == b"\x80"):
-        raise DBDError(f"checkpoint '{path}' is a pickle (torch.save), which can run code when loaded; "
-                       "dbd loads only .safetensors checkpoints written by dbd.models.save_checkpoint")
+        raise DBDError(
+            f"checkpoint '{path}' is a pickle (torch.save), which can run code when loaded; "
+            "dbd loads only .safetensors checkpoints written by dbd.models.save_checkpoint"
+        )
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
@@ -106,11 +120,14 @@ def read_card(path: str | Path) -> dict[str, Any]:
         raise DBDError(f"cannot read checkpoint '{path}' ({err.strerror}); check its permissions") from None
     except Exception as err:  # safetensors raises its own error types for every corruption
         reraise_interrupt(err)
-        raise DBDError(f"checkpoint '{path}' is truncated or not a safetensors file ({err}); "
-                       "re-download or re-save it") from None
+        raise DBDError(
+            f"checkpoint '{path}' is truncated or not a safetensors file ({err}); re-download or re-save it"
+        ) from None
     if CARD_KEY not in metadata:
-        raise DBDError(f"checkpoint '{path}' has no dbd model card: it was not written by dbd "
-                       "(save it with dbd.models.save_checkpoint)")
+        raise DBDError(
+            f"checkpoint '{path}' has no dbd model card: it was not written by dbd "
+            "(save it with dbd.models.save_checkpoint)"
+        )
     try:
         card = json.loads(metadata[CARD_KEY])
     except json.JSONDecodeError:
@@ -121,8 +138,10 @@ def read_card(path: str | Path) -> dict[str, Any]:
         raise DBDError(f"checkpoint '{path}' has card format {card.get('format')!r}, this dbd reads {CARD_FORMAT!r}")
     for key, kind in (("config", dict), ("preprocess", dict), ("arch", str)):
         if key in card and not isinstance(card[key], kind):
-            raise DBDError(f"checkpoint '{path}' has a model card whose '{key}' is a {type(card[key]).__name__}, "
-                           f"not a {'JSON object' if kind is dict else 'string'}; re-save it")
+            raise DBDError(
+                f"checkpoint '{path}' has a model card whose '{key}' is a {type(card[key]).__name__}, "
+                f"not a {'JSON object' if kind is dict else 'string'}; re-save it"
+            )
     if "preprocess" in card:
         from dbd.runtime.spec import PreprocessSpec  # late: models/ does not depend on runtime/ at import
 
@@ -133,15 +152,17 @@ def read_card(path: str | Path) -> dict[str, Any]:
     return ModelCard(card, path)
 
 
-def load_checkpoint(path: str | Path, expected_arch: str | None = None,
-                    map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path, expected_arch: str | None = None, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights (as float32); returns (model, card)."""
     path = Path(path)
     card = read_card(path)
     arch = card.get("arch")
     if expected_arch is not None and arch != expected_arch:
-        raise DBDError(f"checkpoint '{path}' holds a '{arch}' but a '{expected_arch}' is needed; "
-                       f"pass a {expected_arch} checkpoint")
+        raise DBDError(
+            f"checkpoint '{path}' holds a '{arch}' but a '{expected_arch}' is needed; pass a {expected_arch} checkpoint"
+        )
     model = create_model(arch, pretrained=False, **card.get("config", {}))
     try:
         with safe_open(str(path), framework="pt", device=str(map_location)) as f:
@@ -153,16 +174,25 @@ def load_checkpoint(path: str | Path, expected_arch: str | None = None,
         raise DBDError(f"checkpoint '{path}' is truncated or corrupt ({err}); re-download or re-save it") from None
     for name, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise DBDError(f"checkpoint '{path}' holds non-finite weights (NaN or inf) in '{name}': the training that "
-                           "wrote it diverged or the file is damaged; use an earlier checkpoint or retrain")
+            raise DBDError(
+                f"checkpoint '{path}' holds non-finite weights (NaN or inf) in '{name}': the training that "
+                "wrote it diverged or the file is damaged; use an earlier checkpoint or retrain"
+            )
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
     if missing or unexpected or wrong_shape:
-        detail = (f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}" if unexpected
-                  else f"shape mismatch at {wrong_shape[:2]}")
-        raise DBDError(f"checkpoint '{path}' does not fit the '{arch}' architecture ({detail}); "
-                       "it was written by another version of the model")
+        detail = (
+            f"missing {missing[:2]}"
+            if missing
+            else f"unexpected {unexpected[:2]}"
+            if unexpected
+            else f"shape mismatch at {wrong_shape[:2]}"
+        )
+        raise DBDError(
+            f"checkpoint '{path}' does not fit the '{arch}' architecture ({detail}); "
+            "it was written by another version of the model"
+        )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     return model.eval(), card

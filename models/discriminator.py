@@ -7,6 +7,7 @@ objects — not just whether it looks like some mask. Spectral norm keeps its gr
 Width 16 (0.18 M parameters) keeps the two discriminators cheaper than the student's own backward,
 for loss terms weighted 0.01 (why not 32: docs/training.md, "Distillation from cached teacher maps").
 """
+
 from __future__ import annotations
 
 import torch

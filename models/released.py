@@ -6,14 +6,16 @@
 They are fp16 safetensors with their model cards (data, split, command, metrics, date); the
 commands that reproduce them are in docs/training.md.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from torch import nn
 
-from .checkpoint import load_checkpoint
 from dbd.core import DBDError
+
+from .checkpoint import load_checkpoint
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 RELEASED = ("dbd_teacher", "dbd_student")
@@ -24,8 +26,10 @@ def released_checkpoint(arch: str) -> Path:
         raise DBDError(f"no released weights for '{arch}'; released models: {', '.join(RELEASED)}")
     path = WEIGHTS_DIR / f"{arch}.safetensors"
     if not path.is_file():
-        raise DBDError(f"the shipped {arch} weights are missing ({path}); reinstall dbd, or train them with "
-                       f"`dbd-train {arch.removeprefix('dbd_')}` and pass the checkpoint with --weights")
+        raise DBDError(
+            f"the shipped {arch} weights are missing ({path}); reinstall dbd, or train them with "
+            f"`dbd-train {arch.removeprefix('dbd_')}` and pass the checkpoint with --weights"
+        )
     return path
 
 

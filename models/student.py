@@ -5,6 +5,7 @@ convs over concatenated skips -> one-channel logits -> bilinear upsampling -> si
 that every phone runtime runs natively in int8: conv, depthwise conv (also dilated), ReLU/ReLU6,
 add, concat, bilinear resize and sigmoid, with static shapes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,15 +42,30 @@ class DBDStudent(EncoderDecoderNet):
     # The stem and first inverted residual cost most of the int8 map's accuracy (see docs/export.md).
     int8_float_modules = ("encoder.features.0", "encoder.features.1")
 
-    def __init__(self, encoder: str = "mobilenetv2_100", pretrained: bool = False,
-                 context_channels: int = 96, decoder_channels: tuple[int, ...] = (96, 64, 48, 32),
-                 connectivity: bool = False, srfb: bool = False, sab: bool = False,
-                 separated_attention: bool = False):
+    def __init__(
+        self,
+        encoder: str = "mobilenetv2_100",
+        pretrained: bool = False,
+        context_channels: int = 96,
+        decoder_channels: tuple[int, ...] = (96, 64, 48, 32),
+        connectivity: bool = False,
+        srfb: bool = False,
+        sab: bool = False,
+        separated_attention: bool = False,
+    ):
         backbone = create_model(encoder, pretrained=pretrained, features_only=True)
-        super().__init__(backbone, LightContext(backbone.feature_info[-1]["channels"], context_channels),
-                         context_channels, LightDecoderBlock, decoder_channels,
-                         nn.Conv2d(decoder_channels[-1], 1, 1), connectivity=connectivity, srfb=srfb,
-                         sab=sab, separated_attention=separated_attention)
+        super().__init__(
+            backbone,
+            LightContext(backbone.feature_info[-1]["channels"], context_channels),
+            context_channels,
+            LightDecoderBlock,
+            decoder_channels,
+            nn.Conv2d(decoder_channels[-1], 1, 1),
+            connectivity=connectivity,
+            srfb=srfb,
+            sab=sab,
+            separated_attention=separated_attention,
+        )
 
 
 @register_model

@@ -1,4 +1,5 @@
 """Parameter and multiply-accumulate counts, the numbers the student's phone budget is set in."""
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ high-level features -> U-Net decoder with deep supervision. These are the ingred
 Distill-DBDGAN's teacher: defocus is judged relative to the whole scene (non-local) and across
 blur scales (dilated branches), while the decoder recovers sharp region boundaries.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,14 +47,14 @@ class NonLocalBlock(nn.Module):
         self.g = nn.Conv2d(channels, inner, 1)
         self.out = nn.Sequential(nn.Conv2d(inner, channels, 1, bias=False), nn.BatchNorm2d(channels))
         nn.init.zeros_(self.out[1].weight)
-        self.scale = inner ** -0.5
+        self.scale = inner**-0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        q = self.theta(x).flatten(2).transpose(1, 2)          # B, HW, C'
-        k = self.phi(x).flatten(2)                             # B, C', HW
-        v = self.g(x).flatten(2).transpose(1, 2)               # B, HW, C'
-        attn = torch.softmax(q @ k * self.scale, dim=-1)       # B, HW, HW
+        q = self.theta(x).flatten(2).transpose(1, 2)  # B, HW, C'
+        k = self.phi(x).flatten(2)  # B, C', HW
+        v = self.g(x).flatten(2).transpose(1, 2)  # B, HW, C'
+        attn = torch.softmax(q @ k * self.scale, dim=-1)  # B, HW, HW
         y = (attn @ v).transpose(1, 2).reshape(b, -1, h, w)
         return x + self.out(y)
 
@@ -70,15 +71,36 @@ class DecoderBlock(nn.Module):
 
 
 class DBDTeacher(EncoderDecoderNet):
-    def __init__(self, encoder: str = "efficientnet_lite2", pretrained: bool = False,
-                 context_channels: int = 256, decoder_channels: tuple[int, ...] = (128, 96, 64, 32),
-                 connectivity: bool = False, srfb: bool = False, sab: bool = False,
-                 separated_attention: bool = False):
+    def __init__(
+        self,
+        encoder: str = "efficientnet_lite2",
+        pretrained: bool = False,
+        context_channels: int = 256,
+        decoder_channels: tuple[int, ...] = (128, 96, 64, 32),
+        connectivity: bool = False,
+        srfb: bool = False,
+        sab: bool = False,
+        separated_attention: bool = False,
+    ):
         backbone = create_model(encoder, pretrained=pretrained, features_only=True)
-        context = nn.Sequential(ASPP(backbone.feature_info[-1]["channels"], context_channels), NonLocalBlock(context_channels))
-        head = nn.Sequential(ConvBNAct(decoder_channels[-1], decoder_channels[-1], 3), nn.Conv2d(decoder_channels[-1], 1, 1))
-        super().__init__(backbone, context, context_channels, DecoderBlock, decoder_channels, head,
-                         connectivity=connectivity, srfb=srfb, sab=sab, separated_attention=separated_attention)
+        context = nn.Sequential(
+            ASPP(backbone.feature_info[-1]["channels"], context_channels), NonLocalBlock(context_channels)
+        )
+        head = nn.Sequential(
+            ConvBNAct(decoder_channels[-1], decoder_channels[-1], 3), nn.Conv2d(decoder_channels[-1], 1, 1)
+        )
+        super().__init__(
+            backbone,
+            context,
+            context_channels,
+            DecoderBlock,
+            decoder_channels,
+            head,
+            connectivity=connectivity,
+            srfb=srfb,
+            sab=sab,
+            separated_attention=separated_attention,
+        )
         # Non-local attention on the first (stride-16) decoder stage as well as on the context.
         self.attention16 = NonLocalBlock(decoder_channels[0])
 

@@ -9,6 +9,7 @@ runners, the datasets and the metrics.
 The names below are imported lazily, on first use, so `import dbd.runtime.metadata` and the CLIs'
 `--help` stay light.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ JPEG quality 70), so training and measurement vary the capture in exactly the sa
 Nothing here blurs or sharpens part of an image: a downscaler filters the whole frame uniformly
 and JPEG/noise do not move the in-focus/out-of-focus contrast that defines the label.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -29,7 +30,7 @@ def downscale(image: np.ndarray, size: tuple[int, int], kernel: str) -> np.ndarr
     PIL's bilinear and bicubic widen their kernel when reducing (antialiasing); cv2's do not.
     """
     h, w = size
-    if kernel == "cv2_linear":     # the contract's own kernel (PreprocessSpec), here on uint8 pixels
+    if kernel == "cv2_linear":  # the contract's own kernel (PreprocessSpec), here on uint8 pixels
         return resize_bilinear(image, size)
     if kernel in _CV2:
         return cv2.resize(image, (w, h), interpolation=_CV2[kernel])
@@ -59,8 +60,14 @@ class CaptureAugment:
     from DOWNSCALERS, and maybe mild sensor noise and JPEG recompression before it (at the crop's
     own resolution, as a camera would); otherwise the contract's own resize."""
 
-    def __init__(self, p: float, jpeg_quality: tuple[int, int] = (50, 95), noise_sigma: tuple[float, float] = (0.5, 3.0),
-                 p_jpeg: float = 0.5, p_noise: float = 0.3):
+    def __init__(
+        self,
+        p: float,
+        jpeg_quality: tuple[int, int] = (50, 95),
+        noise_sigma: tuple[float, float] = (0.5, 3.0),
+        p_jpeg: float = 0.5,
+        p_noise: float = 0.3,
+    ):
         if not 0.0 <= p <= 1.0:
             raise DBDError(f"--acquisition must be a probability in [0, 1], got {p}")
         self.p, self.jpeg_quality, self.noise_sigma = p, jpeg_quality, noise_sigma
@@ -90,6 +97,6 @@ def captured(pairs, condition: str, size: tuple[int, int]):
         if condition == "jpeg70":
             yield jpeg_recompress(image, 70), mask
         elif condition == "cv2_linear":
-            yield image, mask   # the contract's own resize, on float pixels, happens in the runner
+            yield image, mask  # the contract's own resize, on float pixels, happens in the runner
         else:
             yield downscale(image, size, condition), mask

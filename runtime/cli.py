@@ -14,6 +14,7 @@ is reported on one line and skipped; the exit code is then 1.
 
 The same from Python: `dbd.runtime.predict(sources, out, ...)`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,11 +29,18 @@ from .prediction import OUTPUTS, predict
 
 @cli_entry("dbd-predict")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dbd-predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sources", nargs="*", type=Path, help="images, folders or videos (default: the data root's photos/)")
-    parser.add_argument("--weights", type=Path, help="checkpoint (.safetensors) or exported file "
-                        "(dbd-export: every format it writes); default: the shipped student")
+    parser = argparse.ArgumentParser(
+        prog="dbd-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "sources", nargs="*", type=Path, help="images, folders or videos (default: the data root's photos/)"
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="checkpoint (.safetensors) or exported file "
+        "(dbd-export: every format it writes); default: the shipped student",
+    )
     parser.add_argument("--out", type=Path, default=Path("predictions"))
     parser.add_argument("--save", nargs="+", choices=OUTPUTS, default=list(OUTPUTS))
     parser.add_argument("--overlay", choices=OVERLAY_STYLES, default="tint")
@@ -41,12 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--tile", type=int, default=0, help="tile size in pixels for large photos (0: off)")
     args = parser.parse_args(argv)
-    result = predict(args.sources or None, args.out, weights=args.weights, save=args.save, overlay_style=args.overlay,
-                     threshold=args.threshold, threads=args.threads, device=args.device, tile=args.tile)
+    result = predict(
+        args.sources or None,
+        args.out,
+        weights=args.weights,
+        save=args.save,
+        overlay_style=args.overlay,
+        threshold=args.threshold,
+        threads=args.threads,
+        device=args.device,
+        tile=args.tile,
+    )
     if result.renamed:
         first = result.renamed[0]
-        print(f"note: {len(result.renamed)} input(s) share a name with another; their outputs are told apart "
-              f"(e.g. {first.source.name} -> {first.stem}_*)")
+        print(
+            f"note: {len(result.renamed)} input(s) share a name with another; their outputs are told apart "
+            f"(e.g. {first.source.name} -> {first.stem}_*)"
+        )
     for _, reason in result.skipped:
         print(f"dbd-predict: skipped: {reason}", file=sys.stderr)
     print(result.summary())

@@ -9,6 +9,7 @@ raises `DBDError` with one line naming the file or folder and the fix.
 The data lives outside the repo (../shared/data by default, or wherever DBD_DATA points). This
 module is torch-free on purpose: training wraps `PairedDataset`, benchmarks and tools use it as is.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -268,9 +269,7 @@ def _select_split(samples: list[Sample], split_file: Path) -> list[Sample]:
     seen: set[str] = set()
     for sample in selected:
         if sample.name in seen:
-            raise DBDError(
-                f"split file '{split_file}' lists '{sample.name}' more than once; remove the duplicate"
-            )
+            raise DBDError(f"split file '{split_file}' lists '{sample.name}' more than once; remove the duplicate")
         seen.add(sample.name)
     return selected
 
@@ -337,9 +336,7 @@ def open_dataset(
     `split` is a split name of the dataset or a path to a split file.
     """
     text = str(name_or_path)
-    explicit_path = (
-        isinstance(name_or_path, Path) or "/" in text or os.sep in text or text.startswith(("~", "."))
-    )
+    explicit_path = isinstance(name_or_path, Path) or "/" in text or os.sep in text or text.startswith(("~", "."))
     spec = None if explicit_path else _lookup_catalogue(text)
     if spec is not None:
         folder = _catalogued_folder(spec, polarity, root)

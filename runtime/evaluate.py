@@ -4,6 +4,7 @@ input, the blur map resized back to the mask's original resolution, then the met
 One function for every caller — training's validation (a live network), the test-set report and
 release (checkpoints) and dbd-bench (every exported format) — because it takes a runner.
 """
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -16,9 +17,13 @@ from .metrics import DecisionMetrics, LiteratureMetrics
 from .runners import Runner
 
 
-def evaluate(runner: Runner, pairs: Iterable[tuple[np.ndarray, np.ndarray]], batch: int = 8,
-             keep_maps: bool = False, decisions: DecisionMetrics | None = None
-             ) -> tuple[LiteratureMetrics, np.ndarray | None]:
+def evaluate(
+    runner: Runner,
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    batch: int = 8,
+    keep_maps: bool = False,
+    decisions: DecisionMetrics | None = None,
+) -> tuple[LiteratureMetrics, np.ndarray | None]:
     """(filled metrics, the maps at the model's input size if `keep_maps`, for Δ/PSNR between models).
     `decisions`, if given, is filled with the error anatomy of the same maps."""
     metrics = LiteratureMetrics()
@@ -28,10 +33,13 @@ def evaluate(runner: Runner, pairs: Iterable[tuple[np.ndarray, np.ndarray]], bat
 
     def flush() -> None:
         model_maps, photo_maps = runner.predict_photos(images)
-        if not np.isfinite(np.asarray(model_maps)).all():   # NaN would score as a plausible-looking number
+        if not np.isfinite(np.asarray(model_maps)).all():  # NaN would score as a plausible-looking number
             what = f"model '{runner.path}'" if runner.path is not None else "the network being trained"
-            fix = ("its weights are damaged or overflow; re-export or retrain it" if runner.path is not None
-                   else "training diverged; lower --lr and train again")
+            fix = (
+                "its weights are damaged or overflow; re-export or retrain it"
+                if runner.path is not None
+                else "training diverged; lower --lr and train again"
+            )
             raise DBDError(f"{what} returned non-finite values (NaN or inf) while being scored; {fix}")
         for prob, photo_map, mask in zip(model_maps, photo_maps, masks):
             if keep_maps:

@@ -20,6 +20,7 @@ A plug-in module is imported whenever formats are looked up, so it must import i
 (converters, inference engines, torch) inside the functions that use them: reading a file's
 metadata or running another format must not pay for them.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -38,8 +39,8 @@ if TYPE_CHECKING:  # the runner base classes import this module
     from .runners import Runner
 
 ENTRY_POINT_GROUP = "dbd.formats"
-CHECKPOINT_SUFFIX = ".safetensors"      # PyTorch checkpoints: read by the runtime itself, never a plug-in
-RESERVED_NAMES = ("all", "torch")       # 'all' is dbd-export's every-format choice, 'torch' the checkpoint runner
+CHECKPOINT_SUFFIX = ".safetensors"  # PyTorch checkpoints: read by the runtime itself, never a plug-in
+RESERVED_NAMES = ("all", "torch")  # 'all' is dbd-export's every-format choice, 'torch' the checkpoint runner
 
 
 @dataclass(frozen=True)
@@ -86,15 +87,15 @@ class FileFormat(ABC):
     * `describe(path)`: what is inside the file ({"ops": {op: count}, "inputs", "outputs", ...}).
     """
 
-    name: str = ""                            # lower-case identifier: --format NAME, metadata file.format
-    suffix: str = ""                          # ".ext" of its files (lower case)
-    directory: bool = False                   # its "file" is a folder (a package), replaced as a whole
-    precisions: tuple[str, ...] = ()          # what --precision all exports, in that order
+    name: str = ""  # lower-case identifier: --format NAME, metadata file.format
+    suffix: str = ""  # ".ext" of its files (lower case)
+    directory: bool = False  # its "file" is a folder (a package), replaced as a whole
+    precisions: tuple[str, ...] = ()  # what --precision all exports, in that order
     default_precision: str = ""
-    calibrated_precisions: tuple[str, ...] = ()   # precisions whose export reads calibration images
-    runtime_modules: tuple[str, ...] = ()     # the modules its runner imports (checked by available())
-    options: tuple[FormatOption, ...] = ()    # settings of this format only (dbd-export flags)
-    order: int = 100                          # place in listings and in --format all (lower first)
+    calibrated_precisions: tuple[str, ...] = ()  # precisions whose export reads calibration images
+    runtime_modules: tuple[str, ...] = ()  # the modules its runner imports (checked by available())
+    options: tuple[FormatOption, ...] = ()  # settings of this format only (dbd-export flags)
+    order: int = 100  # place in listings and in --format all (lower first)
 
     def needs_calibration(self, precision: str) -> bool:
         """Does exporting `precision` read the calibration images (static int8 quantisation)?"""
@@ -104,8 +105,11 @@ class FileFormat(ABC):
         """Can this host run the format's files? By default: are its runtime modules installed."""
         missing = [name for name in self.runtime_modules if not _importable(name)]
         if missing:
-            return Availability(False, f"running {self.suffix} files needs the Python package(s) "
-                                       f"{', '.join(missing)}, which are not installed (pip install -e '.[export]')")
+            return Availability(
+                False,
+                f"running {self.suffix} files needs the Python package(s) "
+                f"{', '.join(missing)}, which are not installed (pip install -e '.[export]')",
+            )
         return Availability(True)
 
     def option(self, job: Any, key: str) -> str:
@@ -165,10 +169,10 @@ def _importable(module: str) -> bool:
 
 # ---- the registry -------------------------------------------------------------------------------
 
-_FORMATS: dict[str, FileFormat] = {}      # by name, in registration order
-_LOAD_ERRORS: dict[str, str] = {}         # entry-point name -> why its plug-in could not be loaded
+_FORMATS: dict[str, FileFormat] = {}  # by name, in registration order
+_LOAD_ERRORS: dict[str, str] = {}  # entry-point name -> why its plug-in could not be loaded
 _DISCOVERED = False
-_LOCK = threading.RLock()                 # re-entrant: a plug-in module may register while being loaded
+_LOCK = threading.RLock()  # re-entrant: a plug-in module may register while being loaded
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -190,8 +194,9 @@ def _discover() -> None:
         try:
             fmt = _checked(found, source)
             if fmt.name != entry.name:
-                raise DBDError(f"{source} gives a format named '{fmt.name}'; the entry-point name must be the "
-                               f"format's name")
+                raise DBDError(
+                    f"{source} gives a format named '{fmt.name}'; the entry-point name must be the format's name"
+                )
             _add(fmt, source)
         except DBDError as err:
             _LOAD_ERRORS[entry.name] = str(err)
@@ -205,7 +210,11 @@ def _checked(obj: Any, source: str) -> FileFormat:
     problems = []
     if not isinstance(fmt.name, str) or not _NAME.fullmatch(fmt.name) or fmt.name in RESERVED_NAMES:
         problems.append(f"name {fmt.name!r} must be a lower-case identifier other than {', '.join(RESERVED_NAMES)}")
-    if not isinstance(fmt.suffix, str) or not re.fullmatch(r"\.[a-z0-9_]+", fmt.suffix) or fmt.suffix == CHECKPOINT_SUFFIX:
+    if (
+        not isinstance(fmt.suffix, str)
+        or not re.fullmatch(r"\.[a-z0-9_]+", fmt.suffix)
+        or fmt.suffix == CHECKPOINT_SUFFIX
+    ):
         problems.append(f"suffix {fmt.suffix!r} must be '.' + lower-case letters/digits, not {CHECKPOINT_SUFFIX}")
     if not fmt.precisions or fmt.default_precision not in fmt.precisions:
         problems.append(f"default_precision {fmt.default_precision!r} must be one of its precisions {fmt.precisions!r}")
@@ -220,12 +229,16 @@ def _add(fmt: FileFormat, source: str) -> None:
     """Put a checked format into the registry, unless its name or suffix belongs to another format."""
     current = _FORMATS.get(fmt.name)
     if current is not None and type(current) is not type(fmt):
-        raise DBDError(f"{source}: format name '{fmt.name}' is already taken by {type(current).__module__}."
-                       f"{type(current).__name__}; give the new format another name")
+        raise DBDError(
+            f"{source}: format name '{fmt.name}' is already taken by {type(current).__module__}."
+            f"{type(current).__name__}; give the new format another name"
+        )
     clash = next((f for f in _FORMATS.values() if f.suffix == fmt.suffix and f.name != fmt.name), None)
     if clash is not None:
-        raise DBDError(f"{source}: suffix {fmt.suffix} of format '{fmt.name}' is already the suffix of format "
-                       f"'{clash.name}'; a file's suffix must name one format")
+        raise DBDError(
+            f"{source}: suffix {fmt.suffix} of format '{fmt.name}' is already the suffix of format "
+            f"'{clash.name}'; a file's suffix must name one format"
+        )
     _FORMATS[fmt.name] = fmt
 
 
@@ -247,7 +260,7 @@ def unregister_format(name: str) -> FileFormat | None:
 
 
 def _ordered() -> list[FileFormat]:
-    return sorted(_FORMATS.values(), key=lambda f: f.order)    # stable: ties keep registration order
+    return sorted(_FORMATS.values(), key=lambda f: f.order)  # stable: ties keep registration order
 
 
 def list_formats() -> list[str]:
@@ -265,7 +278,9 @@ def get_format(name: str) -> FileFormat:
         if key in _FORMATS:
             return _FORMATS[key]
         if key in _LOAD_ERRORS:
-            raise DBDError(f"format '{key}' is not available: {_LOAD_ERRORS[key]}; reinstall the package that provides it")
+            raise DBDError(
+                f"format '{key}' is not available: {_LOAD_ERRORS[key]}; reinstall the package that provides it"
+            )
         raise DBDError(unknown_choice("format", str(name), [f.name for f in _ordered()] + ["all"]))
 
 
@@ -299,11 +314,15 @@ def format_of(path: str | Path) -> FileFormat:
     if fmt is not None:
         return fmt
     if path.suffix.lower() == CHECKPOINT_SUFFIX:
-        raise DBDError(f"'{path}': checkpoints must end in lower-case {CHECKPOINT_SUFFIX}, not '{path.suffix}'; "
-                       f"rename it to '{path.with_suffix(CHECKPOINT_SUFFIX).name}'")
+        raise DBDError(
+            f"'{path}': checkpoints must end in lower-case {CHECKPOINT_SUFFIX}, not '{path.suffix}'; "
+            f"rename it to '{path.with_suffix(CHECKPOINT_SUFFIX).name}'"
+        )
     broken = f" (not loaded: {'; '.join(f'{k}: {v}' for k, v in _LOAD_ERRORS.items())})" if _LOAD_ERRORS else ""
-    raise DBDError(f"'{path}' is not a model file dbd reads: expected a {CHECKPOINT_SUFFIX} checkpoint or a "
-                   f"{describe_suffixes()} export (export one with dbd-export){broken}")
+    raise DBDError(
+        f"'{path}' is not a model file dbd reads: expected a {CHECKPOINT_SUFFIX} checkpoint or a "
+        f"{describe_suffixes()} export (export one with dbd-export){broken}"
+    )
 
 
 def unknown_choice(what: str, value: str, known: list[str]) -> str:
@@ -314,7 +333,18 @@ def unknown_choice(what: str, value: str, known: list[str]) -> str:
 
 
 __all__ = [
-    "Availability", "CHECKPOINT_SUFFIX", "ENTRY_POINT_GROUP", "FileFormat", "FormatOption", "describe_suffixes",
-    "find_format", "format_of", "get_format", "list_formats", "register_format", "suffixes", "unknown_choice",
+    "Availability",
+    "CHECKPOINT_SUFFIX",
+    "ENTRY_POINT_GROUP",
+    "FileFormat",
+    "FormatOption",
+    "describe_suffixes",
+    "find_format",
+    "format_of",
+    "get_format",
+    "list_formats",
+    "register_format",
+    "suffixes",
+    "unknown_choice",
     "unregister_format",
 ]

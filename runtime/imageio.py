@@ -10,6 +10,7 @@ one line naming the file and the fix. Decoding is forced with `.load()` so a tru
 here rather than as half-grey pixels in a training batch; PIL's global LOAD_TRUNCATED_IMAGES is left
 alone on purpose.
 """
+
 from __future__ import annotations
 
 import sys
@@ -56,28 +57,29 @@ def _open_decoded(path: str | Path, what: str) -> Image.Image:
     if size == 0:
         raise DBDError(f"{prefix}: file is empty (0 bytes); re-save or remove it")
     try:
-        with warnings.catch_warnings():   # PIL's DecompressionBombWarning: large photos are decoded reduced below
+        with warnings.catch_warnings():  # PIL's DecompressionBombWarning: large photos are decoded reduced below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(path)
         with opened as im:
             full = im.size
             factor = _reduction(full)
-            if factor > 1 and im.format in ("JPEG", "MPO"):   # MPO: phones' multi-picture JPEGs
-                im.draft(im.mode, (-(-full[0] // factor), -(-full[1] // factor)))   # decode at 1/factor
+            if factor > 1 and im.format in ("JPEG", "MPO"):  # MPO: phones' multi-picture JPEGs
+                im.draft(im.mode, (-(-full[0] // factor), -(-full[1] // factor)))  # decode at 1/factor
             im.load()
             reduced = _reduce(im, factor) if factor > 1 and im.size == full else im
             # exif_transpose returns a new image (or a copy), so it survives closing the file.
             upright = ImageOps.exif_transpose(reduced)
         if factor > 1:
             w, h = upright.size
-            print(f"note: {what} '{path}' has {full[0] * full[1] / 1e6:.0f} megapixels; decoded at "
-                  f"1/{round(full[0] / reduced.width)} size ({w}x{h}) to save memory (the model sees about "
-                  f"320x320); results are at that size", file=sys.stderr)
+            print(
+                f"note: {what} '{path}' has {full[0] * full[1] / 1e6:.0f} megapixels; decoded at "
+                f"1/{round(full[0] / reduced.width)} size ({w}x{h}) to save memory (the model sees about "
+                f"320x320); results are at that size",
+                file=sys.stderr,
+            )
         return upright
     except UnidentifiedImageError:
-        raise DBDError(
-            f"{prefix}: not a recognisable image (expected JPG, PNG or BMP); re-save or remove it"
-        ) from None
+        raise DBDError(f"{prefix}: not a recognisable image (expected JPG, PNG or BMP); re-save or remove it") from None
     except PermissionError as err:  # an OSError, but not a damaged file: say what it is
         raise DBDError(f"{prefix}: {err.strerror or 'permission denied'}; check the file's permissions") from None
     except Image.DecompressionBombError as err:
@@ -194,9 +196,7 @@ def read_mask(path: str | Path, stored_polarity: str, threshold: int = 128) -> n
     masks (DUT, SZU-BD) carry.
     """
     if stored_polarity not in POLARITIES:
-        raise DBDError(
-            f"unknown mask polarity {stored_polarity!r} for '{path}'; use blur_white or sharp_white"
-        )
+        raise DBDError(f"unknown mask polarity {stored_polarity!r} for '{path}'; use blur_white or sharp_white")
     grey = _mask_grey(_open_decoded(path, "mask"), path)
     top = float(grey.max()) if grey.size else 0.0
     if 0.0 < top <= 1.0 < threshold and np.count_nonzero(grey) >= 0.001 * grey.size:

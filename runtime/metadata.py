@@ -13,6 +13,7 @@ check, `dbd-predict` and `dbd-bench` all feed files the same way.
 
 This module is imported by export, benchmarks and the runtime: it must not import dbd.export.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ from .spec import normalize, to_layout, to_pixels
 METADATA_KEY = "dbd"
 METADATA_FORMAT = "dbd-export/1"
 PRECISIONS = ("fp32", "fp16", "int8")
-NORMALIZATION_FOLDED = "folded"      # the graph divides by 255 and normalises itself: feed pixels
+NORMALIZATION_FOLDED = "folded"  # the graph divides by 255 and normalises itself: feed pixels
 NORMALIZATION_EXTERNAL = "external"  # feed (pixel/255 - mean) / std, as PreprocessSpec.preprocess does
 
 # Top-level keys of the "dbd" document and what they hold (the schema, in words; `check_metadata`
@@ -41,7 +42,7 @@ METADATA_SCHEMA: dict[str, str] = {
     "model": "{arch, config}: the network (create_model name and config)",
     "file": "{format: the format's registered name, precision: fp32|fp16|int8, quantization (words), created, tools}",
     "input": "{name, shape, layout NCHW|NHWC, dtype, color_order 'RGB', size [H, W], normalization "
-             "'folded'|'external', mean, std, pixel_scale, value_range, quantization {scale, zero_point}|null, contract (words)}",
+    "'folded'|'external', mean, std, pixel_scale, value_range, quantization {scale, zero_point}|null, contract (words)}",
     "output": "{name, shape, layout, dtype, quantization|null, meaning 'blur_probability', blur_value 1, value_range [0, 1]}",
     "preprocess": "the PreprocessSpec dict (dbd-preprocess/1) the file was exported for, layout as the file's",
     "source_checkpoint": "{file, sha256, created} of the .safetensors checkpoint",
@@ -50,8 +51,19 @@ METADATA_SCHEMA: dict[str, str] = {
     "calibration": "{data, n_images, selection} of the int8 calibration images, or null",
 }
 REQUIRED_KEYS = ("format", "model", "file", "input", "output", "preprocess", "source_checkpoint")
-REQUIRED_INPUT_KEYS = ("name", "shape", "layout", "dtype", "color_order", "size", "normalization",
-                       "mean", "std", "pixel_scale", "quantization")
+REQUIRED_INPUT_KEYS = (
+    "name",
+    "shape",
+    "layout",
+    "dtype",
+    "color_order",
+    "size",
+    "normalization",
+    "mean",
+    "std",
+    "pixel_scale",
+    "quantization",
+)
 REQUIRED_OUTPUT_KEYS = ("name", "shape", "layout", "dtype", "quantization", "meaning")
 
 
@@ -83,11 +95,15 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise DBDError(f"cannot read exported model '{path}' ({err.strerror}); check its permissions") from None
     except (struct.error, IndexError, ValueError, UnicodeDecodeError) as err:
-        raise DBDError(f"'{path}' is truncated or not a valid {fmt.suffix} file ({type(err).__name__}); "
-                       f"re-export it with dbd-export") from None
+        raise DBDError(
+            f"'{path}' is truncated or not a valid {fmt.suffix} file ({type(err).__name__}); "
+            f"re-export it with dbd-export"
+        ) from None
     if raw is None:
-        raise DBDError(f"'{path}' has no '{METADATA_KEY}' metadata: it was not written by dbd-export "
-                       f"(export the model with dbd-export)")
+        raise DBDError(
+            f"'{path}' has no '{METADATA_KEY}' metadata: it was not written by dbd-export "
+            f"(export the model with dbd-export)"
+        )
     try:
         doc = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -101,13 +117,17 @@ def check_metadata(doc: Any, path: str | Path = "<metadata>") -> None:
     if not isinstance(doc, dict):
         raise DBDError(f"'{path}' has a '{METADATA_KEY}' metadata entry that is not a JSON object; re-export it")
     if doc.get("format") != METADATA_FORMAT:
-        raise DBDError(f"'{path}' has metadata format {doc.get('format')!r}, this dbd reads {METADATA_FORMAT!r}; "
-                       f"re-export it with this dbd (or upgrade dbd)")
+        raise DBDError(
+            f"'{path}' has metadata format {doc.get('format')!r}, this dbd reads {METADATA_FORMAT!r}; "
+            f"re-export it with this dbd (or upgrade dbd)"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in doc]
     missing += [f"input.{k}" for k in REQUIRED_INPUT_KEYS if k not in doc.get("input", {})]
     missing += [f"output.{k}" for k in REQUIRED_OUTPUT_KEYS if k not in doc.get("output", {})]
     if missing:
-        raise DBDError(f"'{path}' has incomplete '{METADATA_KEY}' metadata (missing {', '.join(missing[:3])}); re-export it")
+        raise DBDError(
+            f"'{path}' has incomplete '{METADATA_KEY}' metadata (missing {', '.join(missing[:3])}); re-export it"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,10 +147,12 @@ def encode_input(meta: dict[str, Any], unit_rgb: np.ndarray) -> np.ndarray:
     if x.ndim != 4 or x.shape[-1] != 3:
         raise DBDError(f"expected (N, H, W, 3) RGB images in [0, 1], got shape {x.shape}")
     if list(x.shape[1:3]) != list(inp["size"]):
-        raise DBDError(f"images are {x.shape[2]}x{x.shape[1]} but the model takes {inp['size'][1]}x{inp['size'][0]}; "
-                       f"resize them first (PreprocessSpec.model_input)")
+        raise DBDError(
+            f"images are {x.shape[2]}x{x.shape[1]} but the model takes {inp['size'][1]}x{inp['size'][0]}; "
+            f"resize them first (PreprocessSpec.model_input)"
+        )
     if inp["normalization"] == NORMALIZATION_FOLDED:
-        x = to_pixels(x, inp["pixel_scale"])     # plain pixels, 0..255
+        x = to_pixels(x, inp["pixel_scale"])  # plain pixels, 0..255
     else:
         x = normalize(x, inp["mean"], inp["std"])
     x = to_layout(x, inp["layout"])
@@ -154,7 +176,18 @@ def decode_output(meta: dict[str, Any], raw: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
-    "METADATA_FORMAT", "METADATA_KEY", "METADATA_SCHEMA", "NORMALIZATION_EXTERNAL",
-    "NORMALIZATION_FOLDED", "PRECISIONS", "REQUIRED_INPUT_KEYS", "REQUIRED_KEYS", "REQUIRED_OUTPUT_KEYS",
-    "check_metadata", "decode_output", "encode_input", "file_format", "read_metadata",
+    "METADATA_FORMAT",
+    "METADATA_KEY",
+    "METADATA_SCHEMA",
+    "NORMALIZATION_EXTERNAL",
+    "NORMALIZATION_FOLDED",
+    "PRECISIONS",
+    "REQUIRED_INPUT_KEYS",
+    "REQUIRED_KEYS",
+    "REQUIRED_OUTPUT_KEYS",
+    "check_metadata",
+    "decode_output",
+    "encode_input",
+    "file_format",
+    "read_metadata",
 ]

@@ -26,6 +26,7 @@ is 0 by the same rule.
 
 Memory: only per-image scalars and per-image ``num_thresholds``-long P/R rows are kept, never maps.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -85,9 +86,7 @@ def _check_map(name: str, x: np.ndarray) -> np.ndarray:
         raise DBDError(f"{name} contains NaN; check the model output / mask loader")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
-        raise DBDError(
-            f"{name} values must lie in [0, 1], got [{lo:g}, {hi:g}]; divide 8-bit maps by 255"
-        )
+        raise DBDError(f"{name} values must lie in [0, 1], got [{lo:g}, {hi:g}]; divide 8-bit maps by 255")
     return x
 
 
@@ -234,9 +233,14 @@ class LiteratureMetrics:
 
     def compute(self) -> dict[str, float]:
         blur, sharp = self.blur.compute(), self.sharp.compute()
-        return {"mae": blur["mae"], "fbeta_fixed": blur["fbeta_fixed"], "iou": blur["iou"],
-                "fbeta_adaptive": sharp["fbeta_adaptive"], "fbeta_max": sharp["fbeta_max"],
-                "n_images": blur["n_images"]}
+        return {
+            "mae": blur["mae"],
+            "fbeta_fixed": blur["fbeta_fixed"],
+            "iou": blur["iou"],
+            "fbeta_adaptive": sharp["fbeta_adaptive"],
+            "fbeta_max": sharp["fbeta_max"],
+            "n_images": blur["n_images"],
+        }
 
     def curves(self) -> dict[str, np.ndarray]:
         return self.blur.curves()
@@ -264,7 +268,7 @@ class DecisionMetrics:
         pred = resize_to(_check_map("prediction", pred), gt.shape)
         blur = (gt >= 0.5).astype(np.uint8)
         wrong = (pred >= 0.5) != blur.astype(bool)
-        near = cv2.dilate(blur, self._kernel) != cv2.erode(blur, self._kernel)   # within `band` px of a boundary
+        near = cv2.dilate(blur, self._kernel) != cv2.erode(blur, self._kernel)  # within `band` px of a boundary
         self._error.append(float(wrong.mean()))
         self._boundary.append(float((wrong & near).mean()))
         self._interior.append(float((wrong & ~near).mean()))
@@ -275,8 +279,11 @@ class DecisionMetrics:
         if not self._error:
             raise DBDError("no images were scored; check that the dataset is not empty")
         wrong = np.sort(np.asarray(self._wrong))[::-1]
-        worst = wrong[:max(1, int(round(0.1 * len(wrong))))].sum()
-        return {"error_at_05": float(np.mean(self._error)), "error_boundary": float(np.mean(self._boundary)),
-                "error_interior": float(np.mean(self._interior)),
-                "worst10_share": float(worst / wrong.sum()) if wrong.sum() else 0.0,
-                "unsure": float(np.mean(self._unsure))}
+        worst = wrong[: max(1, int(round(0.1 * len(wrong))))].sum()
+        return {
+            "error_at_05": float(np.mean(self._error)),
+            "error_boundary": float(np.mean(self._boundary)),
+            "error_interior": float(np.mean(self._interior)),
+            "worst10_share": float(worst / wrong.sum()) if wrong.sum() else 0.0,
+            "unsure": float(np.mean(self._unsure)),
+        }

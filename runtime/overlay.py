@@ -2,13 +2,14 @@
 overlay over the photo. The web and Android demos reproduce `overlay` pixel for pixel (their parity
 tests compare against it), so a change here is a change of their reference too.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
 OVERLAY_STYLES = ("tint", "heat")
-TINT_RGB = np.array([255, 40, 40], np.float32)   # blur regions in red
+TINT_RGB = np.array([255, 40, 40], np.float32)  # blur regions in red
 
 
 def overlay(image: np.ndarray, prob: np.ndarray, style: str, threshold: float) -> np.ndarray:

@@ -12,6 +12,7 @@ sub-folder layout; inputs that would share output names (a.jpg and a.png, d1/a.j
 are told apart by their extension (a_jpg_*) or parent folders (d1/a_*), so no output of a run
 overwrites another. Hidden and temporary files (.NAME, *.tmp*) are never inputs.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,18 +48,18 @@ def is_temporary(name: str) -> bool:
 
 @dataclass
 class InputFile:
-    source: Path     # as the caller wrote it, for messages
-    stem: Path       # its outputs' path relative to `out`, without the _blur.png etc.
-    renamed: bool    # the stem was changed to tell it apart from another input's
+    source: Path  # as the caller wrote it, for messages
+    stem: Path  # its outputs' path relative to `out`, without the _blur.png etc.
+    renamed: bool  # the stem was changed to tell it apart from another input's
 
 
 @dataclass
 class _Job:
-    file: Path          # absolute, normalised (tells the same file apart from another)
-    shown: Path         # as the user wrote it, for messages
-    unit: int           # index of the source argument it came from
-    ext: bool = False   # name its outputs NAME_EXT_* (a.jpg and a.png in one folder)
-    number: int = 0     # last resort: NAME_2_*
+    file: Path  # absolute, normalised (tells the same file apart from another)
+    shown: Path  # as the user wrote it, for messages
+    unit: int  # index of the source argument it came from
+    ext: bool = False  # name its outputs NAME_EXT_* (a.jpg and a.png in one folder)
+    number: int = 0  # last resort: NAME_2_*
 
 
 def _stems(jobs: list[_Job], anchors: list[Path]) -> list[Path]:
@@ -90,9 +91,12 @@ def distinct_stems(jobs: list[_Job], anchors: list[Path]) -> list[Path]:
             if not all(j.ext for j in members) and len({j.file.suffix.lower() for j in members}) > 1:
                 for j in members:
                     j.ext = True
-            elif (len(units) > 1 and len({str(j.file.parent).casefold() for j in members}) > 1
-                  and all(anchors[u] != anchors[u].parent for u in units)):
-                for u in units:   # mirror one more level of the input tree, for the whole source
+            elif (
+                len(units) > 1
+                and len({str(j.file.parent).casefold() for j in members}) > 1
+                and all(anchors[u] != anchors[u].parent for u in units)
+            ):
+                for u in units:  # mirror one more level of the input tree, for the whole source
                     anchors[u] = anchors[u].parent
             else:
                 for n, j in enumerate(members[1:], 2):
@@ -113,11 +117,18 @@ def find_inputs(sources: list[Path]) -> list[InputFile]:
     for unit, source in enumerate(sources):
         absolute = Path(os.path.abspath(source))
         if source.is_dir():
-            files = sorted(p for p in source.rglob("*") if p.suffix.lower() in readable and p.is_file()
-                           and not any(is_temporary(part) for part in p.relative_to(source).parts))
+            files = sorted(
+                p
+                for p in source.rglob("*")
+                if p.suffix.lower() in readable
+                and p.is_file()
+                and not any(is_temporary(part) for part in p.relative_to(source).parts)
+            )
             if not files:
-                raise DBDError(f"folder '{source}' holds no images or videos ({', '.join(IMAGE_EXTENSIONS)}, "
-                               f"{', '.join(VIDEO_EXTENSIONS)})")
+                raise DBDError(
+                    f"folder '{source}' holds no images or videos ({', '.join(IMAGE_EXTENSIONS)}, "
+                    f"{', '.join(VIDEO_EXTENSIONS)})"
+                )
             found = [(absolute / f.relative_to(source), f) for f in files]
         elif source.is_file():
             if source.suffix.lower() not in readable:
@@ -166,7 +177,7 @@ def remove_stale_temps(outputs: list[Path], started: float) -> None:
 
 
 def write_image(path: Path, rgb_or_grey: np.ndarray, written: set[Path]) -> None:
-    if path in written:   # never reached: find_inputs gives every input its own names; a guard all the same
+    if path in written:  # never reached: find_inputs gives every input its own names; a guard all the same
         raise DBDError(f"'{path}' was already written in this run; refusing to overwrite it")
     data = rgb_or_grey[..., ::-1] if rgb_or_grey.ndim == 3 else rgb_or_grey
     ok, encoded = cv2.imencode(path.suffix, data, [cv2.IMWRITE_JPEG_QUALITY, 92] if path.suffix == ".jpg" else [])
@@ -175,13 +186,15 @@ def write_image(path: Path, rgb_or_grey: np.ndarray, written: set[Path]) -> None
     try:
         atomic_write(path, lambda tmp: Path(tmp).write_bytes(encoded.tobytes()))
     except OSError as err:
-        raise DBDError(f"cannot write '{path}' ({err.strerror or type(err).__name__}); "
-                       f"check --out and the free disk space") from None
+        raise DBDError(
+            f"cannot write '{path}' ({err.strerror or type(err).__name__}); check --out and the free disk space"
+        ) from None
     written.add(path)
 
 
-def predict_image(predictor: Predictor, path: Path, outputs: dict[str, Path], threshold: float, style: str,
-                  written: set[Path]) -> None:
+def predict_image(
+    predictor: Predictor, path: Path, outputs: dict[str, Path], threshold: float, style: str, written: set[Path]
+) -> None:
     """Write the images `outputs` ({'map'|'mask'|'overlay': final path}) of the photo at `path`."""
     image = read_image(path)
     prob = predictor.predict(image)
@@ -198,36 +211,46 @@ def predict_image(predictor: Predictor, path: Path, outputs: dict[str, Path], th
 
 @dataclass
 class PredictedFile:
-    source: Path                 # the input, as passed
-    outputs: dict[str, Path]     # {'map'|'mask'|'overlay': written file}
-    seconds: float               # reading, predicting and writing this input
-    frames: int = 1              # a video's frame count; 1 for a photo
+    source: Path  # the input, as passed
+    outputs: dict[str, Path]  # {'map'|'mask'|'overlay': written file}
+    seconds: float  # reading, predicting and writing this input
+    frames: int = 1  # a video's frame count; 1 for a photo
 
 
 @dataclass
 class PredictionResult:
     out: Path
     save: list[str]
-    weights: Path                                   # the model file that ran
+    weights: Path  # the model file that ran
     files: list[PredictedFile] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)   # (input, one-line reason)
-    renamed: list[InputFile] = field(default_factory=list)          # inputs whose outputs were told apart
-    load_seconds: float = 0.0                       # opening the model
-    seconds: float = 0.0                            # the whole call
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input, one-line reason)
+    renamed: list[InputFile] = field(default_factory=list)  # inputs whose outputs were told apart
+    load_seconds: float = 0.0  # opening the model
+    seconds: float = 0.0  # the whole call
 
     @property
     def written(self) -> list[Path]:
         return [path for file in self.files for path in file.outputs.values()]
 
     def summary(self) -> str:
-        return (f"wrote {', '.join(self.save)} for {len(self.files)} file(s) to {self.out}/ with {self.weights}"
-                + (f"; {len(self.skipped)} skipped" if self.skipped else ""))
+        return f"wrote {', '.join(self.save)} for {len(self.files)} file(s) to {self.out}/ with {self.weights}" + (
+            f"; {len(self.skipped)} skipped" if self.skipped else ""
+        )
 
 
-def predict(sources: str | Path | Iterable[str | Path] | None = None, out: str | Path = "predictions", *,
-            weights: str | Path | None = None, save: Iterable[str] = OUTPUTS, overlay_style: str = "tint",
-            threshold: float = 0.5, threads: int | None = None, device: str = "cpu", tile: int = 0,
-            progress: bool = True) -> PredictionResult:
+def predict(
+    sources: str | Path | Iterable[str | Path] | None = None,
+    out: str | Path = "predictions",
+    *,
+    weights: str | Path | None = None,
+    save: Iterable[str] = OUTPUTS,
+    overlay_style: str = "tint",
+    threshold: float = 0.5,
+    threads: int | None = None,
+    device: str = "cpu",
+    tile: int = 0,
+    progress: bool = True,
+) -> PredictionResult:
     """Blur maps, masks and/or overlays (`save`) of every image and video under `sources` (files or
     folders; default: the data root's photos/), written under `out`.
 
@@ -259,13 +282,19 @@ def predict(sources: str | Path | Iterable[str | Path] | None = None, out: str |
     elif isinstance(sources, (str, Path)):
         sources = [sources]
     inputs = find_inputs([Path(s) for s in sources])
-    planned = [{kind: out / name for kind, name in output_names(i.stem, is_video(i.source), save).items()}
-               for i in inputs]
+    planned = [
+        {kind: out / name for kind, name in output_names(i.stem, is_video(i.source), save).items()} for i in inputs
+    ]
     # Before loading the model or reading any photo: a bad --out is found at once, not after the work.
     check_writable(out, "--out", [path.relative_to(out) for outputs in planned for path in outputs.values()])
     predictor = Predictor(weights, threads=threads, device=device, tile=tile)
-    result = PredictionResult(out=out, save=save, weights=predictor.runner.path,
-                              renamed=[i for i in inputs if i.renamed], load_seconds=time.perf_counter() - clock)
+    result = PredictionResult(
+        out=out,
+        save=save,
+        weights=predictor.runner.path,
+        renamed=[i for i in inputs if i.renamed],
+        load_seconds=time.perf_counter() - clock,
+    )
     remove_stale_temps([path for outputs in planned for path in outputs.values()], started)
     written: set[Path] = set()
     # Progress bars only on a terminal, and cleared when done or interrupted: errors stay one clean line.
@@ -280,7 +309,7 @@ def predict(sources: str | Path | Iterable[str | Path] | None = None, out: str |
                 else:
                     predict_image(predictor, path, outputs, threshold, overlay_style, written)
                     frames = 1
-            except NonFiniteOutput as err:   # the model is broken: every file would fail the same way
+            except NonFiniteOutput as err:  # the model is broken: every file would fail the same way
                 raise DBDError(f"{err} (on '{path}')") from None
             except DBDError as err:
                 if len(inputs) == 1:

@@ -9,6 +9,7 @@ resized back. With `tile=T`, a large photo is also cut into overlapping T x T ti
 the model's size and blended back with smooth weights — finer boundaries on big photos, at the
 cost of one run per tile.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,11 +48,19 @@ def _check_image(image: object, index: int | None = None) -> None:
 
 
 class Predictor:
-    def __init__(self, weights: str | Path | None = None, threads: int | None = None, device: str = "cpu",
-                 batch: int = 8, tile: int = 0):
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        threads: int | None = None,
+        device: str = "cpu",
+        batch: int = 8,
+        tile: int = 0,
+    ):
         if weights is not None and (not isinstance(weights, (str, Path)) or not str(weights).strip()):
-            raise DBDError(f"weights={weights!r} is not a model file; pass the path of a .safetensors checkpoint or "
-                           f"a {describe_suffixes()} export, or None for the shipped student")
+            raise DBDError(
+                f"weights={weights!r} is not a model file; pass the path of a .safetensors checkpoint or "
+                f"a {describe_suffixes()} export, or None for the shipped student"
+            )
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise DBDError(f"threads must be a positive whole number (or None: all cores), got {threads!r}")
         if device not in DEVICES:
@@ -80,11 +89,13 @@ class Predictor:
             _check_image(image, i)
         maps: list[np.ndarray] = []
         for start in range(0, len(images), self.batch):
-            chunk = images[start:start + self.batch]
+            chunk = images[start : start + self.batch]
             probs = np.asarray(self.runner.run(np.stack([self._model_input(im) for im in chunk])))
             if not np.isfinite(probs).all():
-                raise NonFiniteOutput(f"model '{self.runner.path}' returned non-finite values (NaN or inf): its "
-                                      f"weights are damaged or overflow; re-export or retrain it")
+                raise NonFiniteOutput(
+                    f"model '{self.runner.path}' returned non-finite values (NaN or inf): its "
+                    f"weights are damaged or overflow; re-export or retrain it"
+                )
             maps += [self.spec.postprocess(p, im.shape[:2]) for p, im in zip(probs, chunk)]
         return maps
 
@@ -108,10 +119,10 @@ class Predictor:
         window = np.outer(ramp_y, ramp_x)
         acc = np.zeros((h, w), np.float32)
         weight = np.zeros((h, w), np.float32)
-        crops = [image[y:y + t, x:x + t] for y, x in boxes]
+        crops = [image[y : y + t, x : x + t] for y, x in boxes]
         for (y, x), prob in zip(boxes, self.predict_many(crops)):
             ph, pw = prob.shape
-            acc[y:y + ph, x:x + pw] += prob * window[:ph, :pw]
-            weight[y:y + ph, x:x + pw] += window[:ph, :pw]
+            acc[y : y + ph, x : x + pw] += prob * window[:ph, :pw]
+            weight[y : y + ph, x : x + pw] += window[:ph, :pw]
         # Tiles judge blur locally; the whole-image map keeps the global context. Average the two.
         return 0.5 * (acc / np.maximum(weight, 1e-6)) + 0.5 * whole

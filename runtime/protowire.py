@@ -5,6 +5,7 @@ metadata with it, so reading a file's contract never needs the format's own (hea
 Malformed input raises ValueError (or UnicodeDecodeError for a key or value that is not UTF-8);
 `dbd.runtime.metadata.read_metadata` reports either as a truncated or invalid file.
 """
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -38,14 +39,14 @@ def fields(data: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryvie
         if wire == 0:
             value, pos = varint(data, pos)
         elif wire == 1:
-            value, pos = data[pos:pos + 8], pos + 8
+            value, pos = data[pos : pos + 8], pos + 8
         elif wire == 2:
             size, pos = varint(data, pos)
             if pos + size > end:
                 raise ValueError("truncated field")
-            value, pos = data[pos:pos + size], pos + size
+            value, pos = data[pos : pos + size], pos + size
         elif wire == 5:
-            value, pos = data[pos:pos + 4], pos + 4
+            value, pos = data[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported wire type {wire}")
         if pos > end:

@@ -6,6 +6,7 @@ A runner takes images already resized to the model's input size, as (N, H, W, 3)
 layout, int8/uint8 quantisation — comes from the file's own metadata (`read_metadata`) or the
 checkpoint's model card, so a caller cannot feed a file wrongly.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -61,10 +62,12 @@ class TorchRunner(Runner):
         if device == "cuda" and not torch.cuda.is_available():
             raise DBDError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
         model, card = load_checkpoint(path, map_location="cpu")
-        if not isinstance(card.get("preprocess"), dict):   # never a bare KeyError on a foreign card
-            raise DBDError(f"checkpoint '{path}' has no 'preprocess' entry in its model card, so its input size and "
-                           f"normalisation are unknown; re-save it with save_checkpoint(path, model, "
-                           f"{{'preprocess': PreprocessSpec.for_model(model).to_dict()}})")
+        if not isinstance(card.get("preprocess"), dict):  # never a bare KeyError on a foreign card
+            raise DBDError(
+                f"checkpoint '{path}' has no 'preprocess' entry in its model card, so its input size and "
+                f"normalisation are unknown; re-save it with save_checkpoint(path, model, "
+                f"{{'preprocess': PreprocessSpec.for_model(model).to_dict()}})"
+            )
         self.model, self.device, self.torch = model.to(device).eval(), torch.device(device), torch
         try:
             spec = PreprocessSpec.from_dict(card["preprocess"])
@@ -78,7 +81,9 @@ class TorchRunner(Runner):
         import torch
 
         runner = cls.__new__(cls)
-        Runner.__init__(runner, None, spec, {"arch": getattr(model, "arch", None), "config": getattr(model, "config", {})})
+        Runner.__init__(
+            runner, None, spec, {"arch": getattr(model, "arch", None), "config": getattr(model, "config", {})}
+        )
         runner.model, runner.device, runner.torch = model, torch.device(device), torch
         return runner
 
@@ -111,8 +116,10 @@ class ExportedRunner(Runner):
         """The file's real input tensor must be what its metadata promises (else it was tampered with)."""
         declared = [int(v) for v in self.info["input"]["shape"]]
         if [int(v) if isinstance(v, int) else -1 for v in actual] != declared:
-            raise DBDError(f"'{self.path}' declares input shape {declared} in its metadata but its graph takes "
-                           f"{list(actual)}; re-export it with dbd-export")
+            raise DBDError(
+                f"'{self.path}' declares input shape {declared} in its metadata but its graph takes "
+                f"{list(actual)}; re-export it with dbd-export"
+            )
 
     @abstractmethod
     def run_one(self, x: np.ndarray) -> np.ndarray:
@@ -130,8 +137,10 @@ def open_runner(path: str | Path, threads: int | None = None, device: str = "cpu
     if path.suffix == CHECKPOINT_SUFFIX:
         return TorchRunner(path, threads, device)
     if path.suffix.lower() in (".pt", ".pth", ".ckpt", ".bin"):
-        raise DBDError(f"'{path}' is a pickle checkpoint, which dbd does not load (it can run code); "
-                       "pass a .safetensors checkpoint written by dbd-train or an exported model")
+        raise DBDError(
+            f"'{path}' is a pickle checkpoint, which dbd does not load (it can run code); "
+            "pass a .safetensors checkpoint written by dbd-train or an exported model"
+        )
     fmt = format_of(path)
     availability = fmt.available()
     if not availability:

@@ -19,6 +19,7 @@ TTA, export calibration and parity, the exported files' `encode_input` and train
 call it. `resize_bilinear`, `normalize`, `to_layout` and `to_pixels` also exist as functions of
 plain values, for the exported files' metadata (whose "input" entry carries its own mean/std).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -29,7 +30,7 @@ import numpy as np
 from dbd.core import DBDError
 
 SPEC_FORMAT = "dbd-preprocess/1"
-OUTPUT_MEANING = "blur_probability"   # 1 = out of focus (white = blur), like Distill-DBDGAN
+OUTPUT_MEANING = "blur_probability"  # 1 = out of focus (white = blur), like Distill-DBDGAN
 
 
 def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -39,7 +40,7 @@ def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = int(size[0]), int(size[1])
     if array.shape[:2] == (h, w):
         return array
-    import cv2   # lazily: dbd.runtime.metadata imports this module and stays light
+    import cv2  # lazily: dbd.runtime.metadata imports this module and stays light
 
     return cv2.resize(array, (w, h), interpolation=cv2.INTER_LINEAR)
 
@@ -52,8 +53,9 @@ def normalize(unit: np.ndarray, mean, std) -> np.ndarray:
 def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
     """(H, W, 3) or (N, H, W, 3) -> the same values as `layout` (NCHW: channels before H, W), contiguous."""
     if layout not in ("NCHW", "NHWC"):
-        raise DBDError(f"tensor layout '{layout}' is not supported (expected NCHW or NHWC); "
-                       f"re-export the model with dbd-export")
+        raise DBDError(
+            f"tensor layout '{layout}' is not supported (expected NCHW or NHWC); re-export the model with dbd-export"
+        )
     return np.ascontiguousarray(np.moveaxis(x, -1, -3) if layout == "NCHW" else x)
 
 
@@ -65,13 +67,13 @@ def to_pixels(unit: np.ndarray, pixel_scale: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    input_size: tuple[int, int] = (320, 320)         # (height, width) of the model input
+    input_size: tuple[int, int] = (320, 320)  # (height, width) of the model input
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # in units of pixel/255
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    resize: str = "bilinear"                         # half-pixel centres, aspect ratio stretched
+    resize: str = "bilinear"  # half-pixel centres, aspect ratio stretched
     channel_order: str = "RGB"
     layout: str = "NCHW"
-    pixel_scale: float = 255.0                       # uint8 pixels are divided by this first
+    pixel_scale: float = 255.0  # uint8 pixels are divided by this first
     output: str = OUTPUT_MEANING
 
     def __post_init__(self) -> None:
@@ -80,8 +82,12 @@ class PreprocessSpec:
             raise DBDError(f"input size {h}x{w} must be positive multiples of 32 (the encoders' stride)")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise DBDError(f"normalisation needs 3 means and 3 positive stds, got mean={self.mean} std={self.std}")
-        for name, value, allowed in (("resize", self.resize, ("bilinear",)), ("channel_order", self.channel_order, ("RGB",)),
-                                     ("layout", self.layout, ("NCHW", "NHWC")), ("output", self.output, (OUTPUT_MEANING,))):
+        for name, value, allowed in (
+            ("resize", self.resize, ("bilinear",)),
+            ("channel_order", self.channel_order, ("RGB",)),
+            ("layout", self.layout, ("NCHW", "NHWC")),
+            ("output", self.output, (OUTPUT_MEANING,)),
+        ):
             if value not in allowed:
                 raise DBDError(f"preprocessing {name} '{value}' is not supported; expected one of {allowed}")
 
@@ -108,8 +114,9 @@ class PreprocessSpec:
         try:
             return cls(**values)
         except (TypeError, ValueError) as err:  # e.g. input_size "320" or mean [0.5, "x", 0.5]
-            raise DBDError(f"preprocessing spec has a malformed value ({' '.join(str(err).split())}); "
-                           f"re-save the model") from None
+            raise DBDError(
+                f"preprocessing spec has a malformed value ({' '.join(str(err).split())}); re-save the model"
+            ) from None
 
     def to_unit(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 pixels (any shape) -> float32 pixels / pixel_scale, RGB in [0, 1]."""

@@ -9,6 +9,7 @@ feathered edge. The label stays the binary region (1 = blur), as in the benchmar
 Samples are a pure function of (seed, index), so a failing test or a calibration run can be
 reproduced exactly. Only numpy and OpenCV, cheap enough to generate on the fly (docs/metrics.md).
 """
+
 from __future__ import annotations
 
 import functools

@@ -9,6 +9,7 @@ The same `TTARunner` builds the distillation cache (dbd.training.teacher_cache),
 teacher in the report and in dbd-bench, so what is measured is what the student learns from.
 A recipe is written as text, e.g. "384,448+flip": input sizes, then "+flip" for mirroring.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -22,8 +23,8 @@ from .runners import Runner
 
 @dataclass(frozen=True)
 class TTARecipe:
-    sizes: tuple[int, ...] = ()      # square input sizes; () = the model's own size only
-    flip: bool = False               # also run the horizontal mirror image
+    sizes: tuple[int, ...] = ()  # square input sizes; () = the model's own size only
+    flip: bool = False  # also run the horizontal mirror image
 
     @classmethod
     def parse(cls, text: str | None) -> "TTARecipe":
@@ -35,7 +36,9 @@ class TTARecipe:
         flip = "flip" in parts[1:] or parts[0] == "flip"
         unknown = [p for p in parts[1:] if p != "flip"]
         if unknown:
-            raise DBDError(f"TTA recipe '{text}': unknown option {unknown[0]!r}; write sizes then '+flip', e.g. 384,448+flip")
+            raise DBDError(
+                f"TTA recipe '{text}': unknown option {unknown[0]!r}; write sizes then '+flip', e.g. 384,448+flip"
+            )
         sizes_text = "" if parts[0] == "flip" else parts[0]
         try:
             sizes = tuple(int(s) for s in sizes_text.split(",") if s.strip())
@@ -97,7 +100,9 @@ class _Resized(Runner):
 
     def __init__(self, member: Runner, size: int):
         if member.format != "torch" and member.spec.input_size != (size, size):
-            raise DBDError(f"'{member.path}' is a fixed-size {member.format} file; TTA at other sizes needs a checkpoint")
+            raise DBDError(
+                f"'{member.path}' is a fixed-size {member.format} file; TTA at other sizes needs a checkpoint"
+            )
         self.member = member
         super().__init__(member.path, replace(member.spec, input_size=(size, size)), member.info)
 

@@ -3,6 +3,7 @@
 Each output video is written to a temporary `.NAME.tmp.mp4` beside it and renamed only once every
 frame is in: an error, Ctrl-C or SIGTERM leaves no half-written video behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,15 @@ def video_temp(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp.mp4")
 
 
-def predict_video(predictor: Predictor, path: Path, outputs: dict[str, Path], threshold: float, style: str,
-                  written: set[Path], progress: bool = True) -> int:
+def predict_video(
+    predictor: Predictor,
+    path: Path,
+    outputs: dict[str, Path],
+    threshold: float,
+    style: str,
+    written: set[Path],
+    progress: bool = True,
+) -> int:
     """Write the videos `outputs` ({'map'|'mask'|'overlay': final path}) of the video at `path`;
     returns the number of frames. `written` holds the paths this run wrote already (never
     overwritten) and gains the new ones."""
@@ -53,7 +61,7 @@ def predict_video(predictor: Predictor, path: Path, outputs: dict[str, Path], th
                 break
             rgb = frame[..., ::-1].copy()
             prob = predictor.predict(rgb)
-            drawn = {}   # BGR frames, as VideoWriter takes them
+            drawn = {}  # BGR frames, as VideoWriter takes them
             if "map" in outputs:
                 drawn["map"] = cv2.cvtColor(blur_map_u8(prob), cv2.COLOR_GRAY2BGR)
             if "mask" in outputs:
@@ -71,8 +79,10 @@ def predict_video(predictor: Predictor, path: Path, outputs: dict[str, Path], th
                     writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*"mp4v"), fps, image.shape[1::-1])
                     writers[kind] = (writer, temp, final)
                     if not writer.isOpened():
-                        raise DBDError(f"cannot write video '{final}' (OpenCV could not open an mp4v writer); "
-                                       f"check --out, or save images instead")
+                        raise DBDError(
+                            f"cannot write video '{final}' (OpenCV could not open an mp4v writer); "
+                            f"check --out, or save images instead"
+                        )
                 writers[kind][0].write(image)
             count += 1
             bar.update(1)
@@ -87,7 +97,7 @@ def predict_video(predictor: Predictor, path: Path, outputs: dict[str, Path], th
     finally:
         capture.release()
         bar.close()
-        if not complete:   # an error, Ctrl-C or SIGTERM: no half-written video stays behind
+        if not complete:  # an error, Ctrl-C or SIGTERM: no half-written video stays behind
             for writer, temp, _ in writers.values():
                 writer.release()
                 temp.unlink(missing_ok=True)

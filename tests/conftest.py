@@ -1,6 +1,7 @@
 """Shared fixtures. The benchmark data lives outside the repo, found through one setting: DBD_DATA
 (default: ../shared/data beside the checkout). Tests that need it fail with a message that says
 exactly what is missing, rather than silently skipping coverage."""
+
 from __future__ import annotations
 
 from pathlib import Path

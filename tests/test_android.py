@@ -17,6 +17,7 @@ What runs here (no Android SDK, emulator or Maven access on these machines):
 
 The toolchain missing is the only reason to skip, and only outside CI (`CI` set: fail instead).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,12 +30,12 @@ import re
 import shutil
 import subprocess
 import time
-import tomllib
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 ANDROID = ROOT / "android_demo"
@@ -44,7 +45,7 @@ JAVA_SHARE = Path("/usr/share/java")
 # Compile as the Gradle build does (Kotlin 2.2 in gradle/libs.versions.toml, JVM 17), with the newer kotlinc.
 KOTLINC_FLAGS = ["-jvm-target", "17", "-language-version", "2.2", "-api-version", "2.2"]
 JVM_OPTS = ["-Xss4m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
-MODEL_H, MODEL_W = 64, 96          # non-square on purpose: a transposed H/W cannot pass
+MODEL_H, MODEL_W = 64, 96  # non-square on purpose: a transposed H/W cannot pass
 INSTALL_HINT = "run `make android-tools` (kotlinc 2.4.20 from npm into .tools/, JUnit 4 from the Debian junit4 package)"
 
 
@@ -70,8 +71,17 @@ def toolchain() -> dict[str, Path]:
     stdlib = _first(kotlinc.resolve().parent.parent / "lib" / "kotlin-stdlib.jar") if kotlinc else None
     junit = _first(JAVA_SHARE / "junit4.jar")
     hamcrest = _first(JAVA_SHARE / "hamcrest-core.jar", JAVA_SHARE / "hamcrest.jar")
-    missing = [name for name, found in (("kotlinc", kotlinc), ("java", java), ("kotlin-stdlib.jar", stdlib),
-                                        ("junit4.jar", junit), ("hamcrest", hamcrest)) if not found]
+    missing = [
+        name
+        for name, found in (
+            ("kotlinc", kotlinc),
+            ("java", java),
+            ("kotlin-stdlib.jar", stdlib),
+            ("junit4.jar", junit),
+            ("hamcrest", hamcrest),
+        )
+        if not found
+    ]
     if missing:
         message = f"Kotlin/JUnit toolchain missing ({', '.join(missing)}): {INSTALL_HINT}"
         if os.environ.get("CI"):
@@ -101,34 +111,59 @@ def core_jar(toolchain) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / f".{jar.name}.{os.getpid()}.tmp.jar"
     env = {**os.environ, "JAVA_OPTS": os.environ.get("JAVA_OPTS", "-Xmx1g " + " ".join(JVM_OPTS))}
-    cmd = ["nice", "-n", "19", str(kotlinc), *KOTLINC_FLAGS,
-           "-cp", f"{toolchain['junit']}:{toolchain['hamcrest']}", "-d", str(tmp), *map(str, CORE_SOURCES)]
+    cmd = [
+        "nice",
+        "-n",
+        "19",
+        str(kotlinc),
+        *KOTLINC_FLAGS,
+        "-cp",
+        f"{toolchain['junit']}:{toolchain['hamcrest']}",
+        "-d",
+        str(tmp),
+        *map(str, CORE_SOURCES),
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
-        pytest.fail(f"kotlinc failed on android_demo/core (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}")
+        pytest.fail(
+            f"kotlinc failed on android_demo/core (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}"
+        )
     tmp.replace(jar)
-    for stale in cache.glob("core-*.jar"):          # jars of older sources
+    for stale in cache.glob("core-*.jar"):  # jars of older sources
         if stale != jar:
             stale.unlink(missing_ok=True)
     print(f"\nkotlinc: android_demo/core main+test compiled in {time.perf_counter() - start:.1f} s -> {jar}")
     if proc.stderr.strip():
-        print(proc.stderr[-3000:])       # warnings
+        print(proc.stderr[-3000:])  # warnings
     return jar
 
 
 def _test_classes(jar: Path) -> list[str]:
     with zipfile.ZipFile(jar) as z:
-        names = [n[:-len(".class")].replace("/", ".") for n in z.namelist()
-                 if re.fullmatch(r"com/dbd/core/\w+Test\.class", n)]
+        names = [
+            n[: -len(".class")].replace("/", ".")
+            for n in z.namelist()
+            if re.fullmatch(r"com/dbd/core/\w+Test\.class", n)
+        ]
     return sorted(names)
 
 
 def run_junit(toolchain, jar: Path, classes: list[str], props: dict[str, str]) -> subprocess.CompletedProcess:
     cp = ":".join(str(p) for p in (jar, toolchain["stdlib"], toolchain["junit"], toolchain["hamcrest"]))
-    cmd = ["nice", "-n", "19", str(toolchain["java"]), *JVM_OPTS, *(f"-D{k}={v}" for k, v in props.items()),
-           "-cp", cp, "org.junit.runner.JUnitCore", *classes]
+    cmd = [
+        "nice",
+        "-n",
+        "19",
+        str(toolchain["java"]),
+        *JVM_OPTS,
+        *(f"-D{k}={v}" for k, v in props.items()),
+        "-cp",
+        cp,
+        "org.junit.runner.JUnitCore",
+        *classes,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
@@ -149,13 +184,37 @@ def int8_model(tmp_path_factory, data_root) -> Path:
     model = create_model("dbd_student")
     folder = tmp_path_factory.mktemp("android_export")
     ckpt = folder / "student.safetensors"
-    save_checkpoint(ckpt, model, {"preprocess": PreprocessSpec.for_model(model, (MODEL_H, MODEL_W)).to_dict(),
-                                  "training": {"data": "test fixture: random initialisation", "command": "pytest"},
-                                  "metrics": {}})
+    save_checkpoint(
+        ckpt,
+        model,
+        {
+            "preprocess": PreprocessSpec.for_model(model, (MODEL_H, MODEL_W)).to_dict(),
+            "training": {"data": "test fixture: random initialisation", "command": "pytest"},
+            "metrics": {},
+        },
+    )
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["--format", "tflite", "--precision", "int8", "--weights", str(ckpt), "--imgsz", f"{MODEL_H}x{MODEL_W}",
-                     "--calib", "cuhk", "--calib-n", "4", "--parity-n", "4", "--out", str(folder)])
+        code = main(
+            [
+                "--format",
+                "tflite",
+                "--precision",
+                "int8",
+                "--weights",
+                str(ckpt),
+                "--imgsz",
+                f"{MODEL_H}x{MODEL_W}",
+                "--calib",
+                "cuhk",
+                "--calib-n",
+                "4",
+                "--parity-n",
+                "4",
+                "--out",
+                str(folder),
+            ]
+        )
     files = sorted(folder.glob("*_int8.tflite"))
     assert code == 0 and len(files) == 1, out.getvalue() + err.getvalue()
     return files[0]
@@ -186,9 +245,9 @@ def golden(int8_model, tmp_path_factory, data_root) -> Path:
     """Golden vectors from the Python runtime, as the Kotlin GoldenParityTest reads them."""
     import cv2
 
-    from dbd.runtime.overlay import overlay
     from dbd.runtime.imageio import read_image
     from dbd.runtime.metadata import decode_output, encode_input, read_metadata
+    from dbd.runtime.overlay import overlay
     from dbd.runtime.spec import PreprocessSpec
 
     meta = read_metadata(int8_model)
@@ -199,11 +258,11 @@ def golden(int8_model, tmp_path_factory, data_root) -> Path:
     cuhk = read_image(data_root / "CUHK" / "images" / "out_of_focus0001.jpg")
     h, w = spec.input_size
     photos = {
-        "F1": f1,                                                    # 244x207 -> 96x64
-        "cuhk_0001": cuhk,                                           # 640x480 -> 96x64
-        "cuhk_crop_2x": np.ascontiguousarray(cuhk[100:100 + 2 * h, 200:200 + 2 * w]),   # exactly twice the model
-        "cuhk_crop_same": np.ascontiguousarray(cuhk[50:50 + h, 60:60 + w]),            # the model's size: no resize
-        "F1_crop_small": np.ascontiguousarray(f1[90:103, 110:130]),                     # 20x13: upscaled
+        "F1": f1,  # 244x207 -> 96x64
+        "cuhk_0001": cuhk,  # 640x480 -> 96x64
+        "cuhk_crop_2x": np.ascontiguousarray(cuhk[100 : 100 + 2 * h, 200 : 200 + 2 * w]),  # exactly twice the model
+        "cuhk_crop_same": np.ascontiguousarray(cuhk[50 : 50 + h, 60 : 60 + w]),  # the model's size: no resize
+        "F1_crop_small": np.ascontiguousarray(f1[90:103, 110:130]),  # 20x13: upscaled
     }
     cases = []
 
@@ -212,9 +271,14 @@ def golden(int8_model, tmp_path_factory, data_root) -> Path:
         photo = spec.postprocess(prob, image.shape[:2])
         # A threshold that splits the map (a random model's P is nearly constant), exactly a float32.
         t = float(np.float32(np.median(photo))) if threshold is None else threshold
-        files = {"argb": _argb(image), "output": raw_out.tobytes(), "prob": prob.astype("<f4").tobytes(),
-                 "photo": photo.astype("<f4").tobytes(), "heat": overlay(image, photo, "heat", t).tobytes(),
-                 "tint": overlay(image, photo, "tint", t).tobytes()}
+        files = {
+            "argb": _argb(image),
+            "output": raw_out.tobytes(),
+            "prob": prob.astype("<f4").tobytes(),
+            "photo": photo.astype("<f4").tobytes(),
+            "heat": overlay(image, photo, "heat", t).tobytes(),
+            "tint": overlay(image, photo, "tint", t).tobytes(),
+        }
         if tensor is not None:
             files["input"] = tensor.tobytes()
             files["resized"] = unit.astype("<f4").tobytes()
@@ -225,7 +289,7 @@ def golden(int8_model, tmp_path_factory, data_root) -> Path:
         cases.append(entry)
 
     for name, image in photos.items():
-        unit = spec.resize_image(image.astype(np.float32) / np.float32(spec.pixel_scale))   # Predictor._model_input
+        unit = spec.resize_image(image.astype(np.float32) / np.float32(spec.pixel_scale))  # Predictor._model_input
         tensor = encode_input(meta, unit)
         add_case(name, image, run_tflite(interpreter, tensor), None, tensor, unit)
     # Every int8 output level once (and the whole JET table), drawn over F1.
@@ -233,7 +297,9 @@ def golden(int8_model, tmp_path_factory, data_root) -> Path:
     add_case("ramp", f1, ramp, 0.5)
     jet = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[None], cv2.COLORMAP_JET)[0, :, ::-1]
     (folder / "jet.rgb").write_bytes(np.ascontiguousarray(jet).tobytes())
-    (folder / "manifest.json").write_text(json.dumps({"model": str(int8_model), "jet": "jet.rgb", "cases": cases}, indent=1))
+    (folder / "manifest.json").write_text(
+        json.dumps({"model": str(int8_model), "jet": "jet.rgb", "cases": cases}, indent=1)
+    )
     return folder
 
 
@@ -242,8 +308,12 @@ def kotlin_run(toolchain, core_jar, golden, tmp_path_factory) -> tuple[subproces
     """Every JUnit class of the core, once, with the golden vectors; Kotlin's results land in `out`."""
     out = tmp_path_factory.mktemp("android_kotlin_out")
     start = time.perf_counter()
-    proc = run_junit(toolchain, core_jar, _test_classes(core_jar),
-                     {"dbd.golden": str(golden), "dbd.out": str(out), "dbd.requireGolden": "true"})
+    proc = run_junit(
+        toolchain,
+        core_jar,
+        _test_classes(core_jar),
+        {"dbd.golden": str(golden), "dbd.out": str(out), "dbd.requireGolden": "true"},
+    )
     return proc, out, time.perf_counter() - start
 
 
@@ -294,10 +364,12 @@ def test_kotlin_matches_the_python_runtime_on_real_photos(kotlin_run, golden):
             row = rows[name]
             assert row["resized_differing"] == 0 and row["input_differing"] == 0, row
             assert row["photo_differing"] == 0 and row["heat_differing"] == 0 and row["tint_differing"] == 0, row
-    summary = "; ".join(f"{r['name']} {r['size']}: input {r.get('input_differing', '-')}/{r.get('input_values', '-')} "
-                        f"differ (max step {r.get('input_max_step', '-')}), resized max|Δ| {r.get('resized_max_abs', '-')}, "
-                        f"map max|Δ| {r['photo_max_abs']}, heat/tint px differ {r['heat_differing']}/{r['tint_differing']}"
-                        for r in report["cases"])
+    summary = "; ".join(
+        f"{r['name']} {r['size']}: input {r.get('input_differing', '-')}/{r.get('input_values', '-')} "
+        f"differ (max step {r.get('input_max_step', '-')}), resized max|Δ| {r.get('resized_max_abs', '-')}, "
+        f"map max|Δ| {r['photo_max_abs']}, heat/tint px differ {r['heat_differing']}/{r['tint_differing']}"
+        for r in report["cases"]
+    )
     print(f"\nparity ({report['model']}): {summary}")
 
 
@@ -314,7 +386,9 @@ def test_litert_runs_the_kotlin_preprocessed_tensors(kotlin_run, golden, int8_mo
     for case in json.loads((golden / "manifest.json").read_text())["cases"]:
         if "input" not in case:
             continue
-        tensor = np.frombuffer((out / f"{case['name']}.kotlin_input.bin").read_bytes(), inp["dtype"]).reshape(inp["shape"])
+        tensor = np.frombuffer((out / f"{case['name']}.kotlin_input.bin").read_bytes(), inp["dtype"]).reshape(
+            inp["shape"]
+        )
         prob_kt = decode_output(meta, run_tflite(interpreter, tensor))[0]
         prob_py = np.frombuffer((golden / case["prob"]).read_bytes(), "<f4").reshape(prob_kt.shape)
         # Identical tensors give identical maps; a ±1 input step may move an output by a step or two.
@@ -325,19 +399,29 @@ def test_litert_runs_the_kotlin_preprocessed_tensors(kotlin_run, golden, int8_mo
 
 DRIFTS = {
     # name: (what is perturbed, words the failing Kotlin run must print)
-    "golden_input_tensor": ("F1's expected input tensor, one value moved by 3 quantisation steps", ["F1: input tensor differs"]),
+    "golden_input_tensor": (
+        "F1's expected input tensor, one value moved by 3 quantisation steps",
+        ["F1: input tensor differs"],
+    ),
     "golden_jet": ("one entry of cv2's JET table", ["JET colour map differs"]),
     "metadata_zero_point": ("the metadata's input zero point, -128 -> -127", ["input zero point -127", "-128"]),
-    "metadata_input_size": ("the metadata's input size, 64x96 -> 96x96 (shape kept consistent)", ["input shape [1, 96, 96, 3]", "[1, 64, 96, 3]"]),
+    "metadata_input_size": (
+        "the metadata's input size, 64x96 -> 96x96 (shape kept consistent)",
+        ["input shape [1, 96, 96, 3]", "[1, 64, 96, 3]"],
+    ),
     "metadata_output_scale": ("the metadata's output scale, 1/256 -> 1/255", ["output quantization"]),
     # Invisible in the graph: only the parity with Python's tensors catches it.
-    "metadata_normalization": ("the metadata's normalisation, folded -> external (mean/std applied twice)",
-                               ["F1: input tensor differs", "cuhk_0001: input tensor differs"]),
+    "metadata_normalization": (
+        "the metadata's normalisation, folded -> external (mean/std applied twice)",
+        ["F1: input tensor differs", "cuhk_0001: input tensor differs"],
+    ),
 }
 
 
 @pytest.mark.parametrize("drift", sorted(DRIFTS))
-def test_ci_fails_when_kotlin_preprocessing_or_the_model_contract_drifts(drift, toolchain, core_jar, golden, int8_model, tmp_path):
+def test_ci_fails_when_kotlin_preprocessing_or_the_model_contract_drifts(
+    drift, toolchain, core_jar, golden, int8_model, tmp_path
+):
     from dbd.export.metadata import dumps
     from dbd.export.tflite_format import embed_metadata
     from dbd.runtime.metadata import read_metadata
@@ -348,7 +432,7 @@ def test_ci_fails_when_kotlin_preprocessing_or_the_model_contract_drifts(drift, 
     if drift == "golden_input_tensor":
         target = bad / next(c["input"] for c in manifest["cases"] if c["name"] == "F1")
         data = bytearray(target.read_bytes())
-        value = data[100] - 256 if data[100] > 127 else data[100]          # the int8 value
+        value = data[100] - 256 if data[100] > 127 else data[100]  # the int8 value
         data[100] = (value + 3 if value <= 124 else value - 3) & 0xFF
         target.write_bytes(bytes(data))
     elif drift == "golden_jet":
@@ -371,8 +455,12 @@ def test_ci_fails_when_kotlin_preprocessing_or_the_model_contract_drifts(drift, 
         model.write_bytes(embed_metadata(int8_model.read_bytes(), dumps(meta)))
         manifest["model"] = str(model)
         (bad / "manifest.json").write_text(json.dumps(manifest))
-    proc = run_junit(toolchain, core_jar, ["com.dbd.core.GoldenParityTest"],
-                     {"dbd.golden": str(bad), "dbd.out": str(tmp_path / "out"), "dbd.requireGolden": "true"})
+    proc = run_junit(
+        toolchain,
+        core_jar,
+        ["com.dbd.core.GoldenParityTest"],
+        {"dbd.golden": str(bad), "dbd.out": str(tmp_path / "out"), "dbd.requireGolden": "true"},
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, f"Kotlin tests passed although {DRIFTS[drift][0]} drifted:\n{output[-3000:]}"
     for words in DRIFTS[drift][1]:
@@ -380,7 +468,7 @@ def test_ci_fails_when_kotlin_preprocessing_or_the_model_contract_drifts(drift, 
 
 
 def _contract_models() -> list[Path]:
-    shipped = ROOT / "exports" / "dbd_student_320_int8.tflite"     # what the app's Gradle task copies by default
+    shipped = ROOT / "exports" / "dbd_student_320_int8.tflite"  # what the app's Gradle task copies by default
     return [shipped] if shipped.is_file() else []
 
 
@@ -398,18 +486,25 @@ def test_exported_tflite_keeps_the_contract_the_app_relies_on(which, int8_model,
     counts, custom, transposes = tflite_format.op_histogram(data)
     assert not custom, f"custom/Flex ops would crash the phone's builtin runtime: {custom}"
     assert not [k for k in counts if k.startswith(("CUSTOM", "BUILTIN_"))], counts
-    tflite_format.check_ops(path, data)          # also: no NCHW<->NHWC layout transposes
+    tflite_format.check_ops(path, data)  # also: no NCHW<->NHWC layout transposes
     meta = read_metadata(path)
     h, w = meta["input"]["size"]
     interpreter = _interpreter(path)
-    inp, = interpreter.get_input_details()
-    outp, = interpreter.get_output_details()
+    (inp,) = interpreter.get_input_details()
+    (outp,) = interpreter.get_output_details()
     assert list(inp["shape"]) == [1, h, w, 3] == meta["input"]["shape"] and inp["dtype"] == np.int8
     assert list(outp["shape"]) == [1, h, w, 1] == meta["output"]["shape"] and outp["dtype"] == np.int8
     assert inp["quantization"] == (1.0, -128) and meta["input"]["quantization"] == {"scale": 1.0, "zero_point": -128}
     assert outp["quantization"] == (1 / 256, -128)
-    assert meta["output"]["quantization"]["zero_point"] == -128 and abs(meta["output"]["quantization"]["scale"] - 1 / 256) < 1e-12
-    assert (meta["input"]["layout"], meta["input"]["normalization"], meta["input"]["color_order"]) == ("NHWC", "folded", "RGB")
+    assert (
+        meta["output"]["quantization"]["zero_point"] == -128
+        and abs(meta["output"]["quantization"]["scale"] - 1 / 256) < 1e-12
+    )
+    assert (meta["input"]["layout"], meta["input"]["normalization"], meta["input"]["color_order"]) == (
+        "NHWC",
+        "folded",
+        "RGB",
+    )
     assert (meta["output"]["meaning"], meta["output"]["blur_value"]) == ("blur_probability", 1)
     # A photo runs: P(blur) in [0, 1] out of pixels - 128 in.
     pixels = np.random.default_rng(0).integers(0, 256, (1, h, w, 3))
@@ -423,8 +518,10 @@ def test_exported_tflite_keeps_the_contract_the_app_relies_on(which, int8_model,
         _, out, _ = kotlin_run
         kotlin_view = json.loads((out / "kotlin_parity.json").read_text())["model"]
         q_in, q_out = meta["input"]["quantization"], meta["output"]["quantization"]
-        assert kotlin_view == (f"dbd_student int8 tflite: input int8 [1, {h}, {w}, 3] NHWC q({q_in['scale']}, {q_in['zero_point']}), "
-                               f"output int8 [1, {h}, {w}, 1] q({q_out['scale']}, {q_out['zero_point']})")
+        assert kotlin_view == (
+            f"dbd_student int8 tflite: input int8 [1, {h}, {w}, 3] NHWC q({q_in['scale']}, {q_in['zero_point']}), "
+            f"output int8 [1, {h}, {w}, 1] q({q_out['scale']}, {q_out['zero_point']})"
+        )
 
 
 # ---- the real Android platform: kotlinc -no-jdk against android-23's android.jar -----------------------
@@ -439,18 +536,33 @@ PLATFORM_IMPORTS = re.compile(r"(android|java|javax|kotlin|com\.dbd\.core)\.")
 @pytest.fixture(scope="session")
 def android_jar(toolchain) -> Path:
     if not ANDROID_JAR.is_file():
-        pytest.skip(f"Android platform jar missing: {ANDROID_JAR.relative_to(ROOT)} (com.android.android-23.jar from "
-                    f"Debian bullseye's libandroid-23-java 6.0.1+r72-6); run `make android-platform` where the Debian "
-                    f"archive is reachable")
+        pytest.skip(
+            f"Android platform jar missing: {ANDROID_JAR.relative_to(ROOT)} (com.android.android-23.jar from "
+            f"Debian bullseye's libandroid-23-java 6.0.1+r72-6); run `make android-platform` where the Debian "
+            f"archive is reachable"
+        )
     return ANDROID_JAR
 
 
-def kotlinc_android(toolchain, android_jar: Path, sources: list[Path], dest: Path, classpath=()) -> subprocess.CompletedProcess:
+def kotlinc_android(
+    toolchain, android_jar: Path, sources: list[Path], dest: Path, classpath=()
+) -> subprocess.CompletedProcess:
     """kotlinc with no JDK on the classpath: java.* and android.* resolve from the platform jar only."""
     env = {**os.environ, "JAVA_OPTS": os.environ.get("JAVA_OPTS", "-Xmx1g " + " ".join(JVM_OPTS))}
     cp = ":".join(str(p) for p in (android_jar, *classpath))
-    cmd = ["nice", "-n", "19", str(toolchain["kotlinc"]), "-no-jdk", *KOTLINC_FLAGS, "-classpath", cp, "-d", str(dest),
-           *map(str, sources)]
+    cmd = [
+        "nice",
+        "-n",
+        "19",
+        str(toolchain["kotlinc"]),
+        "-no-jdk",
+        *KOTLINC_FLAGS,
+        "-classpath",
+        cp,
+        "-d",
+        str(dest),
+        *map(str, sources),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
@@ -462,7 +574,7 @@ def android_core_jar(toolchain, android_jar) -> Path:
     for path in sorted(main.rglob("*.kt")):
         digest.update(path.relative_to(ANDROID).as_posix().encode() + b"\0" + path.read_bytes())
     cache = TOOLS / "android-core"
-    jar = cache / f"android23-core-{digest.hexdigest()[:20]}.jar"   # not core-*.jar: core_jar prunes those
+    jar = cache / f"android23-core-{digest.hexdigest()[:20]}.jar"  # not core-*.jar: core_jar prunes those
     if jar.is_file():
         return jar
     cache.mkdir(parents=True, exist_ok=True)
@@ -471,8 +583,10 @@ def android_core_jar(toolchain, android_jar) -> Path:
     proc = kotlinc_android(toolchain, android_jar, [main], tmp)
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
-        pytest.fail(f"android_demo/core does not compile against the Android API 23 platform jar "
-                    f"(kotlinc -no-jdk, exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}")
+        pytest.fail(
+            f"android_demo/core does not compile against the Android API 23 platform jar "
+            f"(kotlinc -no-jdk, exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}"
+        )
     tmp.replace(jar)
     for stale in cache.glob("android23-core-*.jar"):
         if stale != jar:
@@ -501,25 +615,38 @@ def test_core_compiles_against_the_android_23_platform_jar(android_core_jar):
 
     with zf.ZipFile(android_core_jar) as z:
         classes = [n for n in z.namelist() if n.startswith("com/dbd/core/") and n.endswith(".class")]
-    assert {"com/dbd/core/ModelSpec.class", "com/dbd/core/Preprocessor.class", "com/dbd/core/Bilinear.class",
-            "com/dbd/core/Overlay.class", "com/dbd/core/FloatMath.class"} <= set(classes)
+    assert {
+        "com/dbd/core/ModelSpec.class",
+        "com/dbd/core/Preprocessor.class",
+        "com/dbd/core/Bilinear.class",
+        "com/dbd/core/Overlay.class",
+        "com/dbd/core/FloatMath.class",
+    } <= set(classes)
 
 
-def test_app_files_using_only_android_and_core_compile_against_the_platform_jar(toolchain, android_jar, android_core_jar, tmp_path):
+def test_app_files_using_only_android_and_core_compile_against_the_platform_jar(
+    toolchain, android_jar, android_core_jar, tmp_path
+):
     chosen, excluded = _platform_only_app_files()
     assert "OverlayView.kt" in [p.name for p in chosen], (chosen, excluded)
     for path in chosen:
         proc = kotlinc_android(toolchain, android_jar, [path], tmp_path / f"{path.stem}.jar", [android_core_jar])
-        assert proc.returncode == 0, f"{path.name} does not compile against android-23 + core:\n{(proc.stdout + proc.stderr)[-4000:]}"
-    print(f"\ncompiled against android-23 + core: {[p.name for p in chosen]}; not compiled here "
-          f"(first dependency outside the platform): {excluded}")
+        assert proc.returncode == 0, (
+            f"{path.name} does not compile against android-23 + core:\n{(proc.stdout + proc.stderr)[-4000:]}"
+        )
+    print(
+        f"\ncompiled against android-23 + core: {[p.name for p in chosen]}; not compiled here "
+        f"(first dependency outside the platform): {excluded}"
+    )
 
 
 def test_platform_jar_compile_fails_on_a_java_api_that_android_23_lacks(toolchain, android_jar, tmp_path):
     """Math.fma(Float...) is in every JDK since 9 but on Android only from API 33 (why FloatMath.fma
     exists): a core that calls it compiles for the JVM tests and must fail here."""
     drift = tmp_path / "Drift.kt"
-    drift.write_text("package com.dbd.core\n\ninternal fun fusedLerp(a: Float, b: Float, w: Float): Float = Math.fma(b - a, w, a)\n")
+    drift.write_text(
+        "package com.dbd.core\n\ninternal fun fusedLerp(a: Float, b: Float, w: Float): Float = Math.fma(b - a, w, a)\n"
+    )
     proc = kotlinc_android(toolchain, android_jar, [CORE_SOURCES[0], drift], tmp_path / "drift.jar")
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, f"kotlinc accepted Math.fma against android-23:\n{output[-3000:]}"
@@ -529,20 +656,46 @@ def test_platform_jar_compile_fails_on_a_java_api_that_android_23_lacks(toolchai
 def test_gradle_project_is_complete_and_the_app_takes_its_contract_from_the_model():
     """What a reviewer checks by eye, checked by CI: the project can be opened and built by a current
     Android toolchain (the build itself needs the SDK and Maven, which CI here has not)."""
-    for rel in ("settings.gradle.kts", "build.gradle.kts", "gradle.properties", "gradle/libs.versions.toml",
-                "gradle/wrapper/gradle-wrapper.properties", "app/build.gradle.kts", "app/proguard-rules.pro",
-                "app/src/main/AndroidManifest.xml", "core/build.gradle.kts", "README.md"):
+    for rel in (
+        "settings.gradle.kts",
+        "build.gradle.kts",
+        "gradle.properties",
+        "gradle/libs.versions.toml",
+        "gradle/wrapper/gradle-wrapper.properties",
+        "app/build.gradle.kts",
+        "app/proguard-rules.pro",
+        "app/src/main/AndroidManifest.xml",
+        "core/build.gradle.kts",
+        "README.md",
+    ):
         assert (ANDROID / rel).is_file(), f"android_demo/{rel} is missing"
     settings = (ANDROID / "settings.gradle.kts").read_text()
     assert 'include(":app", ":core")' in settings and "google()" in settings and "mavenCentral()" in settings
     versions = tomllib.loads((ANDROID / "gradle/libs.versions.toml").read_text())
-    for key in ("agp", "kotlin", "camerax", "litert", "coreKtx", "appcompat", "material", "lifecycle", "navigation", "junit"):
+    for key in (
+        "agp",
+        "kotlin",
+        "camerax",
+        "litert",
+        "coreKtx",
+        "appcompat",
+        "material",
+        "lifecycle",
+        "navigation",
+        "junit",
+    ):
         assert re.fullmatch(r"\d+(\.\d+)+(-[\w.]+)?", versions["versions"][key]), f"{key} is not pinned"
     libraries = {v["module"] for v in versions["libraries"].values()}
-    assert {"com.google.ai.edge.litert:litert", "androidx.camera:camera-camera2", "androidx.camera:camera-lifecycle",
-            "androidx.camera:camera-view"} <= libraries
+    assert {
+        "com.google.ai.edge.litert:litert",
+        "androidx.camera:camera-camera2",
+        "androidx.camera:camera-lifecycle",
+        "androidx.camera:camera-view",
+    } <= libraries
     wrapper = (ANDROID / "gradle/wrapper/gradle-wrapper.properties").read_text()
-    assert re.search(r"distributionUrl=https\\://services\.gradle\.org/distributions/gradle-\d+\.\d+(\.\d+)?-bin\.zip", wrapper)
+    assert re.search(
+        r"distributionUrl=https\\://services\.gradle\.org/distributions/gradle-\d+\.\d+(\.\d+)?-bin\.zip", wrapper
+    )
     app = (ANDROID / "app/build.gradle.kts").read_text()
     assert "minSdk = 24" in app and 'noCompress += "tflite"' in app
     assert "../exports/dbd_student_320_int8.tflite" in app and "dbd.model" in app and 'project(":core")' in app
@@ -558,5 +711,7 @@ def test_gradle_project_is_complete_and_the_app_takes_its_contract_from_the_mode
     assert len(app_sources) >= 6
     for path in app_sources:
         text = path.read_text()
-        assert not re.search(r"0\.485|0\.229|0\.456|(?<![\w.])-?128\b|\b320\b|/ ?255f?\b", text), f"{path.name} hard-codes preprocessing"
+        assert not re.search(r"0\.485|0\.229|0\.456|(?<![\w.])-?128\b|\b320\b|/ ?255f?\b", text), (
+            f"{path.name} hard-codes preprocessing"
+        )
     assert (ROOT / ".gitignore").read_text().splitlines().count(".tools/") == 1

@@ -1,12 +1,14 @@
 """Networks composed of parts: the shipped weights still mean what they meant, a decoder variant is
 one registered function, the feature contract is checked, and the papers' decoder components
 (SRFB, SAB, separated attention) start as the identity, learn, and export with builtin ops."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from test_training import TINY  # noqa: E402  (the shared tiny-run flags)
 from torch import nn
 
 from dbd.core import DBDError
@@ -16,8 +18,6 @@ from dbd.models.checkpoint import load_checkpoint, save_checkpoint
 from dbd.models.layers import SeparableConvBNAct, upsample_like
 from dbd.training.cli import main
 from dbd.training.loop import warm_start
-
-from test_training import TINY   # noqa: E402  (the shared tiny-run flags)
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights"
 
@@ -40,14 +40,17 @@ def test_shipped_weights_load_into_the_composed_networks_with_unchanged_keys_and
     net, card = load_checkpoint(WEIGHTS / f"dbd_{name}.safetensors")
     own = set(net.state_dict())
     from safetensors import safe_open
+
     with safe_open(str(WEIGHTS / f"dbd_{name}.safetensors"), "pt") as f:
         stored = set(f.keys())
-    assert own == stored                                 # no key conversion was needed
+    assert own == stored  # no key conversion was needed
     torch.manual_seed(0)
     x = torch.randn(1, 3, 320, 320)
     with torch.no_grad():
         digest = _digest(net.eval()(x))
-    assert digest == pytest.approx(SHIPPED_OUTPUT_DIGESTS[name], rel=1e-5)   # CPUs with other SIMD widths sum in other orders
+    assert digest == pytest.approx(
+        SHIPPED_OUTPUT_DIGESTS[name], rel=1e-5
+    )  # CPUs with other SIMD widths sum in other orders
 
 
 class TwoConvBlock(nn.Module):
@@ -65,8 +68,15 @@ class TwoConvBlock(nn.Module):
 def dbd_student_three_level(pretrained: bool = False, decoder_channels: tuple[int, ...] = (64, 48, 32), **options):
     """A 3-level decoder (head at stride 4) over the student's encoder."""
     encoder = create_model("mobilenetv2_100", pretrained=pretrained, features_only=True)
-    return EncoderDecoderNet(encoder, nn.Conv2d(encoder.feature_info[-1]["channels"], 96, 1), 96, TwoConvBlock,
-                             decoder_channels, nn.Conv2d(decoder_channels[-1], 1, 1), **options)
+    return EncoderDecoderNet(
+        encoder,
+        nn.Conv2d(encoder.feature_info[-1]["channels"], 96, 1),
+        96,
+        TwoConvBlock,
+        decoder_channels,
+        nn.Conv2d(decoder_channels[-1], 1, 1),
+        **options,
+    )
 
 
 def test_a_decoder_variant_is_one_registered_function_and_declares_its_features():
@@ -80,12 +90,37 @@ def test_a_decoder_variant_is_one_registered_function_and_declares_its_features(
 
 def test_the_student_takes_a_three_level_decoder_and_trains_a_step_with_feature_distillation(tmp_path, capsys):
     teacher = tmp_path / "teacher"
-    assert main(["teacher", *TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--amp", "off",
-                 "--out", str(teacher)]) == 0, capsys.readouterr().err
+    assert (
+        main(["teacher", *TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--amp", "off", "--out", str(teacher)])
+        == 0
+    ), capsys.readouterr().err
     out = tmp_path / "student"
-    code = main(["student", *TINY, "--teacher", str(teacher / "best.safetensors"), "--kd-feat", "1", "--kd-out", "1",
-                 "--adv-gt", "0", "--adv-teacher", "0", "--model-config", "decoder_channels=[64,48,32]",
-                 "--epochs", "1", "--max-steps-per-epoch", "1", "--amp", "off", "--out", str(out)])
+    code = main(
+        [
+            "student",
+            *TINY,
+            "--teacher",
+            str(teacher / "best.safetensors"),
+            "--kd-feat",
+            "1",
+            "--kd-out",
+            "1",
+            "--adv-gt",
+            "0",
+            "--adv-teacher",
+            "0",
+            "--model-config",
+            "decoder_channels=[64,48,32]",
+            "--epochs",
+            "1",
+            "--max-steps-per-epoch",
+            "1",
+            "--amp",
+            "off",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     net, card = load_checkpoint(out / "best.safetensors")
     assert card["config"]["decoder_channels"] == [64, 48, 32] and net.feature_strides == (16, 8, 4)
@@ -94,11 +129,27 @@ def test_the_student_takes_a_three_level_decoder_and_trains_a_step_with_feature_
 
 def test_feature_distillation_between_decoders_of_different_strides_is_one_line(tmp_path, capsys):
     teacher = tmp_path / "teacher"
-    assert main(["teacher", *TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--amp", "off",
-                 "--out", str(teacher)]) == 0
+    assert (
+        main(["teacher", *TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--amp", "off", "--out", str(teacher)])
+        == 0
+    )
     capsys.readouterr()
-    code = main(["student", *TINY, "--teacher", str(teacher / "best.safetensors"), "--kd-feat", "1",
-                 "--model-config", "decoder_channels=[64,48]", "--epochs", "1", "--out", str(tmp_path / "s")])
+    code = main(
+        [
+            "student",
+            *TINY,
+            "--teacher",
+            str(teacher / "best.safetensors"),
+            "--kd-feat",
+            "1",
+            "--model-config",
+            "decoder_channels=[64,48]",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "strides (16, 8)" in err and "--kd-feat 0" in err and len(err.strip().splitlines()) == 1
 
@@ -109,17 +160,36 @@ def test_a_decoder_with_more_levels_than_the_encoder_is_one_line():
 
 
 def test_a_model_config_flag_that_is_not_toml_is_one_line(tmp_path, capsys):
-    code = main(["student", *TINY, "--kd-out", "0", "--kd-feat", "0", "--adv-gt", "0", "--adv-teacher", "0",
-                 "--model-config", "srfb=yes", "--out", str(tmp_path / "s")])
+    code = main(
+        [
+            "student",
+            *TINY,
+            "--kd-out",
+            "0",
+            "--kd-feat",
+            "0",
+            "--adv-gt",
+            "0",
+            "--adv-teacher",
+            "0",
+            "--model-config",
+            "srfb=yes",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "--model-config" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("block", [
-    lambda: SelectiveReceptiveField(16),
-    lambda: SupervisionGuidedAttention(16),
-    lambda: SeparatedAttention(16),
-])
+@pytest.mark.parametrize(
+    "block",
+    [
+        lambda: SelectiveReceptiveField(16),
+        lambda: SupervisionGuidedAttention(16),
+        lambda: SeparatedAttention(16),
+    ],
+)
 def test_each_paper_block_starts_as_the_identity_and_its_gradients_flow(block):
     torch.manual_seed(0)
     module = block().train()
@@ -144,7 +214,7 @@ def test_selective_receptive_field_weights_are_a_softmax_over_its_branches():
     branches = [b(x) for b in module.branches]
     with torch.no_grad():
         nn.init.zeros_(module.select.weight)
-        nn.init.zeros_(module.select.bias)       # equal logits: the selection averages the branches
+        nn.init.zeros_(module.select.bias)  # equal logits: the selection averages the branches
         expected = x + module.project((branches[0] + branches[1]) / 2)
         assert torch.allclose(module(x), expected, atol=1e-6)
 
@@ -155,7 +225,7 @@ def test_supervision_guided_attention_weighs_features_by_the_side_output():
     nn.init.ones_(conv.weight)
     nn.init.ones_(bn.weight)
     x = torch.ones(1, 1, 2, 2)
-    side = torch.tensor([[[[-100.0, 100.0], [0.0, 0.0]]]])   # clear, blurred, unsure
+    side = torch.tensor([[[[-100.0, 100.0], [0.0, 0.0]]]])  # clear, blurred, unsure
     with torch.no_grad():
         y = module(x, side)
     # BN in eval with running mean 0, var 1: x + x * sigmoid(side)
@@ -168,7 +238,7 @@ def test_separated_attention_sends_clear_and_blurred_pixels_to_different_streams
     module.clear.register_forward_hook(lambda m, i, o: seen.__setitem__("clear", i[0]))
     module.blurred.register_forward_hook(lambda m, i, o: seen.__setitem__("blurred", i[0]))
     x = torch.ones(1, 8, 2, 2)
-    logits = torch.tensor([[[[-100.0, 100.0], [-100.0, 100.0]]]])   # left column clear, right blurred
+    logits = torch.tensor([[[[-100.0, 100.0], [-100.0, 100.0]]]])  # left column clear, right blurred
     with torch.no_grad():
         module(x, logits)
     assert torch.allclose(seen["clear"][0, 0], torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
@@ -179,7 +249,7 @@ def test_separated_attention_sends_clear_and_blurred_pixels_to_different_streams
 def test_a_trained_student_warm_starts_with_a_paper_block_and_predicts_the_same_at_first(option, tmp_path):
     torch.manual_seed(0)
     base = create_model("dbd_student").eval()
-    for m in base.modules():   # non-trivial BN statistics, as in a trained network
+    for m in base.modules():  # non-trivial BN statistics, as in a trained network
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
@@ -201,13 +271,14 @@ def test_the_student_with_every_component_exports_to_int8_tflite_with_builtin_op
 
     torch.manual_seed(0)
     net = create_model("dbd_student", srfb=True, sab=True, separated_attention=True, connectivity=True)
-    for m in net.modules():   # let the identity-initialised blocks contribute, as after training
+    for m in net.modules():  # let the identity-initialised blocks contribute, as after training
         if isinstance(m, nn.BatchNorm2d):
             nn.init.uniform_(m.weight, 0.5, 1.5)
     nn.init.normal_(net.separated_attention.fuse.weight, std=0.1)
     save_checkpoint(tmp_path / "all.safetensors", net)
-    report = export_model(weights=tmp_path / "all.safetensors", formats="tflite", precisions="int8",
-                          out=tmp_path / "exports")
+    report = export_model(
+        weights=tmp_path / "all.safetensors", formats="tflite", precisions="int8", out=tmp_path / "exports"
+    )
     (outcome,) = report.outcomes
     # ok = written after verification: builtin ops only, no layout Transpose, within the parity budget
     assert outcome.ok, (outcome.error, outcome.failures)

@@ -3,6 +3,7 @@ file or key and the fix (or a correct result), never a traceback or a silent wro
 output folders unchanged and no temporary file left behind. Interrupts send real SIGINT/SIGTERM to
 a subprocess.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,10 @@ import torch
 from dbd.benchmarks import gate
 from dbd.benchmarks.bench import model_files
 from dbd.benchmarks.cli import main as bench_main
+from dbd.core import DBDError
 from dbd.export.cli import main as export_main
 from dbd.models import create_model
 from dbd.models.checkpoint import load_checkpoint, save_checkpoint
-from dbd.core import DBDError
 from dbd.runtime.cli import main as predict_main
 from dbd.runtime.predictor import Predictor
 from dbd.runtime.spec import PreprocessSpec
@@ -51,10 +52,12 @@ def _save_student(path: Path, card: dict | None = "default", poison: float | Non
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("ckpt")
-    return {"good": _save_student(folder / "student.safetensors"),
-            "nan": _save_student(folder / "nan.safetensors", poison=float("nan")),
-            "inf": _save_student(folder / "inf.safetensors", poison=float("inf")),
-            "noprep": _save_student(folder / "noprep.safetensors", card={})}
+    return {
+        "good": _save_student(folder / "student.safetensors"),
+        "nan": _save_student(folder / "nan.safetensors", poison=float("nan")),
+        "inf": _save_student(folder / "inf.safetensors", poison=float("inf")),
+        "noprep": _save_student(folder / "noprep.safetensors", card={}),
+    }
 
 
 def _image(path: Path, h: int, w: int, value: int = 120) -> Path:
@@ -78,8 +81,10 @@ def _tree(folder: Path) -> dict[str, tuple[int, int]]:
         return {}
     if folder.is_file():
         return {folder.name: (folder.stat().st_size, folder.stat().st_mtime_ns)}
-    return {str(p.relative_to(folder)): ((p.stat().st_size if p.is_file() else -1), p.stat().st_mtime_ns)
-            for p in folder.rglob("*")}
+    return {
+        str(p.relative_to(folder)): ((p.stat().st_size if p.is_file() else -1), p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+    }
 
 
 def _temps(folder: Path) -> list[str]:
@@ -180,12 +185,49 @@ def test_non_finite_weights_are_refused_at_load_naming_the_file(which, ckpts, tm
 
 
 def test_non_finite_weights_are_refused_by_bench_and_export(ckpts, tmp_path, capsys):
-    assert bench_main(["--student", str(ckpts["nan"]), "--teacher", str(ckpts["nan"]), "--data", "dut", "--split", "",
-                       "--limit", "1", "--runs", "0", "--exports", str(tmp_path / "none"),
-                       "--report", str(tmp_path / "r")]) == 2
+    assert (
+        bench_main(
+            [
+                "--student",
+                str(ckpts["nan"]),
+                "--teacher",
+                str(ckpts["nan"]),
+                "--data",
+                "dut",
+                "--split",
+                "",
+                "--limit",
+                "1",
+                "--runs",
+                "0",
+                "--exports",
+                str(tmp_path / "none"),
+                "--report",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys.readouterr().err, str(ckpts["nan"]), "non-finite")
-    assert export_main(["--format", "onnx", "--weights", str(ckpts["nan"]), "--calib", "dut", "--calib-n", "1",
-                        "--parity-n", "1", "--out", str(tmp_path / "exp")]) == 2
+    assert (
+        export_main(
+            [
+                "--format",
+                "onnx",
+                "--weights",
+                str(ckpts["nan"]),
+                "--calib",
+                "dut",
+                "--calib-n",
+                "1",
+                "--parity-n",
+                "1",
+                "--out",
+                str(tmp_path / "exp"),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys.readouterr().err, str(ckpts["nan"]), "non-finite")
     assert not (tmp_path / "exp").exists()
 
@@ -204,14 +246,17 @@ def test_non_finite_model_output_stops_predict_naming_model_and_photo(ckpts, tmp
 # ---- the Python API -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("image, fragment", [
-    (np.zeros((0, 0, 3), np.uint8), "empty (0x0"),
-    (np.zeros((5, 0, 3), np.uint8), "empty (5x0"),
-    ([[[0, 0, 0]]], "got a list"),
-    ("photo.jpg", "read it with dbd.runtime.read_image"),
-    (np.zeros((8, 8), np.uint8), "HxWx3"),
-    (np.zeros((8, 8, 3), np.float32), "uint8"),
-])
+@pytest.mark.parametrize(
+    "image, fragment",
+    [
+        (np.zeros((0, 0, 3), np.uint8), "empty (0x0"),
+        (np.zeros((5, 0, 3), np.uint8), "empty (5x0"),
+        ([[[0, 0, 0]]], "got a list"),
+        ("photo.jpg", "read it with dbd.runtime.read_image"),
+        (np.zeros((8, 8), np.uint8), "HxWx3"),
+        (np.zeros((8, 8, 3), np.float32), "uint8"),
+    ],
+)
 def test_predictor_refuses_what_is_not_an_rgb_image(image, fragment, ckpts):
     predictor = Predictor(ckpts["good"], threads=1)
     for call in (predictor.predict, lambda im: predictor.predict_many([im])):
@@ -220,16 +265,19 @@ def test_predictor_refuses_what_is_not_an_rgb_image(image, fragment, ckpts):
         assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"weights": ""}, "weights=''"),
-    ({"weights": "   "}, "weights='   '"),
-    ({"threads": -1}, "threads"),
-    ({"threads": 0}, "threads"),
-    ({"threads": 1.5}, "threads"),
-    ({"device": "tpu"}, "device 'tpu'"),
-    ({"batch": 0}, "batch"),
-    ({"tile": -5}, "tile"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"weights": ""}, "weights=''"),
+        ({"weights": "   "}, "weights='   '"),
+        ({"threads": -1}, "threads"),
+        ({"threads": 0}, "threads"),
+        ({"threads": 1.5}, "threads"),
+        ({"device": "tpu"}, "device 'tpu'"),
+        ({"batch": 0}, "batch"),
+        ({"tile": -5}, "tile"),
+    ],
+)
 def test_predictor_settings_are_checked(kwargs, fragment, ckpts, monkeypatch):
     import dbd.runtime.predictor as predictor_module
 
@@ -259,10 +307,13 @@ def test_card_without_preprocess_is_one_line_naming_file_and_key(ckpts, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("card, fragment", [
-    ({"preprocess": "320x320"}, "'preprocess' is a str"),
-    ({"preprocess": {"format": "dbd-preprocess/1", "input_size": 320}}, "malformed value"),
-])
+@pytest.mark.parametrize(
+    "card, fragment",
+    [
+        ({"preprocess": "320x320"}, "'preprocess' is a str"),
+        ({"preprocess": {"format": "dbd-preprocess/1", "input_size": 320}}, "malformed value"),
+    ],
+)
 def test_malformed_preprocess_is_one_line(card, fragment, tmp_path):
     path = _save_student(tmp_path / "bad.safetensors", card=card)
     with pytest.raises(DBDError) as err:
@@ -273,7 +324,10 @@ def test_malformed_preprocess_is_one_line(card, fragment, tmp_path):
 def test_upper_case_safetensors_suffix_is_named_in_the_message(ckpts, tmp_path, capsys):
     upper = tmp_path / "STUDENT.SAFETENSORS"
     upper.write_bytes(ckpts["good"].read_bytes())
-    assert predict_main([str(_image(tmp_path / "p.png", 32, 32)), "--weights", str(upper), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        predict_main([str(_image(tmp_path / "p.png", 32, 32)), "--weights", str(upper), "--out", str(tmp_path / "o")])
+        == 2
+    )
     _one_line_error(capsys.readouterr().err, str(upper), ".safetensors")
     with pytest.raises(DBDError, match=r"expected a \.safetensors checkpoint or a \.onnx"):
         Predictor(tmp_path / "m.h5")
@@ -339,8 +393,10 @@ def _read_only(monkeypatch, folder: Path) -> None:
         monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
 
 
-@pytest.mark.parametrize("case", ["out_is_a_file", "out_under_a_file", "output_name_is_a_folder",
-                                  "video_output_is_a_folder", "read_only_out"])
+@pytest.mark.parametrize(
+    "case",
+    ["out_is_a_file", "out_under_a_file", "output_name_is_a_folder", "video_output_is_a_folder", "read_only_out"],
+)
 def test_predict_write_errors_are_one_line_before_any_output(case, ckpts, tmp_path, capsys, monkeypatch):
     src = tmp_path / "in"
     _image(src / "a.png", 32, 32)
@@ -374,16 +430,34 @@ def test_predict_write_errors_are_one_line_before_any_output(case, ckpts, tmp_pa
 
 
 def _bench_args(ckpts, tmp_path, *extra):
-    return ["--teacher", str(ckpts["good"]), "--student", str(ckpts["good"]), "--data", "dut", "--split", "",
-            "--exports", str(tmp_path / "none"), "--runs", "0", "--limit", "2", *extra]
+    return [
+        "--teacher",
+        str(ckpts["good"]),
+        "--student",
+        str(ckpts["good"]),
+        "--data",
+        "dut",
+        "--split",
+        "",
+        "--exports",
+        str(tmp_path / "none"),
+        "--runs",
+        "0",
+        "--limit",
+        "2",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("case", ["report_is_a_file", "report_file_is_a_folder", "read_only_report",
-                                  "baseline_is_a_folder"])
+@pytest.mark.parametrize(
+    "case", ["report_is_a_file", "report_file_is_a_folder", "read_only_report", "baseline_is_a_folder"]
+)
 def test_bench_write_errors_are_one_line_before_the_benchmark(case, ckpts, tmp_path, capsys, monkeypatch):
     import dbd.benchmarks.bench as bench_module
 
-    monkeypatch.setattr(bench_module, "bench_row", lambda *a, **k: pytest.fail("benchmarked before checking the outputs"))
+    monkeypatch.setattr(
+        bench_module, "bench_row", lambda *a, **k: pytest.fail("benchmarked before checking the outputs")
+    )
     report = tmp_path / "report"
     report.mkdir()
     (report / "old.md").write_text("earlier report")
@@ -416,23 +490,61 @@ def test_bench_write_errors_are_one_line_before_the_benchmark(case, ckpts, tmp_p
 GOOD_ROW = {"mae": 0.2, "fbeta_fixed": 0.5}
 
 
-@pytest.mark.parametrize("doc, fragment", [
-    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {}}, "no rows"),
-    ([GOOD_ROW], "is a JSON list"),
-    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": {"accuracy": 0.9}}},
-     "unknown metric 'accuracy'"),
-    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": {"mae": "0.1"}}},
-     "'dbd_student:torch:fp32.mae' must be a finite number"),
-    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": {"mae": True}}},
-     "must be a finite number"),
-    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": []}}, "non-empty object"),
-    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": GOOD_ROW},
-      "tolerances": {"mae": "tight"}}, "'tolerances.mae'"),
-    ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": GOOD_ROW},
-      "tolerances": {"speed": 0.1}}, "'tolerances.speed'"),
-    ({"format": "dbd-bench-baseline/1", "rows": {"dbd_student:torch:fp32": GOOD_ROW}}, "'data'"),
-    ("not json", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "doc, fragment",
+    [
+        ({"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {}}, "no rows"),
+        ([GOOD_ROW], "is a JSON list"),
+        (
+            {
+                "format": "dbd-bench-baseline/1",
+                "data": "dut:all[:2]",
+                "rows": {"dbd_student:torch:fp32": {"accuracy": 0.9}},
+            },
+            "unknown metric 'accuracy'",
+        ),
+        (
+            {
+                "format": "dbd-bench-baseline/1",
+                "data": "dut:all[:2]",
+                "rows": {"dbd_student:torch:fp32": {"mae": "0.1"}},
+            },
+            "'dbd_student:torch:fp32.mae' must be a finite number",
+        ),
+        (
+            {
+                "format": "dbd-bench-baseline/1",
+                "data": "dut:all[:2]",
+                "rows": {"dbd_student:torch:fp32": {"mae": True}},
+            },
+            "must be a finite number",
+        ),
+        (
+            {"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"dbd_student:torch:fp32": []}},
+            "non-empty object",
+        ),
+        (
+            {
+                "format": "dbd-bench-baseline/1",
+                "data": "dut:all[:2]",
+                "rows": {"dbd_student:torch:fp32": GOOD_ROW},
+                "tolerances": {"mae": "tight"},
+            },
+            "'tolerances.mae'",
+        ),
+        (
+            {
+                "format": "dbd-bench-baseline/1",
+                "data": "dut:all[:2]",
+                "rows": {"dbd_student:torch:fp32": GOOD_ROW},
+                "tolerances": {"speed": 0.1},
+            },
+            "'tolerances.speed'",
+        ),
+        ({"format": "dbd-bench-baseline/1", "rows": {"dbd_student:torch:fp32": GOOD_ROW}}, "'data'"),
+        ("not json", "not valid JSON"),
+    ],
+)
 def test_bad_baseline_is_one_line_and_fails_before_the_benchmark(doc, fragment, ckpts, tmp_path, capsys, monkeypatch):
     import dbd.benchmarks.bench as bench_module
 
@@ -447,7 +559,7 @@ def test_bad_baseline_is_one_line_and_fails_before_the_benchmark(doc, fragment, 
 
 def test_gate_that_compares_nothing_or_a_non_finite_value_fails():
     rows = [{"id": "s", "metrics": {"mae": float("nan"), "fbeta_fixed": 0.5}}]
-    assert gate.check({"data": "d", "rows": {}}, rows, "d")                        # nothing compared
+    assert gate.check({"data": "d", "rows": {}}, rows, "d")  # nothing compared
     assert any("mae" in f for f in gate.check({"data": "d", "rows": {"s": {"mae": 0.1}}}, rows, "d"))  # NaN != pass
     assert gate.check({"data": "d", "rows": {"s": {"fbeta_fixed": 0.5}}}, rows, "d") == []
     with pytest.raises(DBDError, match="no row was benchmarked"):
@@ -473,8 +585,10 @@ def test_video_save_mask_writes_the_mask_video_and_only_what_was_asked(ckpts, tm
     stale.parent.mkdir()
     stale.write_bytes(b"left by a killed run")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
-    assert predict_main([str(video), "--weights", str(ckpts["good"]), "--out", str(tmp_path / "o"), "--save", "mask"]) == 0
-    assert sorted(_tree(tmp_path / "o")) == ["clip_mask.mp4"]          # no overlay, no temp file
+    assert (
+        predict_main([str(video), "--weights", str(ckpts["good"]), "--out", str(tmp_path / "o"), "--save", "mask"]) == 0
+    )
+    assert sorted(_tree(tmp_path / "o")) == ["clip_mask.mp4"]  # no overlay, no temp file
     capture = cv2.VideoCapture(str(tmp_path / "o" / "clip_mask.mp4"))
     frames = []
     while True:
@@ -485,17 +599,33 @@ def test_video_save_mask_writes_the_mask_video_and_only_what_was_asked(ckpts, tm
     capture.release()
     assert len(frames) == 5 and frames[0].shape[:2] == (48, 64)
     grey = np.concatenate([f.ravel() for f in frames]).astype(int)
-    assert np.mean((grey < 40) | (grey > 215)) > 0.95                  # a mask: black or white
+    assert np.mean((grey < 40) | (grey > 215)) > 0.95  # a mask: black or white
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8], ids=["empty", "no_moov"])
+@pytest.mark.parametrize(
+    "content", [b"", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8], ids=["empty", "no_moov"]
+)
 def test_corrupt_video_is_exactly_one_line(content, ckpts, tmp_path, data_root):
     video = tmp_path / "broken.mp4"
     video.write_bytes(content)
     env = {k: v for k, v in _env(tmp_path, data_root).items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
-    result = subprocess.run([sys.executable, "-c", PREDICT_SCRIPT, str(video), "--weights", str(ckpts["good"]),
-                             "--out", str(tmp_path / "out")], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PREDICT_SCRIPT,
+            str(video),
+            "--weights",
+            str(ckpts["good"]),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     _one_line_error(result.stderr, str(video))
     assert not (tmp_path / "out").exists()
@@ -510,14 +640,35 @@ def test_interrupted_video_prediction_leaves_no_temp_file(sig, ckpts, tmp_path, 
     out = tmp_path / "out"
     out.mkdir()
     (out / "earlier_blur.png").write_bytes(b"an earlier result")
-    proc = subprocess.Popen([sys.executable, "-c", PREDICT_SCRIPT, str(video), "--weights", str(ckpts["good"]),
-                             "--out", str(out), "--threads", "1", "--save", "map", "overlay"],
-                            cwd=REPO, env=_env(tmp_path, data_root), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            PREDICT_SCRIPT,
+            str(video),
+            "--weights",
+            str(ckpts["good"]),
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+            "--save",
+            "map",
+            "overlay",
+        ],
+        cwd=REPO,
+        env=_env(tmp_path, data_root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     code, _, err = _interrupt(proc, lambda: (out / ".long_overlay.mp4.tmp.mp4").exists(), sig)
     assert code == EXIT_CODE[sig], err
-    assert "Traceback" not in err and ("interrupted" if sig == signal.SIGINT else "terminated") in err.strip().splitlines()[-1]
-    assert sorted(_tree(out)) == ["earlier_blur.png"]                  # nothing half-written, nothing lost
+    assert (
+        "Traceback" not in err
+        and ("interrupted" if sig == signal.SIGINT else "terminated") in err.strip().splitlines()[-1]
+    )
+    assert sorted(_tree(out)) == ["earlier_blur.png"]  # nothing half-written, nothing lost
     assert not list((tmp_path / "tmpdir").iterdir())
 
 
@@ -552,10 +703,33 @@ def test_interrupted_onnx_export_stops_keeps_previous_file_and_leaves_no_temp(si
     before = _tree(out)
     marker = tmp_path / "marker"
     env = _env(tmp_path, data_root)
-    proc = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(marker), "--format", "onnx", "--precision", "fp32",
-                             "--weights", str(ckpts["good"]), "--calib", "dut", "--calib-n", "1", "--parity-n", "1",
-                             "--out", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            EXPORT_SCRIPT,
+            str(marker),
+            "--format",
+            "onnx",
+            "--precision",
+            "fp32",
+            "--weights",
+            str(ckpts["good"]),
+            "--calib",
+            "dut",
+            "--calib-n",
+            "1",
+            "--parity-n",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     code, _, err = _interrupt(proc, marker.exists, sig)
     assert code == EXIT_CODE[sig], err
     assert "Traceback" not in err
@@ -567,9 +741,12 @@ def test_stale_export_temp_files_are_removed_and_fresh_ones_kept(tmp_path):
     from dbd.export.pipeline import remove_stale_temps
 
     final = tmp_path / "dbd_student_320_fp32.onnx"
-    stale, fresh = tmp_path / ".dbd_student_320_fp32.1a2b3c4d.tmp.onnx", tmp_path / ".dbd_student_320_fp32.5e6f7a8b.tmp.onnx"
+    stale, fresh = (
+        tmp_path / ".dbd_student_320_fp32.1a2b3c4d.tmp.onnx",
+        tmp_path / ".dbd_student_320_fp32.5e6f7a8b.tmp.onnx",
+    )
     stale_pkg = tmp_path / ".dbd_student_320_fp16.1a2b3c4d.tmp.mlpackage"
-    other = tmp_path / ".dbd_teacher_320_fp32.1a2b3c4d.tmp.onnx"       # another export's: not ours to judge
+    other = tmp_path / ".dbd_teacher_320_fp32.1a2b3c4d.tmp.onnx"  # another export's: not ours to judge
     for path in (stale, fresh, other):
         path.write_bytes(b"partial")
     (stale_pkg / "Data").mkdir(parents=True)
@@ -602,7 +779,9 @@ def _half(size: int = 64, white: int = 255) -> np.ndarray:
 def _train_cfg(data: Path, **kwargs):
     from dbd.training.config import TrainConfig
 
-    return TrainConfig(**{"data": str(data), "polarity": "blur_white", "split": "", "val_fraction": 0.3, **kwargs}).validate()
+    return TrainConfig(
+        **{"data": str(data), "polarity": "blur_white", "split": "", "val_fraction": 0.3, **kwargs}
+    ).validate()
 
 
 def test_masks_stored_as_zero_and_one_stop_with_the_file_and_the_fix(tmp_path):
@@ -626,14 +805,33 @@ def test_dbd_train_on_zero_one_masks_is_one_line_naming_the_mask(tmp_path, capsy
 
     data = _pairs(tmp_path / "data", [_half(white=1)] * 6)
     out = tmp_path / "run"
-    assert train_main(["teacher", "--data", str(data), "--polarity", "blur_white", "--split", "", "--out", str(out),
-                       "--workers", "0", "--threads", "1"]) == 2
+    assert (
+        train_main(
+            [
+                "teacher",
+                "--data",
+                str(data),
+                "--polarity",
+                "blur_white",
+                "--split",
+                "",
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+                "--threads",
+                "1",
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys.readouterr().err, str(data / "masks"), "0 and 1", "255")
     assert not out.exists()
 
 
-@pytest.mark.parametrize("value, polarity, kind", [(0, "blur_white", "sharp"), (255, "blur_white", "blur"),
-                                                   (255, "sharp_white", "sharp")])
+@pytest.mark.parametrize(
+    "value, polarity, kind", [(0, "blur_white", "sharp"), (255, "blur_white", "blur"), (255, "sharp_white", "sharp")]
+)
 def test_a_dataset_of_one_class_is_refused_naming_the_folder(value, polarity, kind, tmp_path):
     from dbd.training.data import load_pairs
 
@@ -662,10 +860,40 @@ def test_plain_folder_trains_on_all_pairs_with_the_hash_hold_out(tmp_path, capsy
     assert names == [f"p{i:02d}" for i in range(10)] and "split all" in description
     assert val.names == [n for n in names if _holdout(n, 0.3)] and train.names and val.names
     out = tmp_path / "run"
-    assert train_main(["teacher", "--data", str(data), "--polarity", "blur_white", "--split", "", "--out", str(out),
-                       "--val-fraction", "0.3", "--imgsz", "64", "--low-res", "64", "--batch", "4", "--epochs", "1",
-                       "--max-steps-per-epoch", "1", "--workers", "0", "--threads", "1", "--warmup-steps", "1"]) == 0, \
-        capsys.readouterr().err
+    assert (
+        train_main(
+            [
+                "teacher",
+                "--data",
+                str(data),
+                "--polarity",
+                "blur_white",
+                "--split",
+                "",
+                "--out",
+                str(out),
+                "--val-fraction",
+                "0.3",
+                "--imgsz",
+                "64",
+                "--low-res",
+                "64",
+                "--batch",
+                "4",
+                "--epochs",
+                "1",
+                "--max-steps-per-epoch",
+                "1",
+                "--workers",
+                "0",
+                "--threads",
+                "1",
+                "--warmup-steps",
+                "1",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert 'split = ""' in (out / "config.toml").read_text() and (out / "best.safetensors").is_file()
 
 
@@ -733,17 +961,17 @@ def test_large_photo_is_decoded_reduced_upright_and_said_in_one_line(suffix, tmp
 
     monkeypatch.setattr(imageio, "LARGE_PHOTO_PIXELS", 10_000)
     monkeypatch.setattr(imageio, "REDUCED_PIXELS", 3_000)
-    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 10_000)      # so this file would trip PIL's bomb warning
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 10_000)  # so this file would trip PIL's bomb warning
     stored = np.zeros((80, 160, 3), np.uint8)
-    stored[:, :80] = 255                                             # stored landscape, left half white
+    stored[:, :80] = 255  # stored landscape, left half white
     exif = PIL.Image.Exif()
-    exif[0x0112] = 6                                                 # displayed portrait: white on top
+    exif[0x0112] = 6  # displayed portrait: white on top
     path = tmp_path / f"big{suffix}"
     PIL.Image.fromarray(stored).save(path, exif=exif)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                               # no DecompressionBombWarning
+        warnings.simplefilter("error")  # no DecompressionBombWarning
         image = imageio.read_image(path)
-    assert image.shape == (40, 20, 3)                                # 1/4 size, upright
+    assert image.shape == (40, 20, 3)  # 1/4 size, upright
     assert image[2, 10].min() > 200 and image[-3, 10].max() < 50
     err = capsys.readouterr().err
     _one_line_error(err, str(path), "decoded at 1/4 size (20x40)")
@@ -769,26 +997,62 @@ def test_110_megapixel_png_predicts_without_warning_or_a_4gb_peak(ckpts, tmp_pat
     import PIL.Image
 
     photo, out = tmp_path / "huge.png", tmp_path / "out"
-    h, w = 11000, 10000                                              # 110 megapixels
+    h, w = 11000, 10000  # 110 megapixels
     pixels = np.empty((h, w, 3), np.uint8)
     pixels[:] = (np.arange(w) % 251).astype(np.uint8)[None, :, None]
     PIL.Image.fromarray(pixels).save(photo, compress_level=1)
     del pixels
-    result = subprocess.run([sys.executable, "-c", BIG_PNG_SCRIPT, str(photo), "--weights", str(ckpts["good"]),
-                             "--out", str(out), "--threads", "1", "--save", "map"], cwd=REPO,
-                            env=_env(tmp_path, data_root), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BIG_PNG_SCRIPT,
+            str(photo),
+            "--weights",
+            str(ckpts["good"]),
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+            "--save",
+            "map",
+        ],
+        cwd=REPO,
+        env=_env(tmp_path, data_root),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     _one_line_error(result.stderr, str(photo), "110 megapixels", "decoded at 1/4 size")
     assert "DecompressionBomb" not in result.stderr
     fields = result.stdout.split()
-    assert float(fields[fields.index("maxrss_mb") + 1]) < 1200, result.stdout    # it was 4 GB decoded whole
+    assert float(fields[fields.index("maxrss_mb") + 1]) < 1200, result.stdout  # it was 4 GB decoded whole
     assert cv2.imread(str(out / "huge_blur.png"), cv2.IMREAD_UNCHANGED).shape == (2750, 2500)
 
 
 # ---- dbd-train --resume with a damaged or hostile state ---------------------------------------
 
-TINY_TRAIN = ["--data", "synthetic", "--synthetic-len", "8", "--val-fraction", "0.25", "--imgsz", "64",
-              "--low-res", "64", "--batch", "4", "--workers", "0", "--threads", "1", "--warmup-steps", "1"]
+TINY_TRAIN = [
+    "--data",
+    "synthetic",
+    "--synthetic-len",
+    "8",
+    "--val-fraction",
+    "0.25",
+    "--imgsz",
+    "64",
+    "--low-res",
+    "64",
+    "--batch",
+    "4",
+    "--workers",
+    "0",
+    "--threads",
+    "1",
+    "--warmup-steps",
+    "1",
+]
 
 
 class _Payload:
@@ -799,8 +1063,15 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("case, fragment", [("garbage", "truncated or corrupt"), ("truncated", "truncated or corrupt"),
-                                            ("code", "pickled code"), ("foreign", "not a dbd-train state")])
+@pytest.mark.parametrize(
+    "case, fragment",
+    [
+        ("garbage", "truncated or corrupt"),
+        ("truncated", "truncated or corrupt"),
+        ("code", "pickled code"),
+        ("foreign", "not a dbd-train state"),
+    ],
+)
 def test_resume_from_a_damaged_or_pickled_state_is_one_line(case, fragment, tmp_path, capsys):
     from dbd.training.cli import main as train_main
 
@@ -819,5 +1090,5 @@ def test_resume_from_a_damaged_or_pickled_state_is_one_line(case, fragment, tmp_
     before = _tree(out)
     assert train_main(["teacher", *TINY_TRAIN, "--resume", "--out", str(out)]) == 2
     _one_line_error(capsys.readouterr().err, str(state), fragment, "--resume")
-    assert not marker.exists()                                       # the payload never ran
+    assert not marker.exists()  # the payload never ran
     assert _tree(out) == before

@@ -1,4 +1,5 @@
 """dbd-bench: the table and reports, and the accuracy-regression gate proven to fail."""
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,28 @@ def _checkpoint(path: Path, arch: str, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bench")
-    return {"teacher": _checkpoint(folder / "t.safetensors", "dbd_teacher", 0),
-            "student": _checkpoint(folder / "s.safetensors", "dbd_student", 1)}
+    return {
+        "teacher": _checkpoint(folder / "t.safetensors", "dbd_teacher", 0),
+        "student": _checkpoint(folder / "s.safetensors", "dbd_student", 1),
+    }
 
 
 def _args(models, tmp_path, *extra):
-    return ["--teacher", str(models["teacher"]), "--student", str(models["student"]), "--data", "dut", "--split", "",
-            "--exports", str(tmp_path / "none"), "--report", str(tmp_path / "report"), *extra]
+    return [
+        "--teacher",
+        str(models["teacher"]),
+        "--student",
+        str(models["student"]),
+        "--data",
+        "dut",
+        "--split",
+        "",
+        "--exports",
+        str(tmp_path / "none"),
+        "--report",
+        str(tmp_path / "report"),
+        *extra,
+    ]
 
 
 def test_bench_prints_a_row_per_model_and_writes_every_report(models, tmp_path, capsys):
@@ -75,21 +91,34 @@ def test_run_as_a_library_call_scores_the_shipped_checkpoints(tmp_path):
 
     teacher, student = released_checkpoint("dbd_teacher"), released_checkpoint("dbd_student")
     done = []
-    result = run(data="dut", split="", limit=2, runs=0, threads=[1], exports=tmp_path / "none",
-                 report=tmp_path / "report", update_baseline=tmp_path / "baseline.json", log=done.append)
-    tta = read_card(teacher).get("distillation", {}).get("tta")     # the teacher's distillation recipe, if any
-    expected = ["dbd_teacher:torch:fp32", *([f"dbd_teacher:torch+tta {tta}:fp32"] if tta else []),
-                "dbd_student:torch:fp32"]
+    result = run(
+        data="dut",
+        split="",
+        limit=2,
+        runs=0,
+        threads=[1],
+        exports=tmp_path / "none",
+        report=tmp_path / "report",
+        update_baseline=tmp_path / "baseline.json",
+        log=done.append,
+    )
+    tta = read_card(teacher).get("distillation", {}).get("tta")  # the teacher's distillation recipe, if any
+    expected = [
+        "dbd_teacher:torch:fp32",
+        *([f"dbd_teacher:torch+tta {tta}:fp32"] if tta else []),
+        "dbd_student:torch:fp32",
+    ]
     assert [r["id"] for r in result.rows] == expected
     assert [r["file"] for r in result.rows] == [str(teacher)] * (len(expected) - 1) + [str(student)]
     assert done[0] == f"benchmarked {teacher}" and done[-1] == f"benchmarked {student}"
     assert result.data == "dut:all[:2]" and "(2 images)" in result.title
     for row in result.rows:
         assert 0 <= row["metrics"]["mae"] <= 1 and 0 <= row["metrics"]["fbeta_fixed"] <= 1, row["id"]
-        assert row["latency"] == {} and row["peak_mem_mb"] is None and "_maps" not in row   # --runs 0: accuracy only
+        assert row["latency"] == {} and row["peak_mem_mb"] is None and "_maps" not in row  # --runs 0: accuracy only
     assert result.rows[-1]["vs_teacher"]["psnr"] > 0 and result.rows[-1]["vs_student"] is None
-    assert result.report_files == [tmp_path / "report" / n for n in ("bench.md", "bench.json", "curves.png",
-                                                                      "latency_accuracy.png")]
+    assert result.report_files == [
+        tmp_path / "report" / n for n in ("bench.md", "bench.json", "curves.png", "latency_accuracy.png")
+    ]
     assert [r["id"] for r in json.loads((tmp_path / "report" / "bench.json").read_text())["rows"]] == expected
     assert result.baseline_written == tmp_path / "baseline.json" and result.passed and result.checked_against is None
     assert set(json.loads((tmp_path / "baseline.json").read_text())["rows"]) == set(expected)
@@ -97,19 +126,25 @@ def test_run_as_a_library_call_scores_the_shipped_checkpoints(tmp_path):
 
 def test_gate_refuses_a_baseline_measured_on_other_data(models, tmp_path, capsys):
     baseline = tmp_path / "b.json"
-    baseline.write_text(json.dumps({"format": "dbd-bench-baseline/1", "data": "cuhk:test",
-                                    "rows": {"dbd_student:torch:fp32": {"mae": 0.1}}}))
+    baseline.write_text(
+        json.dumps(
+            {"format": "dbd-bench-baseline/1", "data": "cuhk:test", "rows": {"dbd_student:torch:fp32": {"mae": 0.1}}}
+        )
+    )
     assert bench(_args(models, tmp_path, "--runs", "0", "--check", str(baseline))) == 1
     assert "measured on 'cuhk:test'" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("extra, fragment", [
-    (["--threads", "0"], "--threads"),
-    (["--runs", "10"], "at least 50"),
-    (["--weights", "{tmp}/missing.onnx"], "does not exist"),
-    (["--check", "{tmp}/nobaseline.json"], "does not exist"),
-    (["--weights", "{tmp}/model.h5"], "a .onnx, .tflite or .mlpackage"),
-])
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--threads", "0"], "--threads"),
+        (["--runs", "10"], "at least 50"),
+        (["--weights", "{tmp}/missing.onnx"], "does not exist"),
+        (["--check", "{tmp}/nobaseline.json"], "does not exist"),
+        (["--weights", "{tmp}/model.h5"], "a .onnx, .tflite or .mlpackage"),
+    ],
+)
 def test_bad_arguments_are_one_line(extra, fragment, models, tmp_path, capsys):
     (tmp_path / "model.h5").write_bytes(b"x")
     code = bench(_args(models, tmp_path, *[e.replace("{tmp}", str(tmp_path)) for e in extra]))
@@ -142,7 +177,7 @@ def test_gemm_peak_is_the_best_of_interleaved_runs_and_a_busy_machine_is_flagged
 
     monkeypatch.setattr(measure, "peak_gmacs_per_s", lambda t, n=1024, seconds=1.0: fake(t, seconds))
     peaks = measure.gemm_peaks([1, 2], repeats=3)
-    assert calls == [1, 2, 1, 2, 1, 2]                               # interleaved, not 1,1,1,2,2,2
+    assert calls == [1, 2, 1, 2, 1, 2]  # interleaved, not 1,1,1,2,2,2
     assert peaks.best == {1: 33.0, 2: 61.0} and peaks.reliable
     busy = measure.GemmPeaks({1: 33.0, 2: 20.0}, {1: [33.0], 2: [20.0]})
     assert not busy.reliable and busy.to_dict()["reliable"] is False
@@ -152,9 +187,24 @@ def test_a_peak_fraction_above_100_percent_is_never_printed_without_a_flag():
     from dbd.benchmarks.report import table_rows
 
     def row(fraction, reliable=True):
-        return {"model": "m", "format": "onnx", "precision": "int8", "size_mb": 1.0, "params_m": 1.0, "gmacs": 1.0,
-                "latency": {"2": {"median_ms": 1.0, "p90_ms": 1.0, "fps": 1000.0, "peak_fraction": fraction,
-                                  "peak_fraction_reliable": reliable}}, "metrics": {}}
+        return {
+            "model": "m",
+            "format": "onnx",
+            "precision": "int8",
+            "size_mb": 1.0,
+            "params_m": 1.0,
+            "gmacs": 1.0,
+            "latency": {
+                "2": {
+                    "median_ms": 1.0,
+                    "p90_ms": 1.0,
+                    "fps": 1000.0,
+                    "peak_fraction": fraction,
+                    "peak_fraction_reliable": reliable,
+                }
+            },
+            "metrics": {},
+        }
 
     header, body = table_rows([row(1.41, False), row(0.5), row(0.5, False), row(1.2)], [2])
     column = header.index("%peak@2t")
@@ -167,20 +217,60 @@ def onnx_file(models, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("onnx")
     student = _checkpoint(out / "s64.safetensors", "dbd_student", 1)
-    assert export_main(["--format", "onnx", "--precision", "fp32", "--weights", str(student), "--calib", "dut",
-                        "--calib-n", "1", "--parity-n", "1", "--out", str(out)]) == 0
+    assert (
+        export_main(
+            [
+                "--format",
+                "onnx",
+                "--precision",
+                "fp32",
+                "--weights",
+                str(student),
+                "--calib",
+                "dut",
+                "--calib-n",
+                "1",
+                "--parity-n",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return next(out.glob("*.onnx"))
 
 
 def test_peak_memory_is_measured_alike_for_every_runtime_and_the_cpu_is_recorded(models, onnx_file, tmp_path, capsys):
-    assert bench(_args(models, tmp_path, "--weights", str(onnx_file), "--threads", "1", "--runs", "50",
-                       "--warmup", "2", "--limit", "1")) == 0
+    assert (
+        bench(
+            _args(
+                models,
+                tmp_path,
+                "--weights",
+                str(onnx_file),
+                "--threads",
+                "1",
+                "--runs",
+                "50",
+                "--warmup",
+                "2",
+                "--limit",
+                "1",
+            )
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "report" / "bench.json").read_text())
     rows = {r["format"]: r for r in report["rows"]}
     assert set(rows) == {"torch", "onnx"}
-    for row in report["rows"]:                                       # ONNX used to read 0 MB
+    for row in report["rows"]:  # ONNX used to read 0 MB
         assert row["peak_mem_mb"] > 1 and row["memory"]["method"] == "fresh process", row["id"]
     cpu = report["machine"]["cpu"]
-    assert cpu["model"] and isinstance(cpu["features"], list) and report["machine"]["gemm_peak"]["best_gmacs_per_s"]["1"] > 0
+    assert (
+        cpu["model"]
+        and isinstance(cpu["features"], list)
+        and report["machine"]["gemm_peak"]["best_gmacs_per_s"]["1"] > 0
+    )
     assert f"CPU: {cpu['model']}" in (tmp_path / "report" / "bench.md").read_text()
     assert "CPU:" in capsys.readouterr().out

@@ -5,6 +5,7 @@ Polarity is proven from pixels, not from the catalogue: where a mask says blur, 
 measurably less sharp than where it says sharp. An inverted loader would pass every shape check and
 still train a model to find the wrong thing.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,8 +50,9 @@ def make_dataset(folder: Path, pairs: dict[str, str | None], size=(24, 16), mask
     mask_w, mask_h = mask_size or size
     for image_name, mask_name in pairs.items():
         if image_name:
-            Image.new("RGB", (width, height), (90, 120, 200)).save(folder / "images" / image_name,
-                                                                   format=_pil_format(image_name))
+            Image.new("RGB", (width, height), (90, 120, 200)).save(
+                folder / "images" / image_name, format=_pil_format(image_name)
+            )
         if mask_name:
             white_left = np.zeros((mask_h, mask_w), np.uint8)
             white_left[:, : mask_w // 2] = 255
@@ -80,9 +82,10 @@ def test_cuhk_splits_are_disjoint_and_cover_all_704(data_root: Path) -> None:
 
 
 def test_cuhk_split_entries_match_upper_case_jpg_files(data_root: Path) -> None:
-    samples = open_dataset("cuhk", split="train", root=data_root).samples + open_dataset(
-        "cuhk", split="test", root=data_root
-    ).samples
+    samples = (
+        open_dataset("cuhk", split="train", root=data_root).samples
+        + open_dataset("cuhk", split="test", root=data_root).samples
+    )
     upper = [s for s in samples if s.image_path.suffix == ".JPG"]
     assert len(upper) == 42  # the split files say .jpg; these 42 files are .JPG
 
@@ -375,4 +378,3 @@ def test_synthetic_crops_source_photos(data_root: Path, tmp_path: Path) -> None:
     synthetic = SyntheticDefocus(size=(64, 80), sources=[small, photo], length=6)
     for image, mask in synthetic:
         assert image.shape == (64, 80, 3) and mask.shape == (64, 80)
-

@@ -20,16 +20,17 @@ What is extracted from each page (README.md, docs/*.md), and how it is checked:
 * make targets: `make TARGET` at the start of an inline code span or of a code-block line (prose
   such as "make it work" is not a command) is a Makefile target.
 """
+
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import re
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -52,7 +53,7 @@ FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 MODULE = re.compile(r"(?<![\w.-])(-m\s+)?(dbd(?:\.[A-Za-z_]\w*)+)")
 COMMAND = re.compile(r"(?<![\w.-])(dbd-[a-z]+)")
-MAKE = re.compile(r"^make ([a-z][\w-]*)", re.M)   # applied to code texts, one per line
+MAKE = re.compile(r"^make ([a-z][\w-]*)", re.M)  # applied to code texts, one per line
 
 
 def code_texts(text: str) -> list[str]:
@@ -64,7 +65,7 @@ def code_texts(text: str) -> list[str]:
 def expand(pattern: str) -> list[str]:
     """One level of shell braces: `a/{b,c}.x` -> `a/b.x`, `a/c.x`."""
     m = re.search(r"\{([^{}]*)\}", pattern)
-    return [pattern[:m.start()] + part + pattern[m.end():] for part in m.group(1).split(",")] if m else [pattern]
+    return [pattern[: m.start()] + part + pattern[m.end() :] for part in m.group(1).split(",")] if m else [pattern]
 
 
 def make_names(text: str) -> set[str]:
@@ -75,7 +76,7 @@ def make_names(text: str) -> set[str]:
 def tracked_top_level() -> set[str]:
     try:
         files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):   # no git: whatever is in the checkout
+    except (OSError, subprocess.CalledProcessError):  # no git: whatever is in the checkout
         return {p.name for p in REPO.iterdir() if not p.name.startswith(".") and p.name not in OUTPUTS}
     return {line.split("/")[0] for line in files.splitlines() if line}
 
@@ -132,7 +133,7 @@ def module_problem(name: str, runnable: bool) -> str | None:
             spec = None
         if spec is None:
             continue
-        if i < len(parts):   # module.attribute...
+        if i < len(parts):  # module.attribute...
             if runnable:
                 return f"{name}: {module} is the module, the rest is not runnable"
             obj = importlib.import_module(module)
@@ -141,8 +142,11 @@ def module_problem(name: str, runnable: bool) -> str | None:
                     return f"{name}: {module} has no {'.'.join(parts[i:])}"
                 obj = getattr(obj, attr)
             return None
-        if runnable and spec.submodule_search_locations is not None \
-                and importlib.util.find_spec(f"{module}.__main__") is None:
+        if (
+            runnable
+            and spec.submodule_search_locations is not None
+            and importlib.util.find_spec(f"{module}.__main__") is None
+        ):
             return f"python -m {name}: a package without __main__"
         return None
     return f"{name}: no such module"
@@ -203,15 +207,17 @@ def test_named_make_targets_exist(page):
 def test_the_checks_catch_what_they_are_for(tracked):
     """Each rule fails on a wrong name (so a passing run means something)."""
     page = REPO / "docs" / "example.md"
-    bad = ("`models/wieghts/dbd_student.safetensors`, `exports/dbd_student_int8.tflite`, "
-           "[gone](nothing.md), `tests/test_{docs,nothing}.py`")
+    bad = (
+        "`models/wieghts/dbd_student.safetensors`, `exports/dbd_student_int8.tflite`, "
+        "[gone](nothing.md), `tests/test_{docs,nothing}.py`"
+    )
     assert len(missing_paths(page, bad, tracked)) == 4
     good = "`models/weights/dbd_student.safetensors`, [up](../README.md), `album/a.jpg`, `runs/x/last.safetensors`"
     assert missing_paths(page, good, tracked) == []
     assert module_problem("dbd.runtime.nothing", False) and module_problem("dbd.models", True) is None
     assert module_problem("dbd.runtime.metadata.read_metadata", False) is None
     assert module_problem("dbd.runtime.metadata.no_such_function", False)
-    assert module_problem("dbd.runtime", True)   # a package without __main__
+    assert module_problem("dbd.runtime", True)  # a package without __main__
     assert "dbd-nothing" not in scripts() and {"dbd-train", "dbd-export", "dbd-bench", "dbd-predict"} <= scripts()
     assert {"demo", "test", "test-fast", "gate"} <= make_targets() and "nothing" not in make_targets()
     assert make_names("`make demo` and, in prose, make it work\n```bash\nmake test   # x\n```") == {"demo", "test"}

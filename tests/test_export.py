@@ -5,6 +5,7 @@ and layout-transpose TFLite ops are refused, and every bad flag is answered with
 Conversions run once per format (module fixtures) on a randomly initialised student at 64x64
 with 4 CUHK-TR-1 calibration and 4 parity images; the full-size run of every format is `slow`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,6 +21,7 @@ import pytest
 import torch
 from torch import nn
 
+from dbd.core import DBDError
 from dbd.export import onnx_format, tflite_format
 from dbd.export.base import Verification, get_format
 from dbd.export.calibration import _is_test_split, load_images, open_calibration_dataset
@@ -27,15 +29,16 @@ from dbd.export.cli import main, make_job
 from dbd.export.pipeline import REPORT_NAME, export_one, replace_path
 from dbd.models import create_model
 from dbd.models.checkpoint import load_checkpoint, read_card, save_checkpoint
-from dbd.core import DBDError
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.metadata import METADATA_FORMAT, decode_output, encode_input, read_metadata
 from dbd.runtime.spec import PreprocessSpec
 
 SMALL = ["--imgsz", "64", "--calib", "cuhk", "--calib-n", "4", "--parity-n", "4"]
 PRECISIONS = ("fp32", "fp16", "int8")
-CARD = {"training": {"data": "test fixture: random initialisation", "command": "pytest"},
-        "metrics": {"validation": {"fbeta_fixed": 0.5, "mae": 0.5}}}
+CARD = {
+    "training": {"data": "test fixture: random initialisation", "command": "pytest"},
+    "metrics": {"validation": {"fbeta_fixed": 0.5, "mae": 0.5}},
+}
 
 
 def sha256(path: Path) -> str:
@@ -71,8 +74,9 @@ def student_ckpt(tmp_path_factory) -> Path:
 
 def _export(fmt: str, student_ckpt: Path, tmp_path_factory, data_root) -> tuple[int, Path, str, str]:
     out = tmp_path_factory.mktemp(fmt)
-    code, stdout, stderr = run_quietly(["--format", fmt, "--precision", "all", "--weights", str(student_ckpt),
-                                        *SMALL, "--out", str(out)])
+    code, stdout, stderr = run_quietly(
+        ["--format", fmt, "--precision", "all", "--weights", str(student_ckpt), *SMALL, "--out", str(out)]
+    )
     return code, out, stdout, stderr
 
 
@@ -144,7 +148,7 @@ def test_tflite_is_camera_native_builtin_only_and_int8_is_pixel_minus_128(tflite
 
     code, out, stdout, stderr = tflite_export
     report = check_common(code, out, stdout, stderr, student_ckpt, ".tflite")
-    assert "CONV_2D" in stdout and "0 layout Transpose" in stdout          # the op histogram is printed
+    assert "CONV_2D" in stdout and "0 layout Transpose" in stdout  # the op histogram is printed
     for precision in PRECISIONS:
         path = out / f"dbd_student_64_{precision}.tflite"
         data = path.read_bytes()
@@ -158,7 +162,10 @@ def test_tflite_is_camera_native_builtin_only_and_int8_is_pixel_minus_128(tflite
         meta = read_metadata(path)
         assert meta["input"]["normalization"] == "folded" and meta["input"]["layout"] == "NHWC"
     meta = read_metadata(out / "dbd_student_64_int8.tflite")
-    assert meta["input"]["quantization"] == {"scale": 1.0, "zero_point": -128} and "pixel - 128" in meta["input"]["contract"]
+    assert (
+        meta["input"]["quantization"] == {"scale": 1.0, "zero_point": -128}
+        and "pixel - 128" in meta["input"]["contract"]
+    )
     assert meta["output"]["quantization"] == {"scale": 1 / 256, "zero_point": -128}
     assert meta["calibration"]["n_images"] == 4
 
@@ -211,8 +218,23 @@ def test_onnx_int8_keeps_parity_with_realistic_activations(tmp_path, data_root):
         model.head.bias.zero_()
     ckpt = tmp_path / "sharp.safetensors"
     save_checkpoint(ckpt, model, {"preprocess": PreprocessSpec.for_model(model).to_dict(), **CARD})
-    code, stdout, stderr = run_quietly(["--format", "onnx", "--precision", "int8", "--weights", str(ckpt), *SMALL,
-                                        "--onnx-exporter", "legacy", "--int8-max-dfbeta", "1", "--out", str(tmp_path)])
+    code, stdout, stderr = run_quietly(
+        [
+            "--format",
+            "onnx",
+            "--precision",
+            "int8",
+            "--weights",
+            str(ckpt),
+            *SMALL,
+            "--onnx-exporter",
+            "legacy",
+            "--int8-max-dfbeta",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0, stderr + stdout
     report = json.loads((tmp_path / REPORT_NAME).read_text())["files"]["dbd_student_64_int8.onnx"]
     assert report["parity"]["psnr_db"] >= 30 and report["parity"]["n_images"] == 4
@@ -223,17 +245,19 @@ def test_onnx_int8_keeps_parity_with_realistic_activations(tmp_path, data_root):
 
 
 def test_float_modules_are_located_by_their_converter_names():
-    from dbd.export.mixed_precision import conv_call_order, float_convs, litert_scopes
+    from dbd.export.mixed_precision import conv_call_order, float_convs
+    from dbd.export.tflite_format import litert_scopes
 
     model = create_model("dbd_student").eval()
     x = torch.zeros(1, 3, 64, 64)
     scopes = litert_scopes(model, x, model.int8_float_modules)
-    assert scopes["encoder.features.1"] == ("/dbd.models.mobilenetv2.MobileNetV2_encoder/"
-                                            "dbd.models.mobilenetv2.InvertedResidual_1/")
+    assert scopes["encoder.features.1"] == (
+        "/dbd.models.mobilenetv2.MobileNetV2_encoder/dbd.models.mobilenetv2.InvertedResidual_1/"
+    )
     calls = conv_call_order(model, x)
     assert calls[0] == ("encoder.features.0.0", (32, 3, 3, 3))
-    assert not any(name.startswith("side_heads") for name, _ in calls)       # training-only heads are not exported
-    assert float_convs(calls, model.int8_float_modules) == [0, 1, 2]      # stem, depthwise, projection
+    assert not any(name.startswith("side_heads") for name, _ in calls)  # training-only heads are not exported
+    assert float_convs(calls, model.int8_float_modules) == [0, 1, 2]  # stem, depthwise, projection
     with pytest.raises(DBDError, match="never called"):
         litert_scopes(model, x, ["side_heads.0"])
 
@@ -247,7 +271,10 @@ def test_int8_keeps_the_student_stem_in_float_and_none_means_full_int8(tflite_ex
 
     _, tfl_dir, _, _ = tflite_export
     mixed = tfl_dir / "dbd_student_64_int8.tflite"
-    assert "kept in float32 for accuracy: encoder.features.0, encoder.features.1" in read_metadata(mixed)["file"]["quantization"]
+    assert (
+        "kept in float32 for accuracy: encoder.features.0, encoder.features.1"
+        in read_metadata(mixed)["file"]["quantization"]
+    )
     assert _dequantize_ops(mixed) >= 1 and "float32" in tflite_format.TFLiteFormat().describe(mixed)["tensor_dtypes"]
 
     full_job = dataclasses.replace(small_job, int8_float=())
@@ -288,10 +315,24 @@ def test_failed_parity_exits_1_and_keeps_the_previous_file(onnx_export, student_
     shutil.copy(good_dir / name, tmp_path / name)
     before = sha256(tmp_path / name)
     original = onnx_format._export_torch
-    monkeypatch.setattr(onnx_format, "_export_torch",
-                        lambda job, path: original(dataclasses.replace(job, model=Halved(job.model)), path))
-    code, stdout, stderr = run_quietly(["--format", "onnx", "--weights", str(student_ckpt), *SMALL,
-                                        "--onnx-exporter", "legacy", "--out", str(tmp_path)])
+    monkeypatch.setattr(
+        onnx_format,
+        "_export_torch",
+        lambda job, path: original(dataclasses.replace(job, model=Halved(job.model)), path),
+    )
+    code, stdout, stderr = run_quietly(
+        [
+            "--format",
+            "onnx",
+            "--weights",
+            str(student_ckpt),
+            *SMALL,
+            "--onnx-exporter",
+            "legacy",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 1
     line = one_line_error(stderr)
     assert name in line and "parity check failed" in line and "max|Δ|" in line
@@ -299,7 +340,9 @@ def test_failed_parity_exits_1_and_keeps_the_previous_file(onnx_export, student_
     assert sha256(tmp_path / name) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     report = json.loads((tmp_path / REPORT_NAME).read_text())
-    assert report["last_run"]["failed"][0]["file"] == name and report["last_run"]["failed"][0]["parity"]["max_abs"] > 1e-4
+    assert (
+        report["last_run"]["failed"][0]["file"] == name and report["last_run"]["failed"][0]["parity"]["max_abs"] > 1e-4
+    )
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +367,7 @@ def test_tflite_int8_input_scale_other_than_pixel_minus_128_is_refused(tflite_ex
     outcome = export_one(job, get_format("tflite"), "int8", tmp_path)
     assert not outcome.ok and "scale/zero-point" in outcome.error and "metadata says" in outcome.error
     assert "\n" not in outcome.error
-    assert str(tmp_path / name) in outcome.error and ".tmp" not in outcome.error     # names the file the user asked for
+    assert str(tmp_path / name) in outcome.error and ".tmp" not in outcome.error  # names the file the user asked for
     assert sha256(tmp_path / name) == before and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -332,7 +375,7 @@ def _const_input(model, subgraph, op):
     for index in op.inputs:
         tensor = subgraph.tensors[index]
         data = model.buffers[tensor.buffer].data
-        if data is not None and len(data) == 12:           # 3 float32: the folded per-channel constant
+        if data is not None and len(data) == 12:  # 3 float32: the folded per-channel constant
             return model.buffers[tensor.buffer]
     return None
 
@@ -343,11 +386,14 @@ def test_tflite_wrong_folded_normalisation_fails_parity(tflite_export, small_job
     _, good_dir, _, _ = tflite_export
     model = tflite_format.read_model((good_dir / "dbd_student_64_fp32.tflite").read_bytes())
     subgraph = model.subgraphs[0]
-    add = [op for op in subgraph.operators[:4]
-           if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.ADD]
+    add = [
+        op
+        for op in subgraph.operators[:4]
+        if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.ADD
+    ]
     bias = _const_input(model, subgraph, add[0])
     assert bias is not None
-    bias.data = np.zeros(3, np.float32).view(np.uint8)       # forget the "- mean / std" of the wrapper
+    bias.data = np.zeros(3, np.float32).view(np.uint8)  # forget the "- mean / std" of the wrapper
     job = _job_with_float_graph(small_job, tflite_format.write_model(model))
     outcome = export_one(job, get_format("tflite"), "fp32", tmp_path)
     assert not outcome.ok and outcome.error.startswith("parity check failed") and "max|Δ|" in outcome.error
@@ -379,13 +425,13 @@ def test_flex_custom_and_layout_transpose_ops_are_refused(tflite_export, tmp_pat
     _, good_dir, _, _ = tflite_export
     good = good_dir / "dbd_student_64_fp32.tflite"
     data = good.read_bytes()
-    tflite_format.check_ops(good, data)          # the real export passes
+    tflite_format.check_ops(good, data)  # the real export passes
 
     flex = _mutated(data, lambda m: _set_op_code(m, 5, schema.BuiltinOperator.CUSTOM, b"FlexConv2D"))
     path = tmp_path / "flex.tflite"
     path.write_bytes(flex)
     with pytest.raises(DBDError, match=r"select-TensorFlow \(Flex\) ops \(FlexConv2D x1\)") as err:
-        get_format("tflite").verify(None, "fp32", path)       # verify refuses before running anything
+        get_format("tflite").verify(None, "fp32", path)  # verify refuses before running anything
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     custom = _mutated(data, lambda m: _set_op_code(m, 5, schema.BuiltinOperator.CUSTOM, b"MyOp"))
     with pytest.raises(DBDError, match="custom ops"):
@@ -394,19 +440,23 @@ def test_flex_custom_and_layout_transpose_ops_are_refused(tflite_export, tmp_pat
     def to_transpose(perm):
         def mutate(model):
             subgraph = model.subgraphs[0]
-            pad = next(i for i, op in enumerate(subgraph.operators)
-                       if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.PAD)
+            pad = next(
+                i
+                for i, op in enumerate(subgraph.operators)
+                if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.PAD
+            )
             _set_op_code(model, pad, schema.BuiltinOperator.TRANSPOSE)
             perm_tensor = subgraph.tensors[subgraph.operators[pad].inputs[1]]
             buffer = schema.BufferT()
             buffer.data = np.asarray(perm, np.int32).view(np.uint8)
             model.buffers.append(buffer)
             perm_tensor.buffer = len(model.buffers) - 1
+
         return mutate
 
     with pytest.raises(DBDError, match="layout Transpose"):
         tflite_format.check_ops(path, _mutated(data, to_transpose([0, 3, 1, 2])))
-    counts = tflite_format.check_ops(path, _mutated(data, to_transpose([0, 2, 1])))    # not a layout change
+    counts = tflite_format.check_ops(path, _mutated(data, to_transpose([0, 2, 1])))  # not a layout change
     assert counts["TRANSPOSE"] == 1
 
 
@@ -450,28 +500,49 @@ def test_folder_replacement_swaps_the_whole_package(tmp_path):
 # ---- flags -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--format", "tflit"], "unknown format 'tflit'; did you mean 'tflite'?"),
-    (["--format", "onnx", "--precision", "int9"], "unknown precision 'int9'; did you mean 'int8'?"),
-    (["--precision", "fp33"], "did you mean 'fp32'?"),
-    (["--calib", "cuhk:test"], "test split"),
-    (["--calib", "cuhk:splits/cuhk_te1_test_100.txt"], "test split"),
-    (["--calib", "cuhk:splits/son_pg2018_train_defocus_564.txt"], "are in the 'cuhk' test split"),
-    (["--weights", "{missing}"], "does not exist"),
-    (["--weights", "{pickle}"], "is a pickle"),
-    (["--weights", "{discriminator}"], "not a blur-detection network"),
-    (["--imgsz", "100"], "multiples of 32"),
-    (["--calib-n", "0"], "--calib-n must be at least 1"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-    (["--int8-float", "encoder.feature.1"], "did you mean 'encoder.features.1'?"),
-], ids=["format", "precision", "precision-all-formats", "test-split", "test-split-file", "leaky-split", "missing-weights",
-        "pickle-weights", "discriminator", "imgsz", "calib-n", "unknown-flag", "int8-float-module"])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--format", "tflit"], "unknown format 'tflit'; did you mean 'tflite'?"),
+        (["--format", "onnx", "--precision", "int9"], "unknown precision 'int9'; did you mean 'int8'?"),
+        (["--precision", "fp33"], "did you mean 'fp32'?"),
+        (["--calib", "cuhk:test"], "test split"),
+        (["--calib", "cuhk:splits/cuhk_te1_test_100.txt"], "test split"),
+        (["--calib", "cuhk:splits/son_pg2018_train_defocus_564.txt"], "are in the 'cuhk' test split"),
+        (["--weights", "{missing}"], "does not exist"),
+        (["--weights", "{pickle}"], "is a pickle"),
+        (["--weights", "{discriminator}"], "not a blur-detection network"),
+        (["--imgsz", "100"], "multiples of 32"),
+        (["--calib-n", "0"], "--calib-n must be at least 1"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--int8-float", "encoder.feature.1"], "did you mean 'encoder.features.1'?"),
+    ],
+    ids=[
+        "format",
+        "precision",
+        "precision-all-formats",
+        "test-split",
+        "test-split-file",
+        "leaky-split",
+        "missing-weights",
+        "pickle-weights",
+        "discriminator",
+        "imgsz",
+        "calib-n",
+        "unknown-flag",
+        "int8-float-module",
+    ],
+)
 def test_bad_flags_are_answered_with_one_line(args, expected, student_ckpt, tmp_path, data_root):
     pickle = tmp_path / "weights.safetensors"
     torch.save({"w": torch.zeros(2)}, pickle)
     discriminator = tmp_path / "disc.safetensors"
     save_checkpoint(discriminator, create_model("dbd_discriminator"))
-    values = {"{missing}": str(tmp_path / "nope.safetensors"), "{pickle}": str(pickle), "{discriminator}": str(discriminator)}
+    values = {
+        "{missing}": str(tmp_path / "nope.safetensors"),
+        "{pickle}": str(pickle),
+        "{discriminator}": str(discriminator),
+    }
     args = [values.get(a, a) for a in args]
     if "--weights" not in args:
         args += ["--weights", str(student_ckpt)]
@@ -480,7 +551,7 @@ def test_bad_flags_are_answered_with_one_line(args, expected, student_ckpt, tmp_
     line = one_line_error(stderr)
     assert expected in line
     if "--weights" in args and args[args.index("--weights") + 1] != str(student_ckpt):
-        assert args[args.index("--weights") + 1] in line      # names the file
+        assert args[args.index("--weights") + 1] in line  # names the file
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -489,8 +560,22 @@ def test_default_weights_are_the_shipped_student(data_root, tmp_path):
 
     from dbd.models.released import released_checkpoint
 
-    code, stdout, stderr = run_quietly(["--format", "onnx", "--precision", "fp32", "--imgsz", "64",
-                                        "--calib-n", "2", "--parity-n", "2", "--out", str(tmp_path)])
+    code, stdout, stderr = run_quietly(
+        [
+            "--format",
+            "onnx",
+            "--precision",
+            "fp32",
+            "--imgsz",
+            "64",
+            "--calib-n",
+            "2",
+            "--parity-n",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0, stderr + stdout
     meta = read_metadata(next(tmp_path.glob("*.onnx")))
     shipped = released_checkpoint("dbd_student")
@@ -510,8 +595,13 @@ def test_calibration_is_deterministic_disjoint_and_from_the_training_split(data_
     assert set(calib.names) | set(parity.names) <= train
     assert calib.unit.shape == (8, 64, 64, 3) and 0 <= calib.unit.min() and calib.unit.max() <= 1
     assert open_calibration_dataset("cuhk").split == "train"
-    assert [_is_test_split(s) for s in ("test", "cuhk_te1_test_100.txt", "TE", "train", "latest.txt")] == \
-           [True, True, True, False, False]
+    assert [_is_test_split(s) for s in ("test", "cuhk_te1_test_100.txt", "TE", "train", "latest.txt")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_encode_and_decode_follow_the_metadata_contract():
@@ -520,14 +610,24 @@ def test_encode_and_decode_follow_the_metadata_contract():
     image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     unit = image.astype(np.float32)[None] / 255
     base = {"size": [32, 32], "mean": list(spec.mean), "std": list(spec.std), "pixel_scale": 255.0}
-    external = {"input": {**base, "normalization": "external", "layout": "NCHW", "dtype": "float32", "quantization": None}}
+    external = {
+        "input": {**base, "normalization": "external", "layout": "NCHW", "dtype": "float32", "quantization": None}
+    }
     np.testing.assert_allclose(encode_input(external, unit), spec.preprocess(image), atol=1e-6)
-    folded = {"input": {**base, "normalization": "folded", "layout": "NHWC", "dtype": "int8",
-                        "quantization": {"scale": 1.0, "zero_point": -128}}}
+    folded = {
+        "input": {
+            **base,
+            "normalization": "folded",
+            "layout": "NHWC",
+            "dtype": "int8",
+            "quantization": {"scale": 1.0, "zero_point": -128},
+        }
+    }
     np.testing.assert_array_equal(encode_input(folded, unit), (image.astype(np.int16) - 128).astype(np.int8)[None])
     out = {"output": {"layout": "NHWC", "quantization": {"scale": 1 / 256, "zero_point": -128}}}
-    np.testing.assert_allclose(decode_output(out, np.array([-128, 0, 127], np.int8).reshape(1, 1, 3, 1)),
-                               [[[0.0, 0.5, 255 / 256]]])
+    np.testing.assert_allclose(
+        decode_output(out, np.array([-128, 0, 127], np.int8).reshape(1, 1, 3, 1)), [[[0.0, 0.5, 255 / 256]]]
+    )
 
 
 def test_read_metadata_refuses_missing_foreign_and_unmarked_files(tflite_export, onnx_export, tmp_path):
@@ -536,10 +636,14 @@ def test_read_metadata_refuses_missing_foreign_and_unmarked_files(tflite_export,
 
     _, tflite_dir, _, _ = tflite_export
     _, onnx_dir, _, _ = onnx_export
-    plain = helper.make_model(helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+    plain = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        )
+    )
     onnx.save(plain, str(tmp_path / "plain.onnx"))
     (tmp_path / "noise.onnx").write_bytes(bytes(range(256)) * 4)
     (tmp_path / "noise.tflite").write_bytes(b"\x00" * 64)
@@ -557,10 +661,15 @@ def test_read_metadata_refuses_missing_foreign_and_unmarked_files(tflite_export,
     newer.metadata_props[0].value = json.dumps({**doc, "format": "dbd-export/99"})
     onnx.save(newer, str(tmp_path / "newer.onnx"))
     cases = {
-        "missing.onnx": "does not exist", "plain.onnx": "has no 'dbd' metadata", "noise.onnx": "not a valid .onnx",
-        "noise.tflite": "not a TFLite flatbuffer", "truncated.tflite": "truncated or not a valid .tflite",
-        "unmarked.tflite": "has no 'dbd' metadata", "empty.mlpackage": "not a readable .mlpackage",
-        "notes.txt": "a .onnx, .tflite or .mlpackage export", "newer.onnx": "metadata format 'dbd-export/99'",
+        "missing.onnx": "does not exist",
+        "plain.onnx": "has no 'dbd' metadata",
+        "noise.onnx": "not a valid .onnx",
+        "noise.tflite": "not a TFLite flatbuffer",
+        "truncated.tflite": "truncated or not a valid .tflite",
+        "unmarked.tflite": "has no 'dbd' metadata",
+        "empty.mlpackage": "not a readable .mlpackage",
+        "notes.txt": "a .onnx, .tflite or .mlpackage export",
+        "newer.onnx": "metadata format 'dbd-export/99'",
     }
     for name, expected in cases.items():
         with pytest.raises(DBDError) as err:
@@ -574,8 +683,9 @@ def test_read_metadata_refuses_missing_foreign_and_unmarked_files(tflite_export,
 
 @pytest.mark.slow
 def test_every_format_and_precision_at_full_size(student_ckpt, tmp_path, data_root):
-    code, stdout, stderr = run_quietly(["--format", "all", "--precision", "all", "--weights", str(student_ckpt),
-                                        "--out", str(tmp_path)])
+    code, stdout, stderr = run_quietly(
+        ["--format", "all", "--precision", "all", "--weights", str(student_ckpt), "--out", str(tmp_path)]
+    )
     assert code == 0, stderr + stdout
     report = json.loads((tmp_path / REPORT_NAME).read_text())
     names = {f"dbd_student_320_{p}{s}" for p in PRECISIONS for s in (".onnx", ".tflite", ".mlpackage")}

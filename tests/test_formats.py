@@ -6,6 +6,7 @@ through export (dbd.export.export_model) -> verify -> dbd.runtime.Predictor -> a
 The toy format `.npzmodel` is a zip archive of the model's state dict (safetensors) and the "dbd"
 metadata JSON; its runner rebuilds the network from the metadata's model entry and runs it with torch.
 """
+
 from __future__ import annotations
 
 import collections
@@ -30,8 +31,17 @@ from dbd.export.metadata import build_metadata, dumps, input_entry, output_entry
 from dbd.models import create_model
 from dbd.models.checkpoint import save_checkpoint
 from dbd.runtime import Predictor, read_metadata
-from dbd.runtime.formats import (ENTRY_POINT_GROUP, Availability, FileFormat, FormatOption, find_format, get_format,
-                                 list_formats, register_format, unregister_format)
+from dbd.runtime.formats import (
+    ENTRY_POINT_GROUP,
+    Availability,
+    FileFormat,
+    FormatOption,
+    find_format,
+    get_format,
+    list_formats,
+    register_format,
+    unregister_format,
+)
 from dbd.runtime.metadata import METADATA_KEY
 from dbd.runtime.runners import ExportedRunner
 from dbd.runtime.spec import PreprocessSpec
@@ -96,10 +106,16 @@ class NpzFormat(FileFormat):
 
     def export(self, job, precision: str, dest: Path) -> dict[str, Any]:
         self.prepare(job)
-        meta = build_metadata(job, self.name, precision, "none (float32)",
-                              input_entry(job, "input", "NCHW", "float32", folded=False, quantization=None),
-                              output_entry(job, "blur_prob", "NCHW", "float32", quantization=None),
-                              self.tools(), calibrated=self.needs_calibration(precision))
+        meta = build_metadata(
+            job,
+            self.name,
+            precision,
+            "none (float32)",
+            input_entry(job, "input", "NCHW", "float32", folded=False, quantization=None),
+            output_entry(job, "blur_prob", "NCHW", "float32", quantization=None),
+            self.tools(),
+            calibrated=self.needs_calibration(precision),
+        )
         deflated = self.option(job, "npz_compression") == "deflated"
         with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED if deflated else zipfile.ZIP_STORED) as archive:
             archive.writestr(MODEL_ENTRY, job._cache["npz_weights"])
@@ -135,7 +151,7 @@ class PhoneOnlyFormat(NpzFormat):
 def toy_formats():
     formats = [register_format(NpzFormat()), register_format(PhoneOnlyFormat())]
     yield formats
-    for fmt in formats:                 # other test modules see only the installed formats
+    for fmt in formats:  # other test modules see only the installed formats
         unregister_format(fmt.name)
 
 
@@ -143,7 +159,7 @@ def toy_formats():
 def student(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = create_model("dbd_student")
-    torch.nn.init.constant_(model.head.bias, 0.0)      # a map that depends on the image
+    torch.nn.init.constant_(model.head.bias, 0.0)  # a map that depends on the image
     path = tmp_path_factory.mktemp("ckpt") / "student.safetensors"
     save_checkpoint(path, model, {"preprocess": PreprocessSpec.for_model(model, (64, 64)).to_dict()})
     return path
@@ -158,17 +174,19 @@ def test_the_built_in_formats_are_discovered_through_the_entry_point_group():
     for name in BUILT_IN:
         assert declared[name].value == f"dbd.export.{name}_format:FORMAT"
         assert get_format(name) is declared[name].load()
-    assert [n for n in list_formats() if n in BUILT_IN] == list(BUILT_IN)    # their `order`: `--format all`
+    assert [n for n in list_formats() if n in BUILT_IN] == list(BUILT_IN)  # their `order`: `--format all`
     assert find_format("exports/m.TFLITE") is get_format("tflite") and find_format("m.safetensors") is None
     assert get_format("onnx").needs_calibration("int8") and not get_format("coreml").needs_calibration("int8")
     assert get_format("coreml").directory and not get_format("onnx").directory
 
 
 def test_looking_formats_up_imports_no_converter_and_the_interface_no_plug_in():
-    code = ("import sys; import dbd.export.base; loaded = sorted(m for m in sys.modules if m.endswith('_format')); "
-            "from dbd.runtime.formats import list_formats; names = list_formats(); "
-            "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'coremltools', 'litert_torch', 'ai_edge_litert', "
-            "'ai_edge_quantizer') if m in sys.modules]; print(loaded, heavy, names)")
+    code = (
+        "import sys; import dbd.export.base; loaded = sorted(m for m in sys.modules if m.endswith('_format')); "
+        "from dbd.runtime.formats import list_formats; names = list_formats(); "
+        "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'coremltools', 'litert_torch', 'ai_edge_litert', "
+        "'ai_edge_quantizer') if m in sys.modules]; print(loaded, heavy, names)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out.startswith("[] [] ['onnx', 'tflite', 'coreml'"), out
 
@@ -190,11 +208,15 @@ def test_registration_refuses_taken_names_and_suffixes_and_bad_declarations(toy_
     class SameName(NpzFormat):
         suffix = ".npzother"
 
-    for cls, fragment in ((Clash, "already the suffix of format 'onnx'"), (Reserved, "other than all"),
-                          (NoDefault, "default_precision 'int8'"), (SameName, "already taken")):
+    for cls, fragment in (
+        (Clash, "already the suffix of format 'onnx'"),
+        (Reserved, "other than all"),
+        (NoDefault, "default_precision 'int8'"),
+        (SameName, "already taken"),
+    ):
         with pytest.raises(DBDError, match=fragment):
             register_format(cls())
-    assert register_format(NpzFormat()).name == "npzmodel"        # the same class again: replaced, no error
+    assert register_format(NpzFormat()).name == "npzmodel"  # the same class again: replaced, no error
     with pytest.raises(DBDError, match="did you mean 'npzmodel'"):
         get_format("npzmodle")
 
@@ -206,8 +228,17 @@ def test_a_plug_in_format_exports_verifies_predicts_and_benchmarks(toy_formats, 
     from dbd.benchmarks import run
 
     out = tmp_path / "exports"
-    report = export_model(weights=student, formats="npzmodel", precisions="all", out=out, imgsz=64, calib="dut",
-                          calib_n=1, parity_n=2, options={"npz_compression": "deflated"})
+    report = export_model(
+        weights=student,
+        formats="npzmodel",
+        precisions="all",
+        out=out,
+        imgsz=64,
+        calib="dut",
+        calib_n=1,
+        parity_n=2,
+        options={"npz_compression": "deflated"},
+    )
     assert report.ok, [o.error for o in report.outcomes]
     [outcome] = report.outcomes
     path = out / "dbd_student_64_fp32.npzmodel"
@@ -217,7 +248,7 @@ def test_a_plug_in_format_exports_verifies_predicts_and_benchmarks(toy_formats, 
     assert outcome.description["ops"] and outcome.size == path.stat().st_size
     entry = json.loads(report.path.read_text())["files"][path.name]
     assert entry["format"] == "npzmodel" and entry["verified"] == "parity" and entry["calibration"] is None
-    with zipfile.ZipFile(path) as archive:            # the format's own option reached its export
+    with zipfile.ZipFile(path) as archive:  # the format's own option reached its export
         assert {i.filename: i.compress_type for i in archive.infolist()}[MODEL_ENTRY] == zipfile.ZIP_DEFLATED
     meta = read_metadata(path)
     assert meta["file"]["format"] == "npzmodel" and meta["input"]["size"] == [64, 64]
@@ -233,10 +264,19 @@ def test_a_plug_in_format_exports_verifies_predicts_and_benchmarks(toy_formats, 
     with pytest.raises(DBDError, match="cannot run on this machine: npzphone files run only on the phone"):
         Predictor(weights=phone)
 
-    result = run(data="dut", split="", teacher=student, student=student, exports=out, weights=[phone],
-                 runs=0, limit=2, report=None)
+    result = run(
+        data="dut",
+        split="",
+        teacher=student,
+        student=student,
+        exports=out,
+        weights=[phone],
+        runs=0,
+        limit=2,
+        report=None,
+    )
     rows = {row["id"]: row for row in result.rows}
-    assert set(rows) == {"dbd_student:torch:fp32", "dbd_student:npzmodel:fp32"}   # exports/ found by its suffix
+    assert set(rows) == {"dbd_student:torch:fp32", "dbd_student:npzmodel:fp32"}  # exports/ found by its suffix
     row = rows["dbd_student:npzmodel:fp32"]
     assert row["file"] == str(path) and row["vs_student"]["psnr"] > 60
     assert row["metrics"]["mae"] == pytest.approx(rows["dbd_student:torch:fp32"]["metrics"]["mae"], abs=1e-5)

@@ -2,6 +2,7 @@
 
 Inputs are written with PIL into tmp_path, so each test shows exactly which file shape it protects.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Blur-map metrics against values counted by hand on tiny maps (1 = blur unless stated)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -224,7 +225,8 @@ def test_literature_metrics_use_each_protocol_positive_class():
     from dbd.runtime.metrics import LiteratureMetrics
 
     # 3/4 of the image is blurred (as in most CUHK photos); a confident, correct map (0.9 / 0.1).
-    gt = np.zeros((4, 4)); gt[:, 1:] = 1.0
+    gt = np.zeros((4, 4))
+    gt[:, 1:] = 1.0
     pred = np.where(gt == 1, 0.9, 0.1)
     lit = LiteratureMetrics()
     lit.update(pred, gt)

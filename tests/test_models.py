@@ -1,5 +1,6 @@
 """Models: ImageNet weights really load, shapes/budgets hold, the student stays phone-friendly,
 and checkpoints round-trip while refusing anything unsafe or foreign."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from dbd.core import DBDError
 from dbd.models import create_model, list_models
 from dbd.models.checkpoint import load_checkpoint, read_card, save_checkpoint
-from dbd.core import DBDError
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.imageio import read_image
 from dbd.runtime.spec import PreprocessSpec
@@ -41,7 +42,9 @@ def test_imagenet_weights_classify_real_photos_correctly(name, data_root):
         x = torch.from_numpy(spec.preprocess(read_image(data_root / "photos" / rel)))
         with torch.no_grad():
             top1 = int(model(x).argmax(1))
-        assert top1 in expected, f"{name} classified {rel} as ImageNet class {top1}, expected one of {sorted(expected)[:5]}"
+        assert top1 in expected, (
+            f"{name} classified {rel} as ImageNet class {top1}, expected one of {sorted(expected)[:5]}"
+        )
 
 
 def test_lite_and_mobilenet_use_their_own_input_normalisation():
@@ -68,10 +71,17 @@ def test_dbd_models_output_blur_probability_at_input_resolution(name):
             assert feat.shape == (2, ch, h // s, w // s)
 
 
-@pytest.mark.parametrize("name, max_params, max_gmacs", [
-    ("dbd_student", 4.0e6, 1.0), ("dbd_teacher", 20e6, 10.0), ("dbd_discriminator", 0.5e6, 1.0),
-    ("mobilenetv2_100", 3.6e6, 0.65), ("efficientnet_lite0", 4.7e6, 0.8), ("efficientnet_lite2", 6.1e6, 1.2),
-])
+@pytest.mark.parametrize(
+    "name, max_params, max_gmacs",
+    [
+        ("dbd_student", 4.0e6, 1.0),
+        ("dbd_teacher", 20e6, 10.0),
+        ("dbd_discriminator", 0.5e6, 1.0),
+        ("mobilenetv2_100", 3.6e6, 0.65),
+        ("efficientnet_lite0", 4.7e6, 0.8),
+        ("efficientnet_lite2", 6.1e6, 1.2),
+    ],
+)
 def test_params_and_gmacs_at_320(name, max_params, max_gmacs):
     model = create_model(name)
     params, gmacs = count_params(model), count_macs(model, (320, 320)) / 1e9
@@ -86,9 +96,21 @@ def test_mac_counter_matches_published_mobilenetv2_figure():
 
 def test_student_graph_uses_only_int8_friendly_mobile_ops(student):
     graph = torch.export.export(student, (torch.randn(1, 3, 320, 320),)).run_decompositions({})
-    ops = {str(n.target).split(".")[1] for n in graph.graph.nodes if n.op == "call_function" and "aten" in str(n.target)}
-    allowed = {"conv2d", "convolution", "_native_batch_norm_legit_no_training", "relu", "hardtanh", "add", "cat",
-               "upsample_bilinear2d", "sigmoid", "getitem"}
+    ops = {
+        str(n.target).split(".")[1] for n in graph.graph.nodes if n.op == "call_function" and "aten" in str(n.target)
+    }
+    allowed = {
+        "conv2d",
+        "convolution",
+        "_native_batch_norm_legit_no_training",
+        "relu",
+        "hardtanh",
+        "add",
+        "cat",
+        "upsample_bilinear2d",
+        "sigmoid",
+        "getitem",
+    }
     assert ops <= allowed, f"student uses ops phones may not run natively in int8: {sorted(ops - allowed)}"
 
 
@@ -158,6 +180,7 @@ def test_truncated_checkpoint_is_refused(student, tmp_path):
 
 def test_foreign_safetensors_without_card_is_refused(student, tmp_path):
     from safetensors.torch import save_file
+
     path = tmp_path / "foreign.safetensors"
     save_file({k: v.contiguous() for k, v in student.state_dict().items()}, path)
     with pytest.raises(DBDError) as err:
@@ -191,7 +214,9 @@ def test_missing_checkpoint_names_the_path(tmp_path):
 
 
 def test_models_summary_command_prints_params_and_gmacs():
-    out = subprocess.run([sys.executable, "-m", "dbd.models", "dbd_student"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "dbd.models", "dbd_student"], capture_output=True, text=True, check=True
+    ).stdout
     row = out.splitlines()[1].split()
     assert row[0] == "dbd_student" and 1.0 < float(row[1]) < 4.0 and 0.3 < float(row[2]) <= 1.0
 
@@ -210,9 +235,15 @@ def test_safetensors_whose_header_length_starts_with_0x80_is_not_mistaken_for_a_
 
 def test_cards_record_every_constructor_argument_so_a_changed_default_cannot_change_a_checkpoint():
     student = create_model("dbd_student")
-    assert student.config == {"encoder": "mobilenetv2_100", "context_channels": 96,
-                              "decoder_channels": [96, 64, 48, 32], "connectivity": False, "srfb": False,
-                              "sab": False, "separated_attention": False}
-    rebuilt = create_model("dbd_student", **student.config)   # the card's config builds the same network
+    assert student.config == {
+        "encoder": "mobilenetv2_100",
+        "context_channels": 96,
+        "decoder_channels": [96, 64, 48, 32],
+        "connectivity": False,
+        "srfb": False,
+        "sab": False,
+        "separated_attention": False,
+    }
+    rebuilt = create_model("dbd_student", **student.config)  # the card's config builds the same network
     assert rebuilt.config == student.config
     assert create_model("mobilenetv2_100", features_only=True).config == {"features_only": True}

@@ -1,4 +1,5 @@
 """Runtime: the Predictor over a checkpoint, and dbd-predict on images, folders and videos."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from dbd.core import DBDError
 from dbd.models import create_model
 from dbd.models.checkpoint import save_checkpoint
-from dbd.core import DBDError
 from dbd.runtime.cli import main as predict_main
 from dbd.runtime.imageio import read_image
 from dbd.runtime.predictor import Predictor
@@ -50,7 +51,10 @@ def test_tiling_blends_tiles_into_a_full_size_map(small_student):
 
 
 def test_pickle_and_unknown_weights_are_refused(tmp_path):
-    for name, fragment in [("m.pt", "pickle"), ("m.h5", "expected a .safetensors checkpoint or a .onnx, .tflite or .mlpackage")]:
+    for name, fragment in [
+        ("m.pt", "pickle"),
+        ("m.h5", "expected a .safetensors checkpoint or a .onnx, .tflite or .mlpackage"),
+    ]:
         path = tmp_path / name
         path.write_bytes(b"\x80\x04junk")
         with pytest.raises(DBDError, match=fragment):
@@ -73,8 +77,15 @@ def test_predict_library_call_writes_a_photo_folder_and_says_what_it_wrote(small
 
     assert Predictor.__name__ == "Predictor"
     photos = data_root / "photos" / "hifst_moreimages_F"
-    result = predict(photos, tmp_path / "out", weights=small_student, save=["map", "overlay"], overlay_style="heat",
-                     threads=1, progress=False)
+    result = predict(
+        photos,
+        tmp_path / "out",
+        weights=small_student,
+        save=["map", "overlay"],
+        overlay_style="heat",
+        threads=1,
+        progress=False,
+    )
     assert result.weights == small_student and not result.skipped and not result.renamed
     assert [f.source for f in result.files] == sorted(photos.glob("*.png"))
     for file in result.files:
@@ -84,7 +95,7 @@ def test_predict_library_call_writes_a_photo_folder_and_says_what_it_wrote(small
         blur = cv2.imread(str(file.outputs["map"]), cv2.IMREAD_UNCHANGED)
         drawn = cv2.imread(str(file.outputs["overlay"]))[..., ::-1]
         assert blur.shape == photo.shape[:2] and drawn.shape == photo.shape
-        assert np.abs(drawn.astype(int) - photo).mean() > 10          # the heat map is blended in
+        assert np.abs(drawn.astype(int) - photo).mean() > 10  # the heat map is blended in
     assert sorted(result.written) == sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())  # no masks
     assert result.seconds >= result.load_seconds > 0
     assert result.summary() == f"wrote map, overlay for 4 file(s) to {tmp_path / 'out'}/ with {small_student}"
@@ -118,7 +129,12 @@ def test_video_gets_an_overlay_video_with_every_frame(small_student, tmp_path):
     for i in range(6):
         writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
     writer.release()
-    assert predict_main([str(video), "--weights", str(small_student), "--out", str(tmp_path / "o"), "--save", "map", "overlay"]) == 0
+    assert (
+        predict_main(
+            [str(video), "--weights", str(small_student), "--out", str(tmp_path / "o"), "--save", "map", "overlay"]
+        )
+        == 0
+    )
     for kind in ("overlay", "blur"):
         capture = cv2.VideoCapture(str(tmp_path / "o" / f"clip_{kind}.mp4"))
         assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
@@ -126,12 +142,15 @@ def test_video_gets_an_overlay_video_with_every_frame(small_student, tmp_path):
     assert not list((tmp_path / "o").glob(".*tmp*"))  # temp files renamed away
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["{tmp}/missing.jpg"], "does not exist"),
-    (["{tmp}"], "holds no images"),
-    (["--threshold", "1.5", "{tmp}"], "--threshold"),
-    (["--tile", "10", "{photo}"], "--tile"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["{tmp}/missing.jpg"], "does not exist"),
+        (["{tmp}"], "holds no images"),
+        (["--threshold", "1.5", "{tmp}"], "--threshold"),
+        (["--tile", "10", "{photo}"], "--tile"),
+    ],
+)
 def test_bad_arguments_are_one_line(args, fragment, small_student, data_root, tmp_path, capsys):
     photo = data_root / "photos" / "hifst_moreimages_F" / "F1.png"
     argv = [a.replace("{tmp}", str(tmp_path)).replace("{photo}", str(photo)) for a in args]
@@ -145,8 +164,27 @@ def small_onnx(small_student, tmp_path_factory) -> Path:
     from dbd.export.cli import main as export_main
 
     out = tmp_path_factory.mktemp("onnx")
-    assert export_main(["--format", "onnx", "--precision", "fp32", "--weights", str(small_student),
-                        "--calib", "dut", "--calib-n", "2", "--parity-n", "2", "--out", str(out)]) == 0
+    assert (
+        export_main(
+            [
+                "--format",
+                "onnx",
+                "--precision",
+                "fp32",
+                "--weights",
+                str(small_student),
+                "--calib",
+                "dut",
+                "--calib-n",
+                "2",
+                "--parity-n",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return next(out.glob("*.onnx"))
 
 

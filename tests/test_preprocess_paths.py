@@ -2,6 +2,7 @@
 turns pixels into a model input — the runners (a checkpoint, an NCHW and an NHWC export), export
 calibration, training's dataset, evaluation, the Predictor and TTA — reaches the model as the very
 same tensor, bit for bit, the one PreprocessSpec.preprocess computes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,6 +19,7 @@ from dbd.runtime.predictor import Predictor
 from dbd.runtime.runners import TorchRunner, open_runner
 from dbd.runtime.tta import TTARecipe, TTARunner
 from dbd.training.data import AugmentedPairs, PairCache
+
 
 @pytest.fixture(scope="module")
 def student() -> TorchRunner:
@@ -38,7 +40,7 @@ def photo_and_mask(calibration) -> tuple[np.ndarray, np.ndarray]:
     dataset, calib = calibration
     index = [s.name for s in dataset.samples].index(calib.names[0])
     image, mask = dataset[index]
-    assert image.dtype == np.uint8 and image.shape[0] != image.shape[1]   # the resize really stretches
+    assert image.dtype == np.uint8 and image.shape[0] != image.shape[1]  # the resize really stretches
     return image, mask
 
 
@@ -71,9 +73,9 @@ def test_nchw_export_is_fed_the_spec_tensor(student, photo_and_mask, exports):
     onnx = _exported(exports, "dbd_student_320_fp32.onnx")
     assert onnx.info["input"]["layout"] == "NCHW" and onnx.info["input"]["normalization"] == "external"
     assert onnx.spec.input_size == student.spec.input_size
-    fed = encode_input(onnx.info, onnx.model_inputs([photo]))       # exactly what OnnxRunner.run feeds
+    fed = encode_input(onnx.info, onnx.model_inputs([photo]))  # exactly what OnnxRunner.run feeds
     assert np.array_equal(fed, onnx.spec.preprocess(photo))
-    assert np.array_equal(fed, student.spec.preprocess(photo))      # the checkpoint it was exported from
+    assert np.array_equal(fed, student.spec.preprocess(photo))  # the checkpoint it was exported from
 
 
 def test_nhwc_export_is_fed_the_spec_pixels_and_folds_the_same_normalisation(student, photo_and_mask, exports):
@@ -85,9 +87,9 @@ def test_nhwc_export_is_fed_the_spec_pixels_and_folds_the_same_normalisation(stu
     spec = tflite.spec
     assert tflite.info["input"]["layout"] == spec.layout == "NHWC" and tflite.info["input"]["normalization"] == "folded"
     unit = spec.model_input(photo)
-    fed = encode_input(tflite.info, tflite.model_inputs([photo]))   # exactly what TFLiteRunner.run feeds
+    fed = encode_input(tflite.info, tflite.model_inputs([photo]))  # exactly what TFLiteRunner.run feeds
     assert fed.shape == (1, *spec.input_size, 3) and np.array_equal(fed, spec.to_pixels(unit)[None])
-    external = spec.preprocess(photo)                               # the NHWC spec's own tensor
+    external = spec.preprocess(photo)  # the NHWC spec's own tensor
     assert np.array_equal(external, student.spec.preprocess(photo).transpose(0, 2, 3, 1))
     scale, bias = (v.astype(np.float32) for v in spec.folded_affine())
     assert np.abs(fed * scale + bias - external).max() < 2e-6
@@ -120,7 +122,7 @@ def test_evaluation_scores_the_model_on_the_spec_tensor(student, photo_and_mask)
 
 def test_predictor_feeds_the_spec_tensor_and_returns_the_spec_map(student, photo_and_mask):
     photo, _ = photo_and_mask
-    predictor = Predictor(threads=1)                                # the shipped student, as users call it
+    predictor = Predictor(threads=1)  # the shipped student, as users call it
     assert predictor.spec == student.spec
     unit = predictor._model_input(photo)
     assert np.array_equal(predictor.runner.encode(unit[None]), student.spec.preprocess(photo))

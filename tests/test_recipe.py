@@ -1,14 +1,13 @@
 """python -m dbd.training.recipe: teacher -> cached maps -> students -> report in one command,
 resumable stage by stage, and every bad recipe answered with one line."""
-from __future__ import annotations
 
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 
+from dbd.core import DBDError
 from dbd.models.checkpoint import read_card
 from dbd.training.recipe import RECIPES, load_recipe, main, stage_state
-from dbd.core import DBDError
 
 # Both stages on a few synthetic 64x64 samples: seconds, yet every stage of the real recipe.
 TINY_STAGE = """data = "synthetic"
@@ -47,20 +46,23 @@ def test_recipe_runs_teacher_cache_and_one_student_per_seed_then_skips_finished_
     for seed in (0, 1):
         card = read_card(out / f"student_seed{seed}" / "last.safetensors")
         assert card["training"]["config"]["seed"] == seed and card["training"]["teacher"]["tta"] == "flip"
-    assert len(list((out / "teacher_cache").glob("teacher_maps-*.npz"))) == 1   # one cache for every seed
+    assert len(list((out / "teacher_cache").glob("teacher_maps-*.npz"))) == 1  # one cache for every seed
     capsys.readouterr()
     assert main([str(recipe), "--device", "cpu", "--out", str(out)]) == 0
     assert capsys.readouterr().out.count("is finished; skipped") == 3
 
 
-@pytest.mark.parametrize("text, key", [
-    ("[recipe]\nseeds = []\n", "recipe.seeds"),
-    ("[recipe]\nfoo = 1\n", "recipe.foo"),
-    ('[recipe]\ncheckpoint = "first"\n', "recipe.checkpoint"),
-    ("[model]\n", "unknown tables"),
-    ("recipe = 3\n", "'recipe' must be a table"),
-    ("[recipe\n", "not valid UTF-8 TOML"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("[recipe]\nseeds = []\n", "recipe.seeds"),
+        ("[recipe]\nfoo = 1\n", "recipe.foo"),
+        ('[recipe]\ncheckpoint = "first"\n', "recipe.checkpoint"),
+        ("[model]\n", "unknown tables"),
+        ("recipe = 3\n", "'recipe' must be a table"),
+        ("[recipe\n", "not valid UTF-8 TOML"),
+    ],
+)
 def test_bad_recipes_are_one_line_errors_naming_the_key(tmp_path, text, key):
     path = tmp_path / "bad.toml"
     path.write_text(text)

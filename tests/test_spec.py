@@ -1,11 +1,12 @@
 """The preprocessing spec: one contract for pixels -> tensor -> blur map, serialisable into files."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dbd.models import create_model
 from dbd.core import DBDError
+from dbd.models import create_model
 from dbd.runtime.spec import PreprocessSpec
 
 
@@ -42,12 +43,15 @@ def test_postprocess_maps_back_to_the_photo_resolution():
     assert out.shape == (427, 640) and out[:, :300].max() == 0 and out[:, 340:].min() == 1
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"input_size": (300, 320)}, "multiples of 32"),
-    ({"std": (0.2, 0.0, 0.2)}, "positive stds"),
-    ({"layout": "CHW"}, "layout"),
-    ({"output": "sharp_probability"}, "output"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"input_size": (300, 320)}, "multiples of 32"),
+        ({"std": (0.2, 0.0, 0.2)}, "positive stds"),
+        ({"layout": "CHW"}, "layout"),
+        ({"output": "sharp_probability"}, "output"),
+    ],
+)
 def test_invalid_spec_values_are_rejected(bad, message):
     with pytest.raises(DBDError, match=message):
         PreprocessSpec(**bad)

@@ -1,5 +1,6 @@
 """dbd-train: a short real run of both stages, exact resume after SIGKILL, DDP on CPU, and every
 bad configuration answered with one line."""
+
 from __future__ import annotations
 
 import os
@@ -17,14 +18,32 @@ from safetensors.torch import load_file
 from dbd.models import create_model
 from dbd.models.checkpoint import read_card, save_checkpoint
 from dbd.runtime.spec import PreprocessSpec
+from dbd.runtime.synthetic import SyntheticDefocus
 from dbd.training.cli import main
 from dbd.training.data import AugmentedPairs, PairCache
 from dbd.training.loop import Renormalise, lr_factor
-from dbd.runtime.synthetic import SyntheticDefocus
 
 # A few steps at 64x64 on synthetic defocus: seconds, yet every code path of the real run.
-TINY = ["--data", "synthetic", "--synthetic-len", "12", "--val-fraction", "0.25", "--imgsz", "64", "--low-res", "64",
-        "--batch", "4", "--workers", "0", "--threads", "1", "--warmup-steps", "2"]
+TINY = [
+    "--data",
+    "synthetic",
+    "--synthetic-len",
+    "12",
+    "--val-fraction",
+    "0.25",
+    "--imgsz",
+    "64",
+    "--low-res",
+    "64",
+    "--batch",
+    "4",
+    "--workers",
+    "0",
+    "--threads",
+    "1",
+    "--warmup-steps",
+    "2",
+]
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
@@ -42,7 +61,8 @@ def tiny_teacher(tmp_path_factory) -> Path:
 def test_teacher_run_writes_checkpoints_card_log_and_config(tiny_teacher):
     out = tiny_teacher.parent
     assert {"best.safetensors", "last.safetensors", "best.json", "last_state.pt", "log.csv", "config.toml"} <= {
-        p.name for p in out.iterdir()}
+        p.name for p in out.iterdir()
+    }
     card = read_card(tiny_teacher)
     assert card["arch"] == "dbd_teacher" and card["training"]["stage"] == "teacher"
     assert card["training"]["command"].startswith("dbd-train teacher")
@@ -53,8 +73,21 @@ def test_teacher_run_writes_checkpoints_card_log_and_config(tiny_teacher):
 
 def test_student_distills_with_every_loss_term(tiny_teacher, tmp_path, capsys):
     out = tmp_path / "student"
-    code, err = run_cli(["student", *TINY, "--teacher", str(tiny_teacher), "--epochs", "1",
-                         "--max-steps-per-epoch", "2", "--out", str(out)], capsys)
+    code, err = run_cli(
+        [
+            "student",
+            *TINY,
+            "--teacher",
+            str(tiny_teacher),
+            "--epochs",
+            "1",
+            "--max-steps-per-epoch",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     header = (out / "log.csv").read_text().splitlines()[0].split(",")
     for term in ("train_seg", "train_kd_out", "train_kd_feat", "train_adv_gt", "train_adv_teacher", "train_d_loss"):
@@ -65,16 +98,37 @@ def test_student_distills_with_every_loss_term(tiny_teacher, tmp_path, capsys):
 
 def test_student_ablation_switches_terms_off(tiny_teacher, tmp_path, capsys):
     out = tmp_path / "alone"
-    code, err = run_cli(["student", *TINY, "--epochs", "1", "--max-steps-per-epoch", "1",
-                         "--kd-out", "0", "--kd-feat", "0", "--adv-gt", "0", "--adv-teacher", "0", "--out", str(out)], capsys)
+    code, err = run_cli(
+        [
+            "student",
+            *TINY,
+            "--epochs",
+            "1",
+            "--max-steps-per-epoch",
+            "1",
+            "--kd-out",
+            "0",
+            "--kd-feat",
+            "0",
+            "--adv-gt",
+            "0",
+            "--adv-teacher",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, err
     header = (out / "log.csv").read_text().splitlines()[0]
     assert "train_seg" in header and "kd" not in header and "adv" not in header
 
 
 def test_config_file_is_read_and_flags_override_it(tmp_path, capsys):
-    from dbd.training.config import load_config, add_arguments
     import argparse
+
+    from dbd.training.config import add_arguments, load_config
+
     config = tmp_path / "run.toml"
     config.write_text('epochs = 7\nlr = 0.002\ndata = "synthetic"\n')
     parser = argparse.ArgumentParser()
@@ -108,13 +162,15 @@ def test_output_distillation_learns_from_the_teacher_only_where_it_agrees_with_t
     from dbd.training.losses import output_distillation
 
     logits = torch.tensor([[[[0.3, -1.2, 2.0]]]])
-    teacher = torch.tensor([[[[0.9, 0.2, 0.6]]]])        # right, wrong, right
+    teacher = torch.tensor([[[[0.9, 0.2, 0.6]]]])  # right, wrong, right
     mask = torch.tensor([[[[1.0, 1.0, 1.0]]]])
     right = torch.nn.functional.binary_cross_entropy_with_logits(logits[..., [0, 2]], teacher[..., [0, 2]])
     assert torch.allclose(output_distillation(logits, teacher, mask), right)
-    assert torch.allclose(output_distillation(logits, teacher),       # without a mask: every pixel
-                          torch.nn.functional.binary_cross_entropy_with_logits(logits, teacher))
-    assert output_distillation(logits, torch.zeros_like(teacher), mask).item() == 0.0   # teacher wrong everywhere
+    assert torch.allclose(
+        output_distillation(logits, teacher),  # without a mask: every pixel
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, teacher),
+    )
+    assert output_distillation(logits, torch.zeros_like(teacher), mask).item() == 0.0  # teacher wrong everywhere
 
 
 def test_learning_rate_warms_up_then_decays_by_cosine():
@@ -126,6 +182,7 @@ def test_learning_rate_warms_up_then_decays_by_cosine():
 
 # --- bad configurations: one line on stderr, exit 2 --------------------------------------------
 
+
 def _assert_one_line(code: int, err: str, *fragments: str) -> None:
     assert code == 2, err
     lines = [line for line in err.strip().splitlines() if line]
@@ -136,7 +193,9 @@ def _assert_one_line(code: int, err: str, *fragments: str) -> None:
 
 def test_missing_data_folder_is_one_line(tmp_path, capsys):
     missing = tmp_path / "nowhere"
-    code, err = run_cli(["teacher", "--data", str(missing), "--polarity", "blur_white", "--out", str(tmp_path / "o")], capsys)
+    code, err = run_cli(
+        ["teacher", "--data", str(missing), "--polarity", "blur_white", "--out", str(tmp_path / "o")], capsys
+    )
     _assert_one_line(code, err, str(missing))
 
 
@@ -159,32 +218,48 @@ def test_empty_split_is_one_line(tmp_path, capsys):
     (folder / "images").mkdir(parents=True)
     (folder / "masks").mkdir()
     from PIL import Image
+
     Image.new("RGB", (64, 64)).save(folder / "images" / "a.png")
     Image.new("L", (64, 64)).save(folder / "masks" / "a.png")
     split = tmp_path / "empty.txt"
     split.write_text("\n")
-    code, err = run_cli(["teacher", "--data", str(folder), "--polarity", "blur_white", "--split", str(split),
-                         "--out", str(tmp_path / "o")], capsys)
+    code, err = run_cli(
+        [
+            "teacher",
+            "--data",
+            str(folder),
+            "--polarity",
+            "blur_white",
+            "--split",
+            str(split),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     _assert_one_line(code, err, str(split))
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["student", "--data", "synthetic"], "--teacher"),
-    (["student", "--data", "synthetic", "--kd-out", "0", "--kd-feat", "0"], "--teacher"),  # --adv-teacher needs one
-    (["teacher", "--split", "test"], "test split"),
-    (["teacher", "--imgsz", "300"], "multiples of 32"),
-    (["teacher", "--epochs", "0"], "--epochs"),
-    (["teacher", "--kd-out", "-1"], "--kd-out"),
-    (["teacher", "--kd-temperature", "0"], "--kd-temperature"),
-    (["teacher", "--resume", "--out", "{tmp}/never"], "nothing to resume"),
-    (["teacher", "--device", "tpu"], "--device"),
-    (["teacher", "--warmup-steps", "-1"], "--warmup-steps"),
-    (["teacher", "--low-res-epochs", "-2"], "--low-res-epochs"),
-    (["teacher", "--threads", "-1"], "--threads"),
-    (["teacher", "--workers", "-1"], "--workers"),
-    (["teacher", "--amp", "fast"], "--amp"),
-    (["teacher", "--acquisition", "2"], "--acquisition"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["student", "--data", "synthetic"], "--teacher"),
+        (["student", "--data", "synthetic", "--kd-out", "0", "--kd-feat", "0"], "--teacher"),  # --adv-teacher needs one
+        (["teacher", "--split", "test"], "test split"),
+        (["teacher", "--imgsz", "300"], "multiples of 32"),
+        (["teacher", "--epochs", "0"], "--epochs"),
+        (["teacher", "--kd-out", "-1"], "--kd-out"),
+        (["teacher", "--kd-temperature", "0"], "--kd-temperature"),
+        (["teacher", "--resume", "--out", "{tmp}/never"], "nothing to resume"),
+        (["teacher", "--device", "tpu"], "--device"),
+        (["teacher", "--warmup-steps", "-1"], "--warmup-steps"),
+        (["teacher", "--low-res-epochs", "-2"], "--low-res-epochs"),
+        (["teacher", "--threads", "-1"], "--threads"),
+        (["teacher", "--workers", "-1"], "--workers"),
+        (["teacher", "--amp", "fast"], "--amp"),
+        (["teacher", "--acquisition", "2"], "--acquisition"),
+    ],
+)
 def test_bad_flags_are_one_line(args, fragment, tmp_path, capsys):
     code, err = run_cli([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
     _assert_one_line(code, err, fragment)
@@ -199,13 +274,16 @@ def test_bad_config_files_are_one_line(tmp_path, capsys):
     _assert_one_line(*run_cli(["teacher", "--config", str(unknown)], capsys), "epocs")
 
 
-@pytest.mark.parametrize("text, key", [
-    ('pretrained = "no"\n', "pretrained"),        # a string is not a boolean (it used to count as true)
-    ('epochs = "1"\n', "epochs"),
-    ("epochs = 1.5\n", "epochs"),
-    ('lr = "fast"\n', "lr"),
-    ("[teacher]\nepochs = 3\n", "teacher"),       # a table where a path belongs
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('pretrained = "no"\n', "pretrained"),  # a string is not a boolean (it used to count as true)
+        ('epochs = "1"\n', "epochs"),
+        ("epochs = 1.5\n", "epochs"),
+        ('lr = "fast"\n', "lr"),
+        ("[teacher]\nepochs = 3\n", "teacher"),  # a table where a path belongs
+    ],
+)
 def test_wrongly_typed_config_values_are_one_line_and_write_nothing(text, key, tmp_path, capsys):
     config = tmp_path / "typed.toml"
     config.write_text(text)
@@ -229,9 +307,23 @@ def test_existing_run_is_never_overwritten_without_resume(tiny_teacher, capsys):
 
 # --- resume and DDP (subprocesses) --------------------------------------------------------------
 
+
 def _train_cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dbd.training.cli", "teacher", *TINY, "--synthetic-len", "40",
-            "--epochs", "3", "--no-pretrained", "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "dbd.training.cli",
+        "teacher",
+        *TINY,
+        "--synthetic-len",
+        "40",
+        "--epochs",
+        "3",
+        "--no-pretrained",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -258,9 +350,25 @@ def test_resume_after_sigkill_mid_epoch_reproduces_the_uninterrupted_run(tmp_pat
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes_trains_one_model(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "dbd.training.cli", "teacher", *TINY, "--synthetic-len", "24", "--epochs", "1", "--no-pretrained",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "dbd.training.cli",
+        "teacher",
+        *TINY,
+        "--synthetic-len",
+        "24",
+        "--epochs",
+        "1",
+        "--no-pretrained",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "world size 2" in proc.stdout
@@ -269,18 +377,30 @@ def test_ddp_with_two_cpu_processes_trains_one_model(tmp_path):
 
 def test_report_prints_the_test_table_for_checkpoints(tiny_teacher, data_root, tmp_path, capsys):
     from dbd.training.report import main as report
-    assert report([str(tiny_teacher), "--labels", "tiny", "--data", "dut", "--split", "", "--json", str(tmp_path / "r.json")]) == 0
+
+    assert (
+        report(
+            [str(tiny_teacher), "--labels", "tiny", "--data", "dut", "--split", "", "--json", str(tmp_path / "r.json")]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| tiny |"))
     assert len(row.split("|")) == 15 and "(5 images)" in out
     import json
+
     assert json.loads((tmp_path / "r.json").read_text())[0]["n_images"] == 5
 
 
 def test_report_latency_column_times_each_recipe_once_and_names_the_cpu(tiny_teacher, data_root, capsys):
     from dbd.training.report import main as report
-    assert report([str(tiny_teacher), str(tiny_teacher), "--labels", "a", "a", "--data", "dut", "--split", "",
-                   "--latency"]) == 0
+
+    assert (
+        report(
+            [str(tiny_teacher), str(tiny_teacher), "--labels", "a", "a", "--data", "dut", "--split", "", "--latency"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "one thread" in out and "Latency" in out
     row = next(line for line in out.splitlines() if line.startswith("| a (2 seeds) |"))
@@ -289,21 +409,44 @@ def test_report_latency_column_times_each_recipe_once_and_names_the_cpu(tiny_tea
 
 def test_report_pools_seeds_of_a_recipe_and_compares_recipes_seed_by_seed(tiny_teacher, data_root, capsys):
     from dbd.training.report import main as report
+
     tiny = str(tiny_teacher)
-    assert report([tiny, tiny, tiny, tiny, tiny, "--labels", "single", "base", "base", "other", "other",
-                   "--data", "dut", "--split", ""]) == 0
+    assert (
+        report(
+            [
+                tiny,
+                tiny,
+                tiny,
+                tiny,
+                tiny,
+                "--labels",
+                "single",
+                "base",
+                "base",
+                "other",
+                "other",
+                "--data",
+                "dut",
+                "--split",
+                "",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert "| base (2 seeds) |" in out and " ± 0.0000 " in out          # the same weights twice: no spread
-    assert "against 'base'" in out and "| other − base | +0.0000 (0/" in out   # a one-run row is no baseline
+    assert "| base (2 seeds) |" in out and " ± 0.0000 " in out  # the same weights twice: no spread
+    assert "against 'base'" in out and "| other − base | +0.0000 (0/" in out  # a one-run row is no baseline
     assert "| single − " not in out
 
 
 def test_paired_deltas_count_a_lower_mae_and_a_higher_fbeta_as_better():
     from dbd.training.report import COLUMNS, paired_deltas
+
     def row(seed, mae, f):
         return {"seed": seed, **{c: 0.5 for c in COLUMNS}, "mae": mae, "fbeta_fixed": f}
+
     base = [row(0, 0.08, 0.95), row(1, 0.07, 0.96), row(2, 0.09, 0.94)]
-    other = [row(0, 0.07, 0.96), row(1, 0.075, 0.97), row(3, 0.01, 0.99)]   # seed 3 has no partner
+    other = [row(0, 0.07, 0.96), row(1, 0.075, 0.97), row(3, 0.01, 0.99)]  # seed 3 has no partner
     deltas = paired_deltas(base, other)
     assert deltas["mae"][1:] == (1, 2) and deltas["fbeta_fixed"][1:] == (2, 2)
     assert abs(deltas["mae"][0] - (-0.01 + 0.005) / 2) < 1e-12
@@ -312,24 +455,27 @@ def test_paired_deltas_count_a_lower_mae_and_a_higher_fbeta_as_better():
 
 def test_report_with_a_label_per_checkpoint_missing_is_one_line(tiny_teacher, capsys):
     from dbd.training.report import main as report
+
     code = report([str(tiny_teacher), str(tiny_teacher), "--labels", "only-one"])
     _assert_one_line(code, capsys.readouterr().err, "--labels")
 
 
 def test_sharpened_teacher_targets_keep_the_decision_and_drop_the_doubt():
     from dbd.training.losses import teacher_targets
+
     logits = torch.tensor([-3.0, -0.4, 0.0, 0.4, 3.0])
     plain, sharp = teacher_targets(logits, 1.0), teacher_targets(logits, 0.5)
     assert torch.allclose(plain, torch.sigmoid(logits))
-    assert torch.equal(plain > 0.5, sharp > 0.5) and sharp[2] == 0.5           # same side of 0.5 everywhere
-    assert ((sharp - 0.5).abs() >= (plain - 0.5).abs()).all()                  # and never less sure
+    assert torch.equal(plain > 0.5, sharp > 0.5) and sharp[2] == 0.5  # same side of 0.5 everywhere
+    assert ((sharp - 0.5).abs() >= (plain - 0.5).abs()).all()  # and never less sure
 
 
 def test_decision_columns_separate_wrong_decisions_from_hedging():
     from dbd.runtime.metrics import DecisionMetrics
+
     mask = np.zeros((4, 6), np.float32)
     mask[:, :3] = 1
-    hedging = np.where(mask > 0, 0.6, 0.4).astype(np.float32)                # right side of 0.5 everywhere
+    hedging = np.where(mask > 0, 0.6, 0.4).astype(np.float32)  # right side of 0.5 everywhere
     wrong = 1 - mask
     for pred, error, unsure in ((hedging, 0.0, 1.0), (wrong, 1.0, 0.0)):
         d = DecisionMetrics()

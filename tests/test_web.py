@@ -17,6 +17,7 @@ What runs here (`make web-tools`: Debian's chromium, npm playwright-core and @li
 
 The tools missing are the only reason to skip, and only outside CI (`CI` set: fail instead).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,9 +42,9 @@ NODE_MODULES = ROOT / ".tools" / "web" / "node_modules"
 INSTALL_HINT = "run `make web-tools` (Debian chromium; playwright-core and @litertjs/core from npm into .tools/web)"
 PRECISIONS = ("int8", "fp16", "fp32")
 # Parity budgets of the page against the Python runtime.
-MIN_AGREEMENT = 0.995      # same decision (P >= 0.5) on this fraction of pixels
-MIN_PSNR_DB = 35.0         # of the maps, P in [0, 1]
-MIN_INPUT_CLOSE = 0.99     # input tensor values within one step (int8) / one pixel level (float) of Python's
+MIN_AGREEMENT = 0.995  # same decision (P >= 0.5) on this fraction of pixels
+MIN_PSNR_DB = 35.0  # of the maps, P in [0, 1]
+MIN_INPUT_CLOSE = 0.99  # input tensor values within one step (int8) / one pixel level (float) of Python's
 
 
 def _missing(what: str) -> None:
@@ -63,7 +64,9 @@ def node() -> str:
 
 def run_node(node: str, script: str, cwd: Path) -> str:
     """Runs an ES module script (importing the page's modules by absolute path) in `cwd`."""
-    proc = subprocess.run([node, "--input-type=module", "-e", script], cwd=cwd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [node, "--input-type=module", "-e", script], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, f"node failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
     return proc.stdout
 
@@ -92,28 +95,44 @@ def test_resize_module_matches_cv2_bit_for_bit(node, tmp_path, data_root):
     from dbd.runtime.spec import PreprocessSpec
 
     rng = np.random.default_rng(0)
-    cases = [(int(sw), int(sh), c, int(dw), int(dh)) for (sw, sh, dw, dh), c in
-             zip(rng.integers(1, 500, (40, 4)), [1, 3] * 20)]
-    cases += [(640, 426, 3, 320, 320), (1079, 1043, 3, 320, 320), (320, 320, 1, 640, 426), (320, 320, 1, 1079, 1043),
-              (20, 13, 3, 320, 320), (7, 5, 1, 7, 5)]
+    cases = [
+        (int(sw), int(sh), c, int(dw), int(dh))
+        for (sw, sh, dw, dh), c in zip(rng.integers(1, 500, (40, 4)), [1, 3] * 20)
+    ]
+    cases += [
+        (640, 426, 3, 320, 320),
+        (1079, 1043, 3, 320, 320),
+        (320, 320, 1, 640, 426),
+        (320, 320, 1, 1079, 1043),
+        (20, 13, 3, 320, 320),
+        (7, 5, 1, 7, 5),
+    ]
     for k, (sw, sh, c, _, _) in enumerate(cases):
         rng.random((sh, sw, c), dtype=np.float32).tofile(tmp_path / f"in{k}.f32")
     photo = read_image(data_root / "photos" / "hifst_moreimages_F" / "F1.png")
     h, w = photo.shape[:2]
     np.concatenate([photo, np.full((h, w, 1), 255, np.uint8)], axis=2).tofile(tmp_path / "photo.rgba")
     (tmp_path / "cases.json").write_text(json.dumps(cases))
-    run_node(node, f"""
+    run_node(
+        node,
+        f"""
         import fs from 'node:fs';
         import {{ resize, resizeRgba }} from '{_module("resize.js")}';
         const f32 = (name) => {{ const b = fs.readFileSync(name); return new Float32Array(b.buffer, b.byteOffset, b.length / 4); }};
         JSON.parse(fs.readFileSync('cases.json')).forEach(([sw, sh, c, dw, dh], k) =>
           fs.writeFileSync(`out${{k}}.f32`, resize(f32(`in${{k}}.f32`), sw, sh, c, dw, dh)));
         fs.writeFileSync('photo.f32', resizeRgba(new Uint8ClampedArray(fs.readFileSync('photo.rgba')), {w}, {h}, 96, 64));
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     inexact = []
     for k, (sw, sh, c, dw, dh) in enumerate(cases):
         src = np.fromfile(tmp_path / f"in{k}.f32", np.float32).reshape(sh, sw, c)
-        ref = cv2.resize(src, (dw, dh), interpolation=cv2.INTER_LINEAR).reshape(dh, dw, c) if (sw, sh) != (dw, dh) else src
+        ref = (
+            cv2.resize(src, (dw, dh), interpolation=cv2.INTER_LINEAR).reshape(dh, dw, c)
+            if (sw, sh) != (dw, dh)
+            else src
+        )
         out = np.fromfile(tmp_path / f"out{k}.f32", np.float32).reshape(dh, dw, c)
         if not np.array_equal(out, ref):
             inexact.append((sw, sh, c, dw, dh, int((out != ref).sum()), float(np.abs(out - ref).max())))
@@ -123,12 +142,14 @@ def test_resize_module_matches_cv2_bit_for_bit(node, tmp_path, data_root):
     if cv2.ipp.useIPP():
         # IPP (x86 opencv-python wheels) is reproduced exactly, except at some clamped border columns
         # of 3-channel upscales (a photo smaller than the model): |Δ| <= 2^-24 there.
-        assert all(c == 3 and (dw > sw or dh > sh) and err <= 2 ** -24 for sw, sh, c, dw, dh, _, err in inexact), inexact
+        assert all(c == 3 and (dw > sw or dh > sh) and err <= 2**-24 for sw, sh, c, dw, dh, _, err in inexact), inexact
     else:
         # OpenCV's own loop rounds its weights through float32 first: close, not identical.
         assert all(err <= 1e-4 for *_, err in inexact), inexact
-    print(f"\nresize.js vs cv2.resize: {len(cases) - len(inexact)}/{len(cases)} cases bit-identical; "
-          f"the others (3-channel upscales; values differing, max |Δ|): {[(c[:5], c[5], c[6]) for c in inexact]}")
+    print(
+        f"\nresize.js vs cv2.resize: {len(cases) - len(inexact)}/{len(cases)} cases bit-identical; "
+        f"the others (3-channel upscales; values differing, max |Δ|): {[(c[:5], c[5], c[6]) for c in inexact]}"
+    )
 
 
 def _round_f32(q: Fraction) -> np.float32:
@@ -147,16 +168,22 @@ def test_fused_multiply_add_rounds_once(node, tmp_path):
     for k in range(12, 24):
         for m in range(20, 30):
             for j in range(1, 6):
-                triples.append((np.float32(1 - 2.0 ** -k), np.float32((1 + 2.0 ** -k) * 2.0 ** -m), np.float32(1 + j * 2.0 ** -23)))
+                triples.append(
+                    (np.float32(1 - 2.0**-k), np.float32((1 + 2.0**-k) * 2.0**-m), np.float32(1 + j * 2.0**-23))
+                )
     np.asarray(triples, np.float32).tofile(tmp_path / "abc.f32")
-    run_node(node, f"""
+    run_node(
+        node,
+        f"""
         import fs from 'node:fs';
         import {{ fma32 }} from '{_module("resize.js")}';
         const b = fs.readFileSync('abc.f32'); const v = new Float32Array(b.buffer, b.byteOffset, b.length / 4);
         const out = new Float32Array(v.length / 3);
         for (let i = 0; i < out.length; i++) out[i] = fma32(v[3 * i], v[3 * i + 1], v[3 * i + 2]);
         fs.writeFileSync('fma.f32', out);
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     got = np.fromfile(tmp_path / "fma.f32", np.float32)
     wrong, naive_wrong = [], 0
     for (a, b, c), g in zip(triples, got):
@@ -165,25 +192,61 @@ def test_fused_multiply_add_rounds_once(node, tmp_path):
             wrong.append((a, b, c, g, exact))
         naive_wrong += np.float32(float(a) * float(b) + float(c)) != exact
     assert not wrong, wrong[:5]
-    assert naive_wrong > 0      # the hard cases are hard: rounding through double misses some
+    assert naive_wrong > 0  # the hard cases are hard: rounding through double misses some
     print(f"\nfma32: {len(triples)} triples exact; rounding through double would get {naive_wrong} wrong")
 
 
 def _contract_doc(dtype: str, layout: str, normalization: str, size=(8, 12)) -> dict:
     """A dbd metadata document with the keys the page reads (the exporter's schema)."""
     h, w = size
-    q_in = {"int8": {"scale": 1.0, "zero_point": -128}, "uint8": {"scale": 0.0186, "zero_point": 114}, "float32": None}[dtype]
-    q_out = {"int8": {"scale": 1 / 256, "zero_point": -128}, "uint8": {"scale": 1 / 255, "zero_point": 0}, "float32": None}[dtype]
-    spec = {"format": "dbd-preprocess/1", "input_size": [h, w], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-            "resize": "bilinear", "channel_order": "RGB", "layout": layout, "pixel_scale": 255.0, "output": "blur_probability"}
+    q_in = {"int8": {"scale": 1.0, "zero_point": -128}, "uint8": {"scale": 0.0186, "zero_point": 114}, "float32": None}[
+        dtype
+    ]
+    q_out = {
+        "int8": {"scale": 1 / 256, "zero_point": -128},
+        "uint8": {"scale": 1 / 255, "zero_point": 0},
+        "float32": None,
+    }[dtype]
+    spec = {
+        "format": "dbd-preprocess/1",
+        "input_size": [h, w],
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "resize": "bilinear",
+        "channel_order": "RGB",
+        "layout": layout,
+        "pixel_scale": 255.0,
+        "output": "blur_probability",
+    }
     shape = [1, h, w, 3] if layout == "NHWC" else [1, 3, h, w]
     return {
-        "format": "dbd-export/1", "model": {"arch": "dbd_student", "config": {}}, "file": {"precision": dtype},
-        "source_checkpoint": {}, "preprocess": spec,
-        "input": {"name": "pixels", "shape": shape, "layout": layout, "dtype": dtype, "color_order": "RGB", "size": [h, w],
-                  "normalization": normalization, "mean": spec["mean"], "std": spec["std"], "pixel_scale": 255.0, "quantization": q_in},
-        "output": {"name": "blur_prob", "shape": [1, h, w, 1], "layout": "NHWC", "dtype": dtype, "quantization": q_out,
-                   "meaning": "blur_probability", "blur_value": 1},
+        "format": "dbd-export/1",
+        "model": {"arch": "dbd_student", "config": {}},
+        "file": {"precision": dtype},
+        "source_checkpoint": {},
+        "preprocess": spec,
+        "input": {
+            "name": "pixels",
+            "shape": shape,
+            "layout": layout,
+            "dtype": dtype,
+            "color_order": "RGB",
+            "size": [h, w],
+            "normalization": normalization,
+            "mean": spec["mean"],
+            "std": spec["std"],
+            "pixel_scale": 255.0,
+            "quantization": q_in,
+        },
+        "output": {
+            "name": "blur_prob",
+            "shape": [1, h, w, 1],
+            "layout": "NHWC",
+            "dtype": dtype,
+            "quantization": q_out,
+            "meaning": "blur_probability",
+            "blur_value": 1,
+        },
     }
 
 
@@ -193,37 +256,49 @@ def test_tensor_encoding_and_overlays_match_the_python_runtime(node, tmp_path):
     (tint at several thresholds, heat over all 256 levels) and its JET table = cv2's."""
     import cv2
 
-    from dbd.runtime.overlay import overlay
     from dbd.runtime.metadata import decode_output, encode_input
+    from dbd.runtime.overlay import overlay
 
     rng = np.random.default_rng(2)
     h, w = 8, 12
     unit = rng.random((h, w, 3), dtype=np.float32)
     unit[0, :3] = [0.0, 1.0, 0.5]
     unit.tofile(tmp_path / "unit.f32")
-    variants = [("int8", "NHWC", "folded"), ("uint8", "NCHW", "external"), ("float32", "NCHW", "external"), ("float32", "NHWC", "folded")]
+    variants = [
+        ("int8", "NHWC", "folded"),
+        ("uint8", "NCHW", "external"),
+        ("float32", "NCHW", "external"),
+        ("float32", "NHWC", "folded"),
+    ]
     raws = {}
     for dtype, layout, norm in variants:
         name = f"{dtype}_{layout}_{norm}"
         (tmp_path / f"{name}.json").write_text(json.dumps(_contract_doc(dtype, layout, norm)))
-        raw = (rng.integers(-128, 128, (1, h, w, 1)) if dtype == "int8" else rng.integers(0, 256, (1, h, w, 1)) if dtype == "uint8"
-               else rng.random((1, h, w, 1))).astype(dtype)
+        raw = (
+            rng.integers(-128, 128, (1, h, w, 1))
+            if dtype == "int8"
+            else rng.integers(0, 256, (1, h, w, 1))
+            if dtype == "uint8"
+            else rng.random((1, h, w, 1))
+        ).astype(dtype)
         raw.tofile(tmp_path / f"{name}.raw")
         raws[name] = raw
     photo = rng.integers(0, 256, (40, 64, 3), dtype=np.uint8)
     prob = rng.random((40, 64), dtype=np.float32)
-    prob.reshape(-1)[:256] = np.arange(256, dtype=np.float32) / 255     # every JET level once
+    prob.reshape(-1)[:256] = np.arange(256, dtype=np.float32) / 255  # every JET level once
     prob[5, :4] = [0.3, np.float32(0.3), np.nextafter(np.float32(0.3), np.float32(0)), 0.5]
     np.concatenate([photo, np.full((40, 64, 1), 255, np.uint8)], axis=2).tofile(tmp_path / "photo.rgba")
     prob.tofile(tmp_path / "prob.f32")
     thresholds = [0.5, 0.3, 0.05, 0.95]
-    out = run_node(node, f"""
+    out = run_node(
+        node,
+        f"""
         import fs from 'node:fs';
         import {{ contractOf, decodeOutput, encodeInput }} from '{_module("contract.js")}';
         import {{ JET, blurredFraction, drawOverlay }} from '{_module("overlay.js")}';
         const read = (name, T) => {{ const b = fs.readFileSync(name); return new T(b.buffer, b.byteOffset, b.length / T.BYTES_PER_ELEMENT); }};
         const unit = read('unit.f32', Float32Array);
-        for (const name of {json.dumps([f"{d}_{l}_{n}" for d, l, n in variants])}) {{
+        for (const name of {json.dumps([f"{d}_{layout}_{n}" for d, layout, n in variants])}) {{
           const meta = JSON.parse(fs.readFileSync(`${{name}}.json`));
           const tensor = (m) => ({{ name: m.name, shape: m.shape, dtype: m.dtype, quantization: m.quantization }});
           const c = contractOf({{ meta, input: tensor(meta.input), output: tensor(meta.output) }});
@@ -240,7 +315,9 @@ def test_tensor_encoding_and_overlays_match_the_python_runtime(node, tmp_path):
         }}
         fs.writeFileSync('jet.rgb', JET);
         console.log(JSON.stringify(fractions));
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     for dtype, layout, norm in variants:
         name = f"{dtype}_{layout}_{norm}"
         meta = _contract_doc(dtype, layout, norm)
@@ -267,8 +344,11 @@ def browser(node) -> dict[str, str]:
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     playwright = NODE_MODULES / "playwright-core"
     litert = NODE_MODULES / "@litertjs" / "core" / "wasm"
-    for what, path in (("chromium (Debian package)", Path(chromium)), ("npm playwright-core", playwright / "package.json"),
-                       ("npm @litertjs/core", litert)):
+    for what, path in (
+        ("chromium (Debian package)", Path(chromium)),
+        ("npm playwright-core", playwright / "package.json"),
+        ("npm @litertjs/core", litert),
+    ):
         if not path.exists():
             _missing(f"{what} ({path})")
     version = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
@@ -329,22 +409,47 @@ def photos(tmp_path_factory, data_root) -> list[Path]:
     phone = data_root / "photos" / "distill_dbdgan_smartphone" / "mob1.jpg"
     crop = tmp_path_factory.mktemp("web_photos") / "A3_crop_900x300.png"
     from PIL import Image
-    Image.fromarray(read_image(data_root / "photos" / "hifst_canon70d_focus_stack" / "A3.jpg")[250:550, 100:1000]).save(crop)
+
+    Image.fromarray(read_image(data_root / "photos" / "hifst_canon70d_focus_stack" / "A3.jpg")[250:550, 100:1000]).save(
+        crop
+    )
     return [cuhk, phone, crop]
 
 
-def run_page(browser, site: Path, models: Path, out: Path, model: str, photos: list[Path], query: str = "",
-             styles=("heat", "tint"), bench_button=False, camera=False, screenshot: Path | None = None) -> dict:
+def run_page(
+    browser,
+    site: Path,
+    models: Path,
+    out: Path,
+    model: str,
+    photos: list[Path],
+    query: str = "",
+    styles=("heat", "tint"),
+    bench_button=False,
+    camera=False,
+    screenshot: Path | None = None,
+) -> dict:
     """Opens web_demo/index.html?model=/_models/MODEL headless, feeds the photos, returns result.json."""
     with serve(site, models) as url:
-        job = {"playwright": browser["playwright"], "chromium": browser["chromium"], "out": str(out),
-               "url": f"{url}/web_demo/index.html?model=/_models/{model}{query}", "photos": [str(p) for p in photos],
-               "styles": list(styles), "benchButton": bench_button, "camera": camera,
-               "screenshot": str(screenshot) if screenshot else None}
+        job = {
+            "playwright": browser["playwright"],
+            "chromium": browser["chromium"],
+            "out": str(out),
+            "url": f"{url}/web_demo/index.html?model=/_models/{model}{query}",
+            "photos": [str(p) for p in photos],
+            "styles": list(styles),
+            "benchButton": bench_button,
+            "camera": camera,
+            "screenshot": str(screenshot) if screenshot else None,
+        }
         out.mkdir(parents=True, exist_ok=True)
         (out / "job.json").write_text(json.dumps(job))
-        proc = subprocess.run([browser["node"], str(WEB / "tests" / "driver.js"), str(out / "job.json")],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [browser["node"], str(WEB / "tests" / "driver.js"), str(out / "job.json")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     result = json.loads((out / "result.json").read_text())
     assert "driverError" not in result, result["driverError"] + "\n" + "\n".join(result["console"][-30:])
@@ -359,16 +464,18 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def parity(model_path: Path, out: Path, row: dict, photo: Path) -> dict:
     """The page's figures for one photo against the Python runtime on the same file and photo.
     Raises AssertionError naming every budget that is missed."""
-    from dbd.runtime.overlay import overlay
     from dbd.runtime.imageio import read_image
     from dbd.runtime.metadata import encode_input
+    from dbd.runtime.overlay import overlay
     from dbd.runtime.runners import open_runner
 
     runner = open_runner(model_path, threads=1)
     spec, meta = runner.spec, runner.info
     image = read_image(photo)
     h, w = image.shape[:2]
-    assert (row["height"], row["width"]) == (h, w), f"{photo.name}: the page decoded {row['width']}x{row['height']}, PIL {w}x{h}"
+    assert (row["height"], row["width"]) == (h, w), (
+        f"{photo.name}: the page decoded {row['width']}x{row['height']}, PIL {w}x{h}"
+    )
     pixels = np.fromfile(out / row["rgba"], np.uint8).reshape(h, w, 4)[..., :3]
     unit = spec.resize_image(image.astype(np.float32) / np.float32(spec.pixel_scale))[None]
     x_py = encode_input(meta, unit)
@@ -380,16 +487,27 @@ def parity(model_path: Path, out: Path, row: dict, photo: Path) -> dict:
     # One quantisation step (int8), one pixel level (float, folded) or its normalised size (external).
     step = 1 / 255 / min(meta["input"]["std"]) if meta["input"]["normalization"] == "external" else 1
     figures = {
-        "photo": photo.name, "size": f"{w}x{h}",
+        "photo": photo.name,
+        "size": f"{w}x{h}",
         "decoded_pixels_differing": int((pixels != image).any(axis=2).sum()),
         "input_close": float((np.abs(x_js.astype(np.float64) - x_py.astype(np.float64)) <= step + 1e-6).mean()),
         "input_identical": float((x_js == x_py).mean()),
-        "agreement": float(((prob_js >= 0.5) == (prob_py >= 0.5)).mean()), "psnr_db": _psnr(prob_js, prob_py),
-        "agreement_photo": float(((map_js >= 0.5) == (map_py >= 0.5)).mean()), "psnr_photo_db": _psnr(map_js, map_py),
+        "agreement": float(((prob_js >= 0.5) == (prob_py >= 0.5)).mean()),
+        "psnr_db": _psnr(prob_js, prob_py),
+        "agreement_photo": float(((map_js >= 0.5) == (map_py >= 0.5)).mean()),
+        "psnr_photo_db": _psnr(map_js, map_py),
         "resize_back_max_abs": float(np.abs(map_js - spec.postprocess(prob_js, (h, w))).max()),
-        "overlay_pixels_differing": {s: int((np.fromfile(out / o["file"], np.uint8).reshape(h, w, 4)[..., :3]
-                                             != overlay(pixels, map_js, s, o["threshold"])).any(axis=2).sum())
-                                     for s, o in row["overlays"].items()},
+        "overlay_pixels_differing": {
+            s: int(
+                (
+                    np.fromfile(out / o["file"], np.uint8).reshape(h, w, 4)[..., :3]
+                    != overlay(pixels, map_js, s, o["threshold"])
+                )
+                .any(axis=2)
+                .sum()
+            )
+            for s, o in row["overlays"].items()
+        },
         "inference_ms": row["inferenceMs"],
     }
     problems = []
@@ -403,7 +521,9 @@ def parity(model_path: Path, out: Path, row: dict, photo: Path) -> dict:
         if figures[psnr_key] < MIN_PSNR_DB:
             problems.append(f"{psnr_key}: {figures[psnr_key]:.1f} dB < {MIN_PSNR_DB} dB")
     if figures["resize_back_max_abs"] > 1e-6:
-        problems.append(f"the map resized back to the photo differs from PreprocessSpec.postprocess by {figures['resize_back_max_abs']:.2e}")
+        problems.append(
+            f"the map resized back to the photo differs from PreprocessSpec.postprocess by {figures['resize_back_max_abs']:.2e}"
+        )
     if any(figures["overlay_pixels_differing"].values()):
         problems.append(f"overlay pixels differ from dbd-predict's: {figures['overlay_pixels_differing']}")
     assert not problems, f"{photo.name} ({model_path.name}): " + "; ".join(problems)
@@ -411,10 +531,13 @@ def parity(model_path: Path, out: Path, row: dict, photo: Path) -> dict:
 
 
 def _report(figures: list[dict]) -> str:
-    return "\n".join(f"  {f['photo']} {f['size']}: decisions {f['agreement']:.4%} (photo size {f['agreement_photo']:.4%}), "
-                     f"PSNR {f['psnr_db']:.1f} dB (photo size {f['psnr_photo_db']:.1f} dB), input identical {f['input_identical']:.2%}, "
-                     f"decoded px differing {f['decoded_pixels_differing']}, overlays differing {f['overlay_pixels_differing']}, "
-                     f"inference {f['inference_ms']:.0f} ms" for f in figures)
+    return "\n".join(
+        f"  {f['photo']} {f['size']}: decisions {f['agreement']:.4%} (photo size {f['agreement_photo']:.4%}), "
+        f"PSNR {f['psnr_db']:.1f} dB (photo size {f['psnr_photo_db']:.1f} dB), input identical {f['input_identical']:.2%}, "
+        f"decoded px differing {f['decoded_pixels_differing']}, overlays differing {f['overlay_pixels_differing']}, "
+        f"inference {f['inference_ms']:.0f} ms"
+        for f in figures
+    )
 
 
 def check_bench(bench: dict, precision: str, runs: int, warmup: int) -> None:
@@ -430,8 +553,10 @@ def check_bench(bench: dict, precision: str, runs: int, warmup: int) -> None:
 
 
 def _bench_line(precision: str, bench: dict) -> str:
-    return (f"{precision}: median {bench['median_ms']:.1f} ms, p90 {bench['p90_ms']:.1f} ms, {bench['fps']:.1f} FPS "
-            f"({bench['backend']}, {bench['threads']} thread(s), {bench['warmup']}+{bench['runs']} runs on {bench['input']})")
+    return (
+        f"{precision}: median {bench['median_ms']:.1f} ms, p90 {bench['p90_ms']:.1f} ms, {bench['fps']:.1f} FPS "
+        f"({bench['backend']}, {bench['threads']} thread(s), {bench['warmup']}+{bench['runs']} runs on {bench['input']})"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -441,14 +566,18 @@ def float_runs(browser, exports, photos, tmp_path_factory) -> dict[str, dict]:
     for precision in ("fp16", "fp32"):
         out = tmp_path_factory.mktemp(f"web_{precision}")
         model = f"dbd_student_320_{precision}.tflite"
-        result = run_page(browser, ROOT, exports, out, model, photos, query="&bench=50&warmup=10", camera=precision == "fp32")
+        result = run_page(
+            browser, ROOT, exports, out, model, photos, query="&bench=50&warmup=10", camera=precision == "fp32"
+        )
         assert result["state"] == "ready", f"{model}: {result['error']}"
         check_bench(result["urlBench"], precision, 50, 10)
         assert result["urlBench"]["input"] == "synthetic"
         figures = [parity(exports / model, out, row, photo) for row, photo in zip(result["results"], photos)]
         runs[precision] = {"result": result, "figures": figures}
-        print(f"\n{model} in {browser['version']}, {result['backend']} ({result['backendNote']}):\n{_report(figures)}\n"
-              f"  benchmark {_bench_line(precision, result['urlBench'])}")
+        print(
+            f"\n{model} in {browser['version']}, {result['backend']} ({result['backendNote']}):\n{_report(figures)}\n"
+            f"  benchmark {_bench_line(precision, result['urlBench'])}"
+        )
     return runs
 
 
@@ -456,14 +585,16 @@ def float_runs(browser, exports, photos, tmp_path_factory) -> dict[str, dict]:
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
 def test_float_files_run_in_the_page_like_the_python_runtime(precision, float_runs):
     result = float_runs[precision]["result"]
-    assert result["backend"] == "wasm" and "WebGPU has no usable adapter" in result["backendNote"]   # --disable-gpu
+    assert result["backend"] == "wasm" and "WebGPU has no usable adapter" in result["backendNote"]  # --disable-gpu
     assert len(float_runs[precision]["figures"]) == 3
     if precision == "fp32":
         # getUserMedia with Chromium's fake camera: frames go through the same pipeline, on screen.
         camera = result["camera"]
         assert not camera["error"] and camera["frames"] >= 3 and camera["button"] == "Stop camera", camera
         assert camera["stats"].startswith("Blurred: ") and " ms (median of the last" in camera["stats"], camera
-        print(f"\nfake camera: {camera['frames']} frames of {camera['canvas'][0]}x{camera['canvas'][1]}: {camera['stats']}")
+        print(
+            f"\nfake camera: {camera['frames']} frames of {camera['canvas'][0]}x{camera['canvas'][1]}: {camera['stats']}"
+        )
 
 
 @pytest.mark.slow
@@ -474,30 +605,39 @@ def test_int8_file_runs_in_the_page_like_the_python_runtime(browser, exports, ph
     model = "dbd_student_320_int8.tflite"
     result = run_page(browser, ROOT, exports, out, model, photos, bench_button=True, screenshot=shot)
     if result["state"] != "ready" and "Could not run the model" in (result["error"] or ""):
-        request.getfixturevalue("float_runs")          # the float files must pass first
+        request.getfixturevalue("float_runs")  # the float files must pass first
         pytest.skip(f"LiteRT.js cannot run the int8 file (fp16 and fp32 pass): {result['error']}")
     assert result["state"] == "ready", result["error"]
     figures = [parity(exports / model, out, row, photo) for row, photo in zip(result["results"], photos)]
     # On screen: the model from its own metadata, the backend and why, the blurred fraction, the latency.
     screen = result["screen"]
     assert "from the file's own dbd metadata" in screen["model"] and "int8 [1,320,320,3] NHWC" in screen["model"]
-    assert screen["backend"].startswith("Runs on WASM") and "Tensor API takes float32/int32/uint8 only" in screen["backend"]
+    assert (
+        screen["backend"].startswith("Runs on WASM")
+        and "Tensor API takes float32/int32/uint8 only" in screen["backend"]
+    )
     for row in result["results"]:
         tint = row["overlays"]["tint"]
         map_js = np.fromfile(out / row["map"], np.float32)
         assert tint["fraction"] == float((map_js >= np.float32(tint["threshold"])).mean())
-        assert f"Blurred: {100 * tint['fraction']:.1f} % of the frame" in tint["stats"] and " ms (median of the last" in tint["stats"]
+        assert (
+            f"Blurred: {100 * tint['fraction']:.1f} % of the frame" in tint["stats"]
+            and " ms (median of the last" in tint["stats"]
+        )
     bench = result["buttonBench"]
     check_bench(bench, "int8", 50, 10)
     assert bench["input"].startswith(photos[-1].name) and bench["backend"] == "wasm"
     # The screenshot: the page with the last photo under the tint overlay (red blend) and the figures.
     import cv2
+
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[0] > 600
     b, g, r = (image[..., i].astype(int) for i in range(3))
     assert ((r - g > 60) & (r - b > 60)).mean() > 0.01, "no tinted pixels in the screenshot"
-    print(f"\n{model} in {browser['version']}, {result['backend']}:\n{_report(figures)}\n"
-          f"  benchmark {_bench_line('int8', bench)}\n  screenshot: {shot}")
+    print(
+        f"\n{model} in {browser['version']}, {result['backend']}:\n{_report(figures)}\n"
+        f"  benchmark {_bench_line('int8', bench)}\n  screenshot: {shot}"
+    )
 
 
 def _with_metadata(src: Path, dest: Path, change) -> Path:
@@ -505,9 +645,11 @@ def _with_metadata(src: Path, dest: Path, change) -> Path:
     from dbd.export.tflite_format import embed_metadata, read_model, write_model
     from dbd.runtime.metadata import read_metadata
 
-    if change is None:                                    # no "dbd" entry at all
+    if change is None:  # no "dbd" entry at all
         model = read_model(src.read_bytes())
-        model.metadata = [m for m in model.metadata or [] if (m.name.decode() if isinstance(m.name, bytes) else m.name) != "dbd"]
+        model.metadata = [
+            m for m in model.metadata or [] if (m.name.decode() if isinstance(m.name, bytes) else m.name) != "dbd"
+        ]
         dest.write_bytes(write_model(model))
     else:
         meta = read_metadata(src)
@@ -518,22 +660,35 @@ def _with_metadata(src: Path, dest: Path, change) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["no_metadata", "zero_point", "input_size"])
-def test_page_refuses_a_file_without_metadata_or_with_metadata_that_disagrees_with_the_graph(case, browser, exports, photos, tmp_path):
+def test_page_refuses_a_file_without_metadata_or_with_metadata_that_disagrees_with_the_graph(
+    case, browser, exports, photos, tmp_path
+):
     changes = {
         "no_metadata": (None, "has no 'dbd' metadata"),
-        "zero_point": (lambda m: m["input"]["quantization"].update(zero_point=-127),
-                       "the metadata says input quantization (1, -127) but the graph's tensor has (1, -128)"),
-        "input_size": (lambda m: (m["input"].update(size=[256, 256], shape=[1, 256, 256, 3]), m["preprocess"].update(input_size=[256, 256])),
-                       "the metadata says input shape [1,256,256,3] but the graph's tensor has [1,320,320,3]"),
+        "zero_point": (
+            lambda m: m["input"]["quantization"].update(zero_point=-127),
+            "the metadata says input quantization (1, -127) but the graph's tensor has (1, -128)",
+        ),
+        "input_size": (
+            lambda m: (
+                m["input"].update(size=[256, 256], shape=[1, 256, 256, 3]),
+                m["preprocess"].update(input_size=[256, 256]),
+            ),
+            "the metadata says input shape [1,256,256,3] but the graph's tensor has [1,320,320,3]",
+        ),
     }
     change, words = changes[case]
     models = tmp_path / "models"
     models.mkdir()
     _with_metadata(exports / "dbd_student_320_int8.tflite", models / "dbd_student_320_int8.tflite", change)
     shot = tmp_path / "refused.png"
-    result = run_page(browser, ROOT, models, tmp_path / "page", "dbd_student_320_int8.tflite", photos[:1], screenshot=shot)
+    result = run_page(
+        browser, ROOT, models, tmp_path / "page", "dbd_student_320_int8.tflite", photos[:1], screenshot=shot
+    )
     assert result["state"] == "error" and not result["results"], result
-    assert words in result["screen"]["error"] and result["screen"]["error"].startswith("Refused dbd_student_320_int8.tflite"), result["screen"]
+    assert words in result["screen"]["error"] and result["screen"]["error"].startswith(
+        "Refused dbd_student_320_int8.tflite"
+    ), result["screen"]
     assert shot.is_file()
 
 
@@ -543,8 +698,11 @@ def test_parity_check_fails_when_the_metadata_normalisation_drifts(browser, expo
     feeds (x - mean) / std to a graph that expects pixels; only the parity with Python catches it."""
     models = tmp_path / "models"
     models.mkdir()
-    model = _with_metadata(exports / "dbd_student_320_fp32.tflite", models / "dbd_student_320_fp32.tflite",
-                           lambda m: m["input"].update(normalization="external"))
+    model = _with_metadata(
+        exports / "dbd_student_320_fp32.tflite",
+        models / "dbd_student_320_fp32.tflite",
+        lambda m: m["input"].update(normalization="external"),
+    )
     result = run_page(browser, ROOT, models, tmp_path / "page", model.name, photos[:1])
     assert result["state"] == "ready", result["error"]
     with pytest.raises(AssertionError, match="input tensor: only .* of values within one step"):

@@ -5,6 +5,7 @@ slower on a CPU that emulates it (timings: docs/training.md, "Machinery"). So `-
 times a few training steps of the real model at the real batch shape both ways, on a copy of the
 model (the run's weights and BatchNorm statistics are not touched), and keeps the faster one.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,11 +26,14 @@ MIN_SPEED_GAIN = 0.10
 class AmpDecision:
     enabled: bool
     reason: str
-    probe_s: dict[str, float] = field(default_factory=dict)   # seconds per step, fp32 / bf16
+    probe_s: dict[str, float] = field(default_factory=dict)  # seconds per step, fp32 / bf16
 
     def to_dict(self) -> dict:
-        return {"dtype": "bf16" if self.enabled else "fp32", "reason": self.reason,
-                **{f"probe_{k}_s": round(v, 4) for k, v in self.probe_s.items()}}
+        return {
+            "dtype": "bf16" if self.enabled else "fp32",
+            "reason": self.reason,
+            **{f"probe_{k}_s": round(v, 4) for k, v in self.probe_s.items()},
+        }
 
 
 def cpu_supports_bf16() -> bool:
@@ -44,7 +48,7 @@ def _step_seconds(model: nn.Module, x: torch.Tensor, bf16: bool, repeats: int) -
     def step() -> None:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(x)
-        getattr(out, "logits", out).float().mean().backward()   # a TrainForward's output, or a plain map
+        getattr(out, "logits", out).float().mean().backward()  # a TrainForward's output, or a plain map
 
     step()  # warm-up: oneDNN picks its kernels on the first call
     start = time.perf_counter()
@@ -53,8 +57,9 @@ def _step_seconds(model: nn.Module, x: torch.Tensor, bf16: bool, repeats: int) -
     return (time.perf_counter() - start) / repeats
 
 
-def decide_amp(mode: str, model: nn.Module, device: torch.device, batch: int, size: int,
-               repeats: int = 2) -> AmpDecision:
+def decide_amp(
+    mode: str, model: nn.Module, device: torch.device, batch: int, size: int, repeats: int = 2
+) -> AmpDecision:
     """Whether the training steps run under bf16 autocast (`model` is the TrainForward)."""
     if mode not in AMP_CHOICES:
         raise DBDError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got '{mode}'")
@@ -73,6 +78,7 @@ def decide_amp(mode: str, model: nn.Module, device: torch.device, batch: int, si
     seconds = {"fp32": _step_seconds(probe, x, False, repeats), "bf16": _step_seconds(probe, x, True, repeats)}
     del probe
     faster = seconds["bf16"] < (1 - MIN_SPEED_GAIN) * seconds["fp32"]
-    reason = (f"probe: {seconds['bf16']:.2f} s/step in bf16 vs {seconds['fp32']:.2f} s in fp32 "
-              f"(batch {batch} at {size}²)")
+    reason = (
+        f"probe: {seconds['bf16']:.2f} s/step in bf16 vs {seconds['fp32']:.2f} s in fp32 (batch {batch} at {size}²)"
+    )
     return AmpDecision(faster, reason, seconds)

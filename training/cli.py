@@ -7,6 +7,7 @@
 
 Flags override a --config TOML file, which overrides the defaults (those of the shipped weights).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ from .config import STAGES, add_arguments, load_config
 
 @cli_entry("dbd-train")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dbd-train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dbd-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="stage", required=True, metavar="{teacher,student}")
     for stage in STAGES:
         add_arguments(sub.add_parser(stage, help=f"train the {stage}"))

@@ -3,14 +3,16 @@
 The defaults reproduce the shipped weights (docs/training.md). Every loss term has a weight;
 0 switches it off, so an ablation is one flag away.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from dbd.core import DBDError
 
@@ -26,51 +28,51 @@ STAGE_DEFAULTS = {
 class TrainConfig:
     stage: str = "teacher"
     # data
-    data: str = "cuhk"                    # catalogue name, a folder with images/ + masks/, or "synthetic"
-    split: str | None = "train"           # CUHK-TR-1; the test split is never used for training or selection
-    polarity: str | None = None           # for plain folders: blur_white or sharp_white
-    val_fraction: float = 0.1             # held out of the training split for validation / model selection
-    synthetic: float = 0.0                # extra synthetic defocus samples, as a fraction of the real ones
-    synthetic_len: int = 64               # dataset size when data == "synthetic"
+    data: str = "cuhk"  # catalogue name, a folder with images/ + masks/, or "synthetic"
+    split: str | None = "train"  # CUHK-TR-1; the test split is never used for training or selection
+    polarity: str | None = None  # for plain folders: blur_white or sharp_white
+    val_fraction: float = 0.1  # held out of the training split for validation / model selection
+    synthetic: float = 0.0  # extra synthetic defocus samples, as a fraction of the real ones
+    synthetic_len: int = 64  # dataset size when data == "synthetic"
     # schedule
     imgsz: int = 320
-    low_res: int = 256                    # image size of the first `low_res_epochs` epochs (cheaper on CPU)
+    low_res: int = 256  # image size of the first `low_res_epochs` epochs (cheaper on CPU)
     low_res_epochs: int = 9
     epochs: int = 12
     batch: int = 8
     lr: float = 1e-3
-    encoder_lr_mult: float = 0.3          # the pretrained encoder moves slower than the new decoder
+    encoder_lr_mult: float = 0.3  # the pretrained encoder moves slower than the new decoder
     weight_decay: float = 1e-4
     warmup_steps: int = 100
-    max_steps_per_epoch: int = 0          # 0 = full epochs; >0 caps them (smoke tests)
+    max_steps_per_epoch: int = 0  # 0 = full epochs; >0 caps them (smoke tests)
     # losses (0 switches a term off)
     bce: float = 1.0
     dice: float = 1.0
-    side: float = 0.4                     # deep supervision: weight of each side output
-    edge: float = 0.0                     # D-DFFNet's DOF-edge term: Dice of the Laplacian edges of map and mask
-    connectivity: float = 0.0             # Relation-aware Network's 8-direction connectivity (a training-only head)
-    kd_out: float = 1.0                   # student: BCE to the teacher's soft blur map
-    kd_feat: float = 1.0                  # student: decoder features matched through 1x1 adapters
-    kd_temperature: float = 0.5           # student: the teacher's logits are divided by this (< 1 sharpens)
-    kd_agree_only: bool = True            # student: output KD only where the teacher agrees with the mask
-    adv_gt: float = 0.01                  # student: discriminator of (image, gt) vs (image, student)
-    adv_teacher: float = 0.01             # student: discriminator of (image, teacher) vs (image, student)
-    teacher: str | None = None            # student: teacher checkpoint (.safetensors), or several joined by commas
-    teacher_tta: str = ""                 # student: the teacher's test-time augmentation, e.g. "384,448+flip"
-    teacher_cache: str | None = None      # student: folder of cached teacher maps; then kd_out/adv_teacher run no teacher
+    side: float = 0.4  # deep supervision: weight of each side output
+    edge: float = 0.0  # D-DFFNet's DOF-edge term: Dice of the Laplacian edges of map and mask
+    connectivity: float = 0.0  # Relation-aware Network's 8-direction connectivity (a training-only head)
+    kd_out: float = 1.0  # student: BCE to the teacher's soft blur map
+    kd_feat: float = 1.0  # student: decoder features matched through 1x1 adapters
+    kd_temperature: float = 0.5  # student: the teacher's logits are divided by this (< 1 sharpens)
+    kd_agree_only: bool = True  # student: output KD only where the teacher agrees with the mask
+    adv_gt: float = 0.01  # student: discriminator of (image, gt) vs (image, student)
+    adv_teacher: float = 0.01  # student: discriminator of (image, teacher) vs (image, student)
+    teacher: str | None = None  # student: teacher checkpoint (.safetensors), or several joined by commas
+    teacher_tta: str = ""  # student: the teacher's test-time augmentation, e.g. "384,448+flip"
+    teacher_cache: str | None = None  # student: folder of cached teacher maps; then kd_out/adv_teacher run no teacher
     # acquisition robustness: the capture pipeline varied, never the focus (0 switches it off)
-    acquisition: float = 0.0              # probability that a sample goes through a random downscaler/JPEG/noise
+    acquisition: float = 0.0  # probability that a sample goes through a random downscaler/JPEG/noise
     # run
-    model_config: dict[str, Any] = field(default_factory=dict)   # kwargs of the architecture (--model-config k=v,...)
-    pretrained: bool = True               # ImageNet-initialised encoder
-    init: str | None = None               # warm start: weights of a checkpoint of the same stage (fine-tuning)
-    amp: str = "auto"                     # bf16 autocast: auto (GPU, or a CPU where a probe measures it faster), on, off
+    model_config: dict[str, Any] = field(default_factory=dict)  # kwargs of the architecture (--model-config k=v,...)
+    pretrained: bool = True  # ImageNet-initialised encoder
+    init: str | None = None  # warm start: weights of a checkpoint of the same stage (fine-tuning)
+    amp: str = "auto"  # bf16 autocast: auto (GPU, or a CPU where a probe measures it faster), on, off
     seed: int = 0
     out: str = "runs/teacher"
     resume: bool = False
-    device: str = "auto"                  # auto, cpu, cuda
+    device: str = "auto"  # auto, cpu, cuda
     workers: int = 2
-    threads: int = 0                      # torch CPU threads; 0 = torch's default
+    threads: int = 0  # torch CPU threads; 0 = torch's default
 
     @property
     def arch(self) -> str:
@@ -107,17 +109,22 @@ class TrainConfig:
                 ok = isinstance(value, dict)
             if not ok:
                 expected = {"bool": "true or false", "int": "an integer", "float": "a number"}.get(
-                    kind, "a table" if kind.startswith("dict") else "a string")
-                raise DBDError(f"setting '{f.name}' must be {expected}, got {value!r} "
-                               f"({type(value).__name__}); fix --{f.name.replace('_', '-')} or the config file")
+                    kind, "a table" if kind.startswith("dict") else "a string"
+                )
+                raise DBDError(
+                    f"setting '{f.name}' must be {expected}, got {value!r} "
+                    f"({type(value).__name__}); fix --{f.name.replace('_', '-')} or the config file"
+                )
 
     def validate(self) -> "TrainConfig":
         self.check_types()
         if self.stage not in STAGES:
             raise DBDError(f"unknown stage '{self.stage}'; use one of {', '.join(STAGES)}")
         if self.needs_teacher and not self.teacher:
-            raise DBDError("distillation (--kd-out, --kd-feat, --adv-teacher) needs a teacher: pass --teacher "
-                           "runs/teacher/best.safetensors (or set those weights to 0 to train the student alone)")
+            raise DBDError(
+                "distillation (--kd-out, --kd-feat, --adv-teacher) needs a teacher: pass --teacher "
+                "runs/teacher/best.safetensors (or set those weights to 0 to train the student alone)"
+            )
         for name in ("epochs", "batch", "imgsz", "low_res"):
             if getattr(self, name) <= 0:
                 raise DBDError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -126,14 +133,32 @@ class TrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise DBDError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.split is not None:
-            self.split = self.split.strip()   # '' (--split ''): all pairs, validation held out by hash
+            self.split = self.split.strip()  # '' (--split ''): all pairs, validation held out by hash
         if self.split and self.split.lower() == "test":
             raise DBDError("training on the test split would make every reported number meaningless; use --split train")
         if self.kd_temperature <= 0:
             raise DBDError(f"--kd-temperature must be positive, got {self.kd_temperature}")
-        for name in ("bce", "dice", "side", "edge", "connectivity", "kd_out", "kd_feat", "adv_gt", "adv_teacher", "synthetic", "lr",
-                     "encoder_lr_mult", "weight_decay", "warmup_steps", "low_res_epochs", "max_steps_per_epoch",
-                     "workers", "threads", "seed"):
+        for name in (
+            "bce",
+            "dice",
+            "side",
+            "edge",
+            "connectivity",
+            "kd_out",
+            "kd_feat",
+            "adv_gt",
+            "adv_teacher",
+            "synthetic",
+            "lr",
+            "encoder_lr_mult",
+            "weight_decay",
+            "warmup_steps",
+            "low_res_epochs",
+            "max_steps_per_epoch",
+            "workers",
+            "threads",
+            "seed",
+        ):
             if getattr(self, name) < 0:
                 raise DBDError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.synthetic_len <= 0:
@@ -153,9 +178,13 @@ def _flag(name: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per config field (default None = 'not given', so file values survive)."""
     parser.add_argument("--config", type=Path, help="TOML file with any of the fields below")
-    parser.add_argument("--model-config", metavar="KEY=VALUE,...", default=None,
-                        help="architecture options as TOML values, e.g. 'srfb=true,sab=true' or "
-                             "'decoder_channels=[96,64,48]' (merged over the config file's model_config)")
+    parser.add_argument(
+        "--model-config",
+        metavar="KEY=VALUE,...",
+        default=None,
+        help="architecture options as TOML values, e.g. 'srfb=true,sab=true' or "
+        "'decoder_channels=[96,64,48]' (merged over the config file's model_config)",
+    )
     for f in fields(TrainConfig):
         if f.name in ("stage", "model_config"):
             continue
@@ -164,8 +193,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             default = f.default if f.default is not dataclasses.MISSING else None
-            parser.add_argument(_flag(f.name), type=kind, default=None, metavar=kind.__name__.upper(),
-                                help=f"(default: {default})")
+            parser.add_argument(
+                _flag(f.name), type=kind, default=None, metavar=kind.__name__.upper(), help=f"(default: {default})"
+            )
 
 
 def load_config(stage: str, args: argparse.Namespace) -> TrainConfig:
@@ -196,7 +226,7 @@ def load_config(stage: str, args: argparse.Namespace) -> TrainConfig:
 def parse_model_config(text: str) -> dict[str, Any]:
     """'srfb=true, decoder_channels=[96,64,48]' -> {'srfb': True, 'decoder_channels': [96, 64, 48]}."""
     lines, depth, part = [], 0, ""
-    for ch in text:   # split on commas outside brackets
+    for ch in text:  # split on commas outside brackets
         depth += {"[": 1, "]": -1}.get(ch, 0)
         if ch == "," and depth == 0:
             lines.append(part)
@@ -207,8 +237,10 @@ def parse_model_config(text: str) -> dict[str, Any]:
     try:
         return tomllib.loads("\n".join(line.strip() for line in lines if line.strip()))
     except tomllib.TOMLDecodeError as err:
-        raise DBDError(f"--model-config '{text}' is not KEY=VALUE pairs with TOML values ({err}); "
-                       f"write e.g. --model-config 'srfb=true,decoder_channels=[96,64,48]'") from None
+        raise DBDError(
+            f"--model-config '{text}' is not KEY=VALUE pairs with TOML values ({err}); "
+            f"write e.g. --model-config 'srfb=true,decoder_channels=[96,64,48]'"
+        ) from None
 
 
 def to_toml(cfg: TrainConfig) -> str:
@@ -222,8 +254,14 @@ def to_toml(cfg: TrainConfig) -> str:
         elif isinstance(value, (int, float)):
             text = repr(value)
         elif isinstance(value, dict):
-            text = "{" + ", ".join(f"{k} = {v!r}" if not isinstance(v, (list, tuple)) else f"{k} = {list(v)!r}"
-                                    for k, v in value.items()) + "}"
+            text = (
+                "{"
+                + ", ".join(
+                    f"{k} = {v!r}" if not isinstance(v, (list, tuple)) else f"{k} = {list(v)!r}"
+                    for k, v in value.items()
+                )
+                + "}"
+            )
         else:
             text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
         lines.append(f"{key} = {text}")

@@ -7,6 +7,7 @@ only. (Resizing blurs a little, but uniformly over the image, so the sharp/blurr
 that defines the label survives.) Every random draw comes from (seed, epoch, index), so a run
 is reproducible and a resumed run sees exactly the batches it would have seen.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,15 +56,19 @@ def load_pairs(cfg: TrainConfig) -> tuple[PairCache, PairCache, str]:
         # --split '' (or a dataset without split files): every pair, validation held out by hash below.
         base = open_dataset(cfg.data, split=cfg.split or None, polarity=cfg.polarity)
         if not cfg.split and "test" in base.spec.splits:
-            raise DBDError(f"--split '' would train on all of '{base.name}', its test split "
-                           f"'{base.spec.splits['test']}' included; use --split train")
+            raise DBDError(
+                f"--split '' would train on all of '{base.name}', its test split "
+                f"'{base.spec.splits['test']}' included; use --split train"
+            )
         names = [s.name for s in base.samples]
         description = f"{base.name} split {cfg.split or 'all'} ({len(base)} pairs)"
     val_idx = [i for i, n in enumerate(names) if _holdout(n, cfg.val_fraction)]
     train_idx = [i for i in range(len(names)) if i not in set(val_idx)]
     if not train_idx or not val_idx:
-        raise DBDError(f"{description}: too few pairs to hold out a validation set "
-                       f"({len(train_idx)} train / {len(val_idx)} val); use more data or change --val-fraction")
+        raise DBDError(
+            f"{description}: too few pairs to hold out a validation set "
+            f"({len(train_idx)} train / {len(val_idx)} val); use more data or change --val-fraction"
+        )
     train = PairCache(_Subset(base, train_idx), [names[i] for i in train_idx])
     val = PairCache(_Subset(base, val_idx), [names[i] for i in val_idx])
     if isinstance(base, PairedDataset):
@@ -79,9 +84,11 @@ def _check_both_classes(base: PairedDataset, cfg: TrainConfig, masks: list[np.nd
         return
     kind = "sharp" if blur == 0 else "blur"
     folder = base.samples[0].mask_path.parent
-    raise DBDError(f"every mask in '{folder}' reads as all {kind} (first: '{base.samples[0].mask_path.name}', "
-                   f"polarity {base.spec.polarity}): a dataset of one class cannot train a blur detector; "
-                   f"check the masks (blur and sharp regions drawn in black and white) and --polarity")
+    raise DBDError(
+        f"every mask in '{folder}' reads as all {kind} (first: '{base.samples[0].mask_path.name}', "
+        f"polarity {base.spec.polarity}): a dataset of one class cannot train a blur detector; "
+        f"check the masks (blur and sharp regions drawn in black and white) and --polarity"
+    )
 
 
 class _Subset:
@@ -107,16 +114,24 @@ class AugmentedPairs(Dataset):
     other draw is what it always was.
     """
 
-    def __init__(self, pairs: PairCache, spec: PreprocessSpec, size: int, seed: int,
-                 synthetic: SyntheticDefocus | None = None, teacher_maps: list[np.ndarray] | None = None,
-                 capture: CaptureAugment | None = None, augment: bool = True):
+    def __init__(
+        self,
+        pairs: PairCache,
+        spec: PreprocessSpec,
+        size: int,
+        seed: int,
+        synthetic: SyntheticDefocus | None = None,
+        teacher_maps: list[np.ndarray] | None = None,
+        capture: CaptureAugment | None = None,
+        augment: bool = True,
+    ):
         self.pairs, self.spec, self.size, self.seed = pairs, spec, size, seed
         self.augment = augment
         self.synthetic = synthetic
         if teacher_maps is not None and synthetic is not None:
             raise DBDError("cached teacher maps cover the real pairs only; use --synthetic 0 with --teacher-cache")
         self.teacher_maps, self.capture = teacher_maps, capture or CaptureAugment(0.0)
-        self.epoch = 0   # set before each epoch; workers are re-forked per epoch and see it
+        self.epoch = 0  # set before each epoch; workers are re-forked per epoch and see it
 
     def __len__(self) -> int:
         return len(self.pairs) + (len(self.synthetic) if self.synthetic is not None else 0)
@@ -134,8 +149,11 @@ class AugmentedPairs(Dataset):
             mask = mask.astype(np.uint8)
         if not self.augment:
             teacher = _resize_soft(teacher, self.size) / np.float32(255.0) if teacher is not None else None
-            return self._sample(self.spec.resize_image(self.spec.to_unit(image), (self.size, self.size)),
-                                _resize_soft(mask, self.size), teacher)
+            return self._sample(
+                self.spec.resize_image(self.spec.to_unit(image), (self.size, self.size)),
+                _resize_soft(mask, self.size),
+                teacher,
+            )
         top, left, ch, cw = random_crop_box(rng, mask.shape)
         window = (slice(top, top + ch), slice(left, left + cw))
         image = self.capture(capture_rng, image[window], (self.size, self.size))
@@ -157,8 +175,12 @@ class AugmentedPairs(Dataset):
         return sample
 
 
-def random_crop_box(rng: np.random.Generator, shape: tuple[int, int], scale: tuple[float, float] = (0.5, 1.0),
-                    ratio: tuple[float, float] = (0.75, 1.333)) -> tuple[int, int, int, int]:
+def random_crop_box(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    scale: tuple[float, float] = (0.5, 1.0),
+    ratio: tuple[float, float] = (0.75, 1.333),
+) -> tuple[int, int, int, int]:
     """(top, left, height, width) of a crop of 50-100 % of the area with a random aspect ratio."""
     h, w = shape
     area = h * w * rng.uniform(*scale)

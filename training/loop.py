@@ -7,6 +7,7 @@ atomically to `last_state.pt`; each epoch's randomness is derived from (seed, ep
 killed mid-epoch and resumed with --resume repeats that epoch exactly and loses nothing else.
 Data-parallel over several processes through torchrun (DDP; NCCL on GPUs, gloo on CPU).
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,10 +26,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from dbd.core import DBDError, atomic_write, reraise_interrupt
 from dbd.models import create_model
 from dbd.models.base import DBDOutput
-from dbd.core import DBDError, atomic_write, reraise_interrupt
 from dbd.models.checkpoint import load_checkpoint, save_checkpoint
+from dbd.runtime.acquisition import CaptureAugment
 from dbd.runtime.evaluate import evaluate
 from dbd.runtime.hardware import cpu_info
 from dbd.runtime.runners import TorchRunner
@@ -40,7 +42,6 @@ from .amp import decide_amp
 from .config import TrainConfig, to_toml
 from .data import AugmentedPairs, PairCache, load_pairs
 from .teacher_cache import load_or_build, teacher_paths
-from dbd.runtime.acquisition import CaptureAugment
 
 
 class TrainForward(nn.Module):
@@ -63,8 +64,10 @@ class Renormalise(nn.Module):
 
     def __init__(self, source: PreprocessSpec, target: PreprocessSpec):
         super().__init__()
+
         def column(v):
             return torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
+
         self.register_buffer("scale", column(source.std) / column(target.std))
         self.register_buffer("shift", (column(source.mean) - column(target.mean)) / column(target.std))
 
@@ -98,7 +101,9 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def validate(net: nn.Module, pairs: PairCache, spec: PreprocessSpec, device: torch.device, batch: int) -> dict[str, float]:
+def validate(
+    net: nn.Module, pairs: PairCache, spec: PreprocessSpec, device: torch.device, batch: int
+) -> dict[str, float]:
     """D-DFFNet protocol on the held-out pairs, plus the number model selection maximises."""
     net.eval()
     try:
@@ -141,15 +146,18 @@ def train(cfg: TrainConfig, command: str) -> dict:
         if cfg.needs_live_teacher:
             teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
         else:
-            teacher = None   # the maps come from the cache: no teacher forward in a step
+            teacher = None  # the maps come from the cache: no teacher forward in a step
     if cfg.stage == "student":
         if cfg.kd_feat:
             if tuple(net.feature_strides) != tuple(teacher.feature_strides):
-                raise DBDError(f"--kd-feat matches decoder features stride by stride, but the student has them at "
-                               f"strides {net.feature_strides} and the teacher at {teacher.feature_strides}; "
-                               f"give both decoders the same levels or pass --kd-feat 0")
-            adapters = nn.ModuleList(nn.Conv2d(cs, ct, 1) for cs, ct in
-                                     zip(net.feature_channels, teacher.feature_channels)).to(device)
+                raise DBDError(
+                    f"--kd-feat matches decoder features stride by stride, but the student has them at "
+                    f"strides {net.feature_strides} and the teacher at {teacher.feature_strides}; "
+                    f"give both decoders the same levels or pass --kd-feat 0"
+                )
+            adapters = nn.ModuleList(
+                nn.Conv2d(cs, ct, 1) for cs, ct in zip(net.feature_channels, teacher.feature_channels)
+            ).to(device)
         for name in ("adv_gt", "adv_teacher"):
             if getattr(cfg, name):
                 discriminators[name] = create_model("dbd_discriminator").to(device)
@@ -159,16 +167,19 @@ def train(cfg: TrainConfig, command: str) -> dict:
     train_pairs, val_pairs, data_description = load_pairs(cfg)
     synthetic = None
     if cfg.synthetic:
-        synthetic = SyntheticDefocus(size=(cfg.imgsz, cfg.imgsz), seed=cfg.seed + 777,
-                                     length=max(1, round(cfg.synthetic * len(train_pairs))))
+        synthetic = SyntheticDefocus(
+            size=(cfg.imgsz, cfg.imgsz), seed=cfg.seed + 777, length=max(1, round(cfg.synthetic * len(train_pairs)))
+        )
     teacher_maps, cache_identity = None, None
     if cfg.uses_cache:
-        teacher_maps, cache_identity = load_or_build(cfg.teacher, cfg.teacher_tta, train_pairs.names,
-                                                     train_pairs.images, cfg.teacher_cache, device.type)
+        teacher_maps, cache_identity = load_or_build(
+            cfg.teacher, cfg.teacher_tta, train_pairs.names, train_pairs.images, cfg.teacher_cache, device.type
+        )
         if main:
             print(f"teacher maps (tta {cache_identity['tta']}): {cache_identity['path']}")
-    dataset = AugmentedPairs(train_pairs, spec, cfg.imgsz, cfg.seed, synthetic, teacher_maps,
-                             CaptureAugment(cfg.acquisition))
+    dataset = AugmentedPairs(
+        train_pairs, spec, cfg.imgsz, cfg.seed, synthetic, teacher_maps, CaptureAugment(cfg.acquisition)
+    )
     steps_per_epoch = math.ceil(len(dataset) / (cfg.batch * world))
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
@@ -187,17 +198,24 @@ def train(cfg: TrainConfig, command: str) -> dict:
     if cfg.resume:
         try:
             state = torch.load(state_path, map_location=device, weights_only=True)  # no pickled code
-        except Exception as err:   # UnpicklingError (code in the pickle, refused), RuntimeError (corrupt zip), ...
+        except Exception as err:  # UnpicklingError (code in the pickle, refused), RuntimeError (corrupt zip), ...
             reraise_interrupt(err)
-            why = ("holds pickled code or objects, which are never loaded"
-                   if isinstance(err, pickle.UnpicklingError) and "global" in str(err).lower()
-                   else f"cannot be read ({err.strerror})" if isinstance(err, OSError) and err.strerror
-                   else f"is truncated or corrupt ({type(err).__name__})")
-            raise DBDError(f"cannot resume from '{state_path}': it {why}; start a new run without --resume and "
-                           f"another --out (warm-start it with --init {out / 'last.safetensors'})") from None
+            why = (
+                "holds pickled code or objects, which are never loaded"
+                if isinstance(err, pickle.UnpicklingError) and "global" in str(err).lower()
+                else f"cannot be read ({err.strerror})"
+                if isinstance(err, OSError) and err.strerror
+                else f"is truncated or corrupt ({type(err).__name__})"
+            )
+            raise DBDError(
+                f"cannot resume from '{state_path}': it {why}; start a new run without --resume and "
+                f"another --out (warm-start it with --init {out / 'last.safetensors'})"
+            ) from None
         if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "step", "best"} <= state.keys():
-            raise DBDError(f"cannot resume from '{state_path}': it is not a dbd-train state; start a new run "
-                           f"without --resume and another --out (warm-start it with --init {out / 'last.safetensors'})")
+            raise DBDError(
+                f"cannot resume from '{state_path}': it is not a dbd-train state; start a new run "
+                f"without --resume and another --out (warm-start it with --init {out / 'last.safetensors'})"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         for name, d in discriminators.items():
@@ -213,11 +231,11 @@ def train(cfg: TrainConfig, command: str) -> dict:
     ddp_model = DDP(model) if world > 1 else model
     ddp_discs = {k: DDP(d) if world > 1 else d for k, d in discriminators.items()}
     if cfg.resume and "amp" in state:
-        amp = state["amp"]   # the resumed epochs compute exactly as the first ones did
+        amp = state["amp"]  # the resumed epochs compute exactly as the first ones did
     else:
         first_size = cfg.low_res if start_epoch < cfg.low_res_epochs else cfg.imgsz
         amp = decide_amp(cfg.amp, model, device, cfg.batch, first_size).to_dict()
-        if world > 1:   # every process computes alike: rank 0's probe decides for all
+        if world > 1:  # every process computes alike: rank 0's probe decides for all
             shared = [amp]
             dist.broadcast_object_list(shared, src=0)
             amp = shared[0]
@@ -226,28 +244,41 @@ def train(cfg: TrainConfig, command: str) -> dict:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.toml", lambda tmp: Path(tmp).write_text(to_toml(cfg)))
-        print(f"dbd-train {cfg.stage}: {data_description}; {steps_per_epoch} steps/epoch x {cfg.epochs} epochs "
-              f"on {hardware()} (world size {world}); {amp['dtype']} ({amp['reason']})")
+        print(
+            f"dbd-train {cfg.stage}: {data_description}; {steps_per_epoch} steps/epoch x {cfg.epochs} epochs "
+            f"on {hardware()} (world size {world}); {amp['dtype']} ({amp['reason']})"
+        )
     log_path = out / "log.csv"
     started = time.time()
-    wall_before = state.get("wall_s", 0.0) if cfg.resume else 0.0   # training time of earlier sessions
+    wall_before = state.get("wall_s", 0.0) if cfg.resume else 0.0  # training time of earlier sessions
 
     for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(cfg.seed * 1000 + epoch)   # dropout / drop-path: reproducible per epoch
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout / drop-path: reproducible per epoch
         dataset.epoch = epoch
         dataset.size = cfg.low_res if epoch < cfg.low_res_epochs else cfg.imgsz
         sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
         if sampler is not None:
             sampler.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_size=cfg.batch, shuffle=sampler is None, sampler=sampler,
-                            num_workers=cfg.workers, drop_last=len(dataset) > cfg.batch * world,
-                            generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch),
-                            pin_memory=device.type == "cuda")
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=cfg.workers,
+            drop_last=len(dataset) > cfg.batch * world,
+            generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch),
+            pin_memory=device.type == "cuda",
+        )
         ddp_model.train()
         sums: dict[str, float] = {}
-        bar = tqdm(loader, total=min(len(loader), steps_per_epoch), disable=not main,
-                   mininterval=2 if sys.stderr.isatty() else 60,  # sparse lines in log files
-                   desc=f"{cfg.stage} {epoch + 1}/{cfg.epochs} @{dataset.size}", leave=False)
+        bar = tqdm(
+            loader,
+            total=min(len(loader), steps_per_epoch),
+            disable=not main,
+            mininterval=2 if sys.stderr.isatty() else 60,  # sparse lines in log files
+            desc=f"{cfg.stage} {epoch + 1}/{cfg.epochs} @{dataset.size}",
+            leave=False,
+        )
         for i, (x, y, *cached) in enumerate(bar):
             if i >= steps_per_epoch:
                 break
@@ -280,27 +311,53 @@ def train(cfg: TrainConfig, command: str) -> dict:
         if main:
             val = validate(net, val_pairs, spec, device, cfg.batch)
             n = max(1, min(len(loader), steps_per_epoch))
-            row = {"epoch": epoch + 1, "step": step, "imgsz": dataset.size, "lr": optimizer.param_groups[1]["lr"],
-                   **{f"train_{k}": v / n for k, v in sums.items()}, **{f"val_{k}": v for k, v in val.items()},
-                   "elapsed_s": round(time.time() - started, 1)}
+            row = {
+                "epoch": epoch + 1,
+                "step": step,
+                "imgsz": dataset.size,
+                "lr": optimizer.param_groups[1]["lr"],
+                **{f"train_{k}": v / n for k, v in sums.items()},
+                **{f"val_{k}": v for k, v in val.items()},
+                "elapsed_s": round(time.time() - started, 1),
+            }
             write_log(log_path, row)
             is_best = val["score"] > best
             best = max(best, val["score"])
             wall_s = round(wall_before + time.time() - started, 1)
-            card = model_card(cfg, spec, command, data_description, val, epoch + 1, teacher_card,
-                              amp=amp, wall_s=wall_s, cache=cache_identity)
+            card = model_card(
+                cfg,
+                spec,
+                command,
+                data_description,
+                val,
+                epoch + 1,
+                teacher_card,
+                amp=amp,
+                wall_s=wall_s,
+                cache=cache_identity,
+            )
             save_checkpoint(out / "last.safetensors", net, card)
             if is_best:
                 save_checkpoint(out / "best.safetensors", net, card)
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "discriminators": {k: d.state_dict() for k, d in discriminators.items()},
-                     "d_optimizer": d_optimizer.state_dict() if d_optimizer else {},
-                     "epoch": epoch, "step": step, "best": best, "amp": amp, "wall_s": wall_s}
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "discriminators": {k: d.state_dict() for k, d in discriminators.items()},
+                "d_optimizer": d_optimizer.state_dict() if d_optimizer else {},
+                "epoch": epoch,
+                "step": step,
+                "best": best,
+                "amp": amp,
+                "wall_s": wall_s,
+            }
             atomic_write(state_path, lambda tmp: torch.save(state, tmp))
             per_epoch = (time.time() - started) / (epoch + 1 - start_epoch)
             eta = dt.timedelta(seconds=int(per_epoch * (cfg.epochs - epoch - 1)))
-            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {row.get('train_loss', 0):.4f}  val MAE {val['mae']:.4f}  "
-                  f"Fβ {val['fbeta_fixed']:.4f}  IoU {val['iou']:.4f}{'  *best' if is_best else ''}  ETA {eta}", flush=True)
+            print(
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {row.get('train_loss', 0):.4f}  val MAE {val['mae']:.4f}  "
+                f"Fβ {val['fbeta_fixed']:.4f}  IoU {val['iou']:.4f}{'  *best' if is_best else ''}  ETA {eta}",
+                flush=True,
+            )
         if world > 1:
             dist.barrier()
 
@@ -309,9 +366,16 @@ def train(cfg: TrainConfig, command: str) -> dict:
     return {"out": str(out), "best_score": best}
 
 
-def compute_losses(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None,
-                              discriminators: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-                              renorm: nn.Module | None, cached_prob: torch.Tensor | None = None) -> dict:
+def compute_losses(
+    cfg: TrainConfig,
+    model: nn.Module,
+    teacher: nn.Module | None,
+    discriminators: dict[str, nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    renorm: nn.Module | None,
+    cached_prob: torch.Tensor | None = None,
+) -> dict:
     out = model(x)
     parts = {"seg": losses.segmentation_loss(out, y, cfg.bce, cfg.dice, cfg.side, cfg.edge)}
     if cfg.connectivity:
@@ -322,15 +386,16 @@ def compute_losses(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None
     if teacher is not None:
         with torch.no_grad():
             t_out = teacher.forward_train(renorm(x))
-    if cached_prob is not None:   # the teacher's map of this very view, warped from the cache
+    if cached_prob is not None:  # the teacher's map of this very view, warped from the cache
         t_prob = losses.teacher_targets(losses.prob_to_logits(cached_prob), cfg.kd_temperature)
     elif teacher is not None:
         t_prob = losses.teacher_targets(t_out.logits, cfg.kd_temperature)
     if cfg.needs_teacher:
         parts["teacher_prob"] = t_prob  # also the discriminator's "real" maps
     if cfg.kd_out:
-        parts["kd_out"] = cfg.kd_out * losses.output_distillation(out.logits.float(), t_prob,
-                                                                  y if cfg.kd_agree_only else None)
+        parts["kd_out"] = cfg.kd_out * losses.output_distillation(
+            out.logits.float(), t_prob, y if cfg.kd_agree_only else None
+        )
     if cfg.kd_feat:
         parts["kd_feat"] = cfg.kd_feat * losses.feature_distillation(out.features, t_out.features)
     if cfg.adv_gt:
@@ -341,8 +406,13 @@ def compute_losses(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None
     return parts
 
 
-def discriminator_loss(discriminators: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-                       student_prob: torch.Tensor, teacher_prob: torch.Tensor | None) -> torch.Tensor:
+def discriminator_loss(
+    discriminators: dict[str, nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    student_prob: torch.Tensor,
+    teacher_prob: torch.Tensor | None,
+) -> torch.Tensor:
     """Real vs fake in one forward per discriminator (DDP expects one forward per backward)."""
     loss = x.new_zeros(())
     for name, disc in discriminators.items():
@@ -360,36 +430,63 @@ def warm_start(net: nn.Module, path: str) -> None:
     source, card = load_checkpoint(path, expected_arch=net.arch)
     additive = getattr(net, "additive_options", {})
     training_only = getattr(net, "training_only_options", ())
+
     def architecture(config: dict) -> dict:
         return {k: v for k, v in config.items() if k not in additive}
-    if architecture(source.config) != architecture(net.config) or any(   # dropping a block changes the network
-            source.config.get(k) and not net.config.get(k) for k in additive if k not in training_only):
-        raise DBDError(f"--init '{path}' was built with config {source.config} but this run builds "
-                       f"{net.config}; pass the same model_config or another --init")
+
+    if architecture(source.config) != architecture(net.config) or any(  # dropping a block changes the network
+        source.config.get(k) and not net.config.get(k) for k in additive if k not in training_only
+    ):
+        raise DBDError(
+            f"--init '{path}' was built with config {source.config} but this run builds "
+            f"{net.config}; pass the same model_config or another --init"
+        )
     missing, unexpected = net.load_state_dict(source.state_dict(), strict=False)
-    added = tuple(prefix for option, prefix in additive.items() if net.config.get(option) and not source.config.get(option))
+    added = tuple(
+        prefix for option, prefix in additive.items() if net.config.get(option) and not source.config.get(option)
+    )
     new = [k for k in missing if not k.startswith(added)] if added else missing
     unexpected = [k for k in unexpected if not k.startswith(tuple(additive[k] for k in training_only))]
     if new or unexpected:
         raise DBDError(f"--init '{path}' does not fit this network (missing {new[:2]}, unexpected {unexpected[:2]})")
 
 
-def model_card(cfg: TrainConfig, spec: PreprocessSpec, command: str, data: str, val: dict, epochs_done: int,
-               teacher_card: dict | None, amp: dict | None = None, wall_s: float | None = None,
-               cache: dict | None = None) -> dict:
+def model_card(
+    cfg: TrainConfig,
+    spec: PreprocessSpec,
+    command: str,
+    data: str,
+    val: dict,
+    epochs_done: int,
+    teacher_card: dict | None,
+    amp: dict | None = None,
+    wall_s: float | None = None,
+    cache: dict | None = None,
+) -> dict:
     card = {
         "preprocess": spec.to_dict(),
-        "training": {"stage": cfg.stage, "data": data, "command": command, "epochs_done": epochs_done,
-                     "config": {k: v for k, v in vars(cfg).items() if v is not None},
-                     "hardware": hardware(), "torch": torch.__version__,
-                     "amp": amp, "wall_time_s": wall_s,
-                     "date": dt.date.today().isoformat()},
+        "training": {
+            "stage": cfg.stage,
+            "data": data,
+            "command": command,
+            "epochs_done": epochs_done,
+            "config": {k: v for k, v in vars(cfg).items() if v is not None},
+            "hardware": hardware(),
+            "torch": torch.__version__,
+            "amp": amp,
+            "wall_time_s": wall_s,
+            "date": dt.date.today().isoformat(),
+        },
         "metrics": {"validation": {k: round(v, 5) if isinstance(v, float) else v for k, v in val.items()}},
     }
     if teacher_card is not None:
-        card["training"]["teacher"] = {"arch": teacher_card["arch"], "created": teacher_card.get("created"),
-                                       "metrics": teacher_card.get("metrics", {}), "tta": cfg.teacher_tta or "none",
-                                       "cache": {k: v for k, v in (cache or {}).items() if k != "path"} or None}
+        card["training"]["teacher"] = {
+            "arch": teacher_card["arch"],
+            "created": teacher_card.get("created"),
+            "metrics": teacher_card.get("metrics", {}),
+            "tta": cfg.teacher_tta or "none",
+            "cache": {k: v for k, v in (cache or {}).items() if k != "path"} or None,
+        }
     return card
 
 
@@ -402,9 +499,11 @@ def write_log(path: Path, row: dict) -> None:
     rows = [r for r in rows if int(r["epoch"]) != row["epoch"]]  # an epoch repeated after a resume
     rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     header = list(dict.fromkeys(k for r in rows for k in r))
+
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, header)
             writer.writeheader()
             writer.writerows(rows)
+
     atomic_write(path, write)

@@ -1,4 +1,5 @@
 """Loss terms. Each returns a scalar; the loop weights and sums them (weight 0 = term off)."""
+
 from __future__ import annotations
 
 import torch
@@ -35,10 +36,12 @@ def edge_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (dice * has_edges).sum() / has_edges.sum().clamp_min(1.0)
 
 
-def segmentation_loss(out: DBDOutput, target: torch.Tensor, bce: float, dice: float, side: float,
-                      edge: float = 0.0) -> torch.Tensor:
+def segmentation_loss(
+    out: DBDOutput, target: torch.Tensor, bce: float, dice: float, side: float, edge: float = 0.0
+) -> torch.Tensor:
     """BCE + Dice (+ `edge` x DOF-edge Dice) on the main output, plus `side` times the same on every
     deep-supervision output."""
+
     def term(logits: torch.Tensor) -> torch.Tensor:
         loss = logits.new_zeros(())
         if bce:
@@ -65,7 +68,7 @@ def connectivity_targets(mask: torch.Tensor) -> torch.Tensor:
     binary = (mask >= 0.5).float()
     padded = F.pad(binary, (1, 1, 1, 1), mode="replicate")
     h, w = mask.shape[-2:]
-    shifted = [padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in NEIGHBOURS]
+    shifted = [padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in NEIGHBOURS]
     return (torch.cat(shifted, 1) == binary).float()
 
 
@@ -89,8 +92,9 @@ def prob_to_logits(prob: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(prob) - torch.log1p(-prob)
 
 
-def output_distillation(student_logits: torch.Tensor, teacher_prob: torch.Tensor,
-                        target: torch.Tensor | None = None) -> torch.Tensor:
+def output_distillation(
+    student_logits: torch.Tensor, teacher_prob: torch.Tensor, target: torch.Tensor | None = None
+) -> torch.Tensor:
     """BCE of the student's map against the teacher's soft map: it carries the teacher's
     confidence near boundaries, which binary masks cannot.
 

@@ -12,14 +12,15 @@ interruption and finished stages are skipped, an interrupted one continues with 
     python -m dbd.training.recipe training/recipes/release_cpu.toml          # what shipped, on 2 CPU cores
     python -m dbd.training.recipe training/recipes/release_gpu.toml --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
 import shlex
-import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import torch
 
 from dbd.core import DBDError, cli_entry
@@ -48,9 +49,13 @@ def load_recipe(path: Path) -> dict[str, Any]:
     if extra:
         raise DBDError(f"recipe '{path}': unknown key recipe.{extra[0]}; known: {', '.join(sorted(RECIPE_KEYS))}")
     if recipe.get("recipe", {}).get("checkpoint", "last") not in ("last", "best"):
-        raise DBDError(f"recipe '{path}': recipe.checkpoint must be \"last\" or \"best\"")
+        raise DBDError(f'recipe \'{path}\': recipe.checkpoint must be "last" or "best"')
     seeds = recipe.get("recipe", {}).get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise DBDError(f"recipe '{path}': recipe.seeds must be a non-empty list of integers, got {seeds!r}")
     return recipe
 
@@ -87,14 +92,17 @@ def run_stage(stage: str, settings: dict[str, Any], out: Path, extra: list[str],
     print(f"recipe: dbd-train {shlex.join(argv)}", flush=True)
     code = train_main(argv)
     if code:
-        raise DBDError(f"recipe stopped: the {stage} stage in {out} failed (exit {code}); fix it and run the recipe again")
+        raise DBDError(
+            f"recipe stopped: the {stage} stage in {out} failed (exit {code}); fix it and run the recipe again"
+        )
     return out / f"{checkpoint}.safetensors"
 
 
 @cli_entry("python -m dbd.training.recipe")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dbd.training.recipe", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m dbd.training.recipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("recipe", type=Path, help="recipe TOML (see training/recipes/)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--out", help="run folder (overrides recipe.out)")

@@ -8,6 +8,7 @@ A teacher released with `--tta 384,448+flip` also carries that recipe (card key 
 and its CUHK-TE-1 scores with it: the teacher as distillation uses it, which dbd-bench scores by
 default and compares every student and exported file with.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from dbd.models.checkpoint import save_checkpoint
 from dbd.core import cli_entry
+from dbd.models.checkpoint import save_checkpoint
 from dbd.models.released import RELEASED, WEIGHTS_DIR
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.evaluate import evaluate
@@ -42,16 +43,20 @@ def main(argv: list[str] | None = None) -> int:
         tta = evaluate(TTARunner([runner], recipe), open_dataset("cuhk", split="test"))[0].compute()
         card["metrics"]["cuhk_te1_tta"] = {k: round(v, 5) if isinstance(v, float) else v for k, v in tta.items()}
         card["distillation"] = {"tta": str(recipe)}
-    card["metrics"]["protocol"] = ("D-DFFNet: blur positive, threshold 0.5, per-image Fβ (β²=0.3) averaged, IoU pooled, "
-                                   "MAE at the mask's resolution; fbeta_adaptive / fbeta_max with in-focus positive")
+    card["metrics"]["protocol"] = (
+        "D-DFFNet: blur positive, threshold 0.5, per-image Fβ (β²=0.3) averaged, IoU pooled, "
+        "MAE at the mask's resolution; fbeta_adaptive / fbeta_max with in-focus positive"
+    )
     card["released_from"] = str(args.checkpoint)
     card.pop("format", None), card.pop("arch", None), card.pop("config", None), card.pop("created", None)
     out = args.out_dir / f"{model.arch}.safetensors"
     if model.arch not in RELEASED:
         parser.error(f"{model.arch} is not a released architecture ({', '.join(RELEASED)})")
     save_checkpoint(out, model, card, dtype=torch.float16)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): CUHK-TE-1 MAE {test['mae']:.4f}  "
-          f"Fβ {test['fbeta_fixed']:.4f}  IoU {test['iou']:.4f}")
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): CUHK-TE-1 MAE {test['mae']:.4f}  "
+        f"Fβ {test['fbeta_fixed']:.4f}  IoU {test['iou']:.4f}"
+    )
     return 0
 
 

@@ -21,6 +21,7 @@ joined by commas are an ensemble: `A.safetensors,B.safetensors@384+flip`. `--lat
 the header), beside its GMACs. `--robustness` adds the capture table: each model fed
 photos downscaled by cv2 linear/area and PIL bilinear/bicubic, and recompressed at JPEG quality 70.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,21 +30,30 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from dbd.core import DBDError, cli_entry
 from dbd.models.summary import count_macs, count_params
-from dbd.runtime.datasets import open_dataset
 from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured
+from dbd.runtime.datasets import open_dataset
 from dbd.runtime.evaluate import evaluate
 from dbd.runtime.hardware import cpu_info
 from dbd.runtime.metrics import DecisionMetrics
 from dbd.runtime.runners import Runner, TorchRunner
 from dbd.runtime.tta import TTARecipe, TTARunner
 
-COLUMNS = ("mae", "fbeta_fixed", "iou", "fbeta_adaptive", "fbeta_max", "error_at_05", "error_boundary",
-           "error_interior", "worst10_share", "unsure")
+COLUMNS = (
+    "mae",
+    "fbeta_fixed",
+    "iou",
+    "fbeta_adaptive",
+    "fbeta_max",
+    "error_at_05",
+    "error_boundary",
+    "error_interior",
+    "worst10_share",
+    "unsure",
+)
 LOWER_IS_BETTER = {"mae", "error_at_05", "error_boundary", "error_interior", "worst10_share", "unsure"}
 ROBUSTNESS_COLUMNS = ("fbeta_fixed", "mae", "iou")
 
@@ -65,6 +75,7 @@ def scored_pairs(data: str, split: str | None) -> list:
     train split (for choosing a TTA recipe or a schedule without reading the test split)."""
     if split == "val":
         from .data import _holdout
+
         dataset = open_dataset(data, split="train")
         return [dataset[i] for i, s in enumerate(dataset.samples) if _holdout(s.name, 0.1)]
     return list(open_dataset(data, split=split or None))
@@ -74,10 +85,16 @@ def score(checkpoint: str, pairs: list) -> dict:
     runner, first = open_scored(checkpoint)
     decisions = DecisionMetrics()
     metrics, _ = evaluate(runner, pairs, decisions=decisions)
-    return {"checkpoint": str(checkpoint), "arch": first.info["arch"], "tta": runner.info.get("tta", "none"),
-            "seed": first.info.get("training", {}).get("config", {}).get("seed"),
-            "params_m": count_params(first.model) / 1e6,
-            "gmacs": count_macs(first.model, first.size) / 1e9, **metrics.compute(), **decisions.compute()}
+    return {
+        "checkpoint": str(checkpoint),
+        "arch": first.info["arch"],
+        "tta": runner.info.get("tta", "none"),
+        "seed": first.info.get("training", {}).get("config", {}).get("seed"),
+        "params_m": count_params(first.model) / 1e6,
+        "gmacs": count_macs(first.model, first.size) / 1e9,
+        **metrics.compute(),
+        **decisions.compute(),
+    }
 
 
 def latency_ms(checkpoint: str, runs: int = 30) -> float:
@@ -92,7 +109,7 @@ def latency_ms(checkpoint: str, runs: int = 30) -> float:
             for i in range(runs + 5):
                 start = time.perf_counter()
                 runner.model(x)
-                if i >= 5:   # warm-up runs excluded
+                if i >= 5:  # warm-up runs excluded
                     times.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
@@ -136,20 +153,31 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
     groups = group_rows(rows)
     pooled = [(label, group) for label, group in groups.items() if len(group) > 1]
     seeds = bool(pooled)
-    print(f"{data} split {split} ({rows[0]['n_images']} images), D-DFFNet protocol (blur = positive; adaptive and max Fβ "
-          f"with in-focus positive, as published){'; mean ± std over seeds' if seeds else ''}\n")
+    print(
+        f"{data} split {split} ({rows[0]['n_images']} images), D-DFFNet protocol (blur = positive; adaptive and max Fβ "
+        f"with in-focus positive, as published){'; mean ± std over seeds' if seeds else ''}\n"
+    )
     latency = "latency_ms" in rows[0]
     if latency:
-        print(f"Latency: PyTorch fp32, batch 1, one thread, median of 30, on {cpu_info()['model']} "
-              f"({cpu_info()['torch_isa']})\n")
-    print("| model | params (M) | GMACs |" + (" ms ↓ |" if latency else "") + " MAE ↓ | Fβ@0.5 ↑ | IoU ↑ | Fβ adaptive (in-focus +) ↑ | Fβ max (in-focus +) ↑ "
-          "| error @0.5 ↓ | boundary ≤8px ↓ | interior ↓ | worst 10 % share ↓ | unsure ↓ |")
+        print(
+            f"Latency: PyTorch fp32, batch 1, one thread, median of 30, on {cpu_info()['model']} "
+            f"({cpu_info()['torch_isa']})\n"
+        )
+    print(
+        "| model | params (M) | GMACs |"
+        + (" ms ↓ |" if latency else "")
+        + " MAE ↓ | Fβ@0.5 ↑ | IoU ↑ | Fβ adaptive (in-focus +) ↑ | Fβ max (in-focus +) ↑ "
+        "| error @0.5 ↓ | boundary ≤8px ↓ | interior ↓ | worst 10 % share ↓ | unsure ↓ |"
+    )
     print("|---|---:|---:|" + ("---:|" if latency else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, group in groups.items():
         name = f"{label} ({len(group)} seeds)" if len(group) > 1 else label
-        print(f"| {name} | {group[0]['params_m']:.2f} | {group[0]['gmacs']:.2f} | "
-              + (f"{group[0]['latency_ms']:.1f} | " if latency else "")
-              + " | ".join(mean_std([r[c] for r in group]) for c in COLUMNS) + " |")
+        print(
+            f"| {name} | {group[0]['params_m']:.2f} | {group[0]['gmacs']:.2f} | "
+            + (f"{group[0]['latency_ms']:.1f} | " if latency else "")
+            + " | ".join(mean_std([r[c] for r in group]) for c in COLUMNS)
+            + " |"
+        )
     if not seeds:
         return
     # Seed-by-seed comparison between recipes: against the first one run with several seeds.
@@ -158,27 +186,37 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
     for label, group in others:
         deltas = paired_deltas(base, group)
         if deltas is not None:
-            lines.append(f"| {label} − {base_label} | " + " | ".join(
-                f"{m:+.4f} ({better}/{n})" for m, better, n in deltas.values()) + " |")
+            lines.append(
+                f"| {label} − {base_label} | "
+                + " | ".join(f"{m:+.4f} ({better}/{n})" for m, better, n in deltas.values())
+                + " |"
+            )
     if lines:
         print(f"\nPaired by seed against '{base_label}': mean difference (seeds on which it is better / seeds)\n")
-        print("| recipe | MAE | Fβ@0.5 | IoU | Fβ adaptive | Fβ max | error @0.5 | boundary | interior | worst 10 % "
-              "| unsure |")
+        print(
+            "| recipe | MAE | Fβ@0.5 | IoU | Fβ adaptive | Fβ max | error @0.5 | boundary | interior | worst 10 % "
+            "| unsure |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         print("\n".join(lines))
 
 
 def print_robustness(rows: list[dict]) -> None:
     """Per model: each metric under each capture condition, and its change against cv2 linear (the contract)."""
-    print("\nCapture robustness: photos downscaled to the model input by another kernel, or recompressed at "
-          "JPEG quality 70 before the contract's resize; Δ against the contract's own resize (cv2 linear)\n")
+    print(
+        "\nCapture robustness: photos downscaled to the model input by another kernel, or recompressed at "
+        "JPEG quality 70 before the contract's resize; Δ against the contract's own resize (cv2 linear)\n"
+    )
     head = " | ".join(f"{c} Fβ@0.5 (Δ)" for c in CAPTURE_CONDITIONS)
     print(f"| model | {head} | worst ΔFβ | worst ΔMAE |")
     print("|---|" + "---:|" * (len(CAPTURE_CONDITIONS) + 2))
     for row in rows:
         rob = row["robustness"]
         base = rob[CAPTURE_CONDITIONS[0]]
-        cells = [f"{rob[c]['fbeta_fixed']:.4f} ({rob[c]['fbeta_fixed'] - base['fbeta_fixed']:+.4f})" for c in CAPTURE_CONDITIONS]
+        cells = [
+            f"{rob[c]['fbeta_fixed']:.4f} ({rob[c]['fbeta_fixed'] - base['fbeta_fixed']:+.4f})"
+            for c in CAPTURE_CONDITIONS
+        ]
         worst_f = min(rob[c]["fbeta_fixed"] - base["fbeta_fixed"] for c in CAPTURE_CONDITIONS)
         worst_m = max(rob[c]["mae"] - base["mae"] for c in CAPTURE_CONDITIONS)
         print(f"| {row['label']} | " + " | ".join(cells) + f" | {worst_f:+.4f} | {worst_m:+.4f} |")
@@ -186,26 +224,37 @@ def print_robustness(rows: list[dict]) -> None:
 
 @cli_entry("python -m dbd.training.report")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dbd.training.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m dbd.training.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoints", nargs="+", help="checkpoints; several joined by commas form an ensemble")
-    parser.add_argument("--labels", nargs="*", help="row names (default: the checkpoint paths); "
-                                                     "repeat a label to pool seeds of one recipe")
+    parser.add_argument(
+        "--labels",
+        nargs="*",
+        help="row names (default: the checkpoint paths); repeat a label to pool seeds of one recipe",
+    )
     parser.add_argument("--data", default="cuhk")
-    parser.add_argument("--split", default="test", help="split name (empty: the whole dataset; val: training's "
-                                                         "validation hold-out of the train split)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="split name (empty: the whole dataset; val: training's validation hold-out of the train split)",
+    )
     parser.add_argument("--robustness", action="store_true", help="add the capture-robustness table")
-    parser.add_argument("--latency", action="store_true", help="add each recipe's PyTorch latency (batch 1, one thread)")
+    parser.add_argument(
+        "--latency", action="store_true", help="add each recipe's PyTorch latency (batch 1, one thread)"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows (one per checkpoint) as JSON")
     args = parser.parse_args(argv)
 
     labels = args.labels or [str(c) for c in args.checkpoints]
     if len(labels) != len(args.checkpoints):
-        raise DBDError(f"--labels gave {len(labels)} names for {len(args.checkpoints)} checkpoints; give one per checkpoint")
-    pairs = scored_pairs(args.data, args.split)   # decoded once for every row
+        raise DBDError(
+            f"--labels gave {len(labels)} names for {len(args.checkpoints)} checkpoints; give one per checkpoint"
+        )
+    pairs = scored_pairs(args.data, args.split)  # decoded once for every row
     rows = [{"label": label, **score(c, pairs)} for label, c in zip(labels, args.checkpoints)]
     if args.latency:
-        timed: dict[str, float] = {}   # once per recipe: its seeds share the architecture
+        timed: dict[str, float] = {}  # once per recipe: its seeds share the architecture
         for row in rows:
             if row["label"] not in timed:
                 timed[row["label"]] = latency_ms(row["checkpoint"])

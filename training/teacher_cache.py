@@ -14,6 +14,7 @@ and a JSON header, read with allow_pickle=False.
 
     python -m dbd.training.teacher_cache runs/teacher/best.safetensors --tta 384,448+flip
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,14 +51,19 @@ def teacher_paths(text: str) -> list[Path]:
 
 
 def cache_key(teachers: list[Path], recipe: TTARecipe, names: list[str]) -> dict:
-    identity = {"format": CACHE_FORMAT, "teachers": [file_sha256(p) for p in teachers], "tta": str(recipe),
-                "photos": hashlib.sha256("\n".join(names).encode()).hexdigest()}
+    identity = {
+        "format": CACHE_FORMAT,
+        "teachers": [file_sha256(p) for p in teachers],
+        "tta": str(recipe),
+        "photos": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+    }
     identity["key"] = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return identity
 
 
-def compute_maps(teachers: list[Path], recipe: TTARecipe, images: list[np.ndarray], device: str = "cpu",
-                 progress: bool = True) -> list[np.ndarray]:
+def compute_maps(
+    teachers: list[Path], recipe: TTARecipe, images: list[np.ndarray], device: str = "cpu", progress: bool = True
+) -> list[np.ndarray]:
     """The (ensemble/TTA) teacher's P(blur) of each photo at its own size, as uint8 (255 = blur)."""
     runner = TTARunner([TorchRunner(p, device=device) for p in teachers], recipe)
     maps, started = [], time.time()
@@ -71,8 +77,15 @@ def compute_maps(teachers: list[Path], recipe: TTARecipe, images: list[np.ndarra
     return maps
 
 
-def load_or_build(teacher: str, tta: str, names: list[str], images: list[np.ndarray], folder: str | Path,
-                  device: str = "cpu", build: bool = True) -> tuple[list[np.ndarray], dict]:
+def load_or_build(
+    teacher: str,
+    tta: str,
+    names: list[str],
+    images: list[np.ndarray],
+    folder: str | Path,
+    device: str = "cpu",
+    build: bool = True,
+) -> tuple[list[np.ndarray], dict]:
     """The cached maps for these photos (built and written first if absent); returns (maps, identity)."""
     teachers = teacher_paths(teacher)
     for p in teachers:
@@ -99,8 +112,9 @@ def write_cache(path: Path, names: list[str], maps: list[np.ndarray], identity: 
     arrays["identity"] = np.array(json.dumps(identity, sort_keys=True), dtype=np.str_)
 
     def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:   # a file object: np.savez would append .npz to a path
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path
             np.savez_compressed(f, **arrays)
+
     atomic_write(path, write)
 
 
@@ -119,8 +133,11 @@ def read_cache(path: Path, names: list[str]) -> list[np.ndarray]:
 
 @cli_entry("dbd.training.teacher_cache")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dbd.training.teacher_cache", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m dbd.training.teacher_cache",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("teacher", help="teacher checkpoint, or several joined by commas (an ensemble)")
     parser.add_argument("--tta", default="", help="sizes and mirroring, e.g. 384,448+flip (default: the model as is)")
     parser.add_argument("--data", default="cuhk")
@@ -132,11 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     from .config import TrainConfig
     from .data import load_pairs
 
-    cfg = TrainConfig(stage="student", data=args.data, split=args.split, val_fraction=args.val_fraction,
-                      teacher=args.teacher, teacher_cache=args.out).validate()
+    cfg = TrainConfig(
+        stage="student",
+        data=args.data,
+        split=args.split,
+        val_fraction=args.val_fraction,
+        teacher=args.teacher,
+        teacher_cache=args.out,
+    ).validate()
     train, _, description = load_pairs(cfg)
     _, identity = load_or_build(args.teacher, args.tta, train.names, train.images, args.out, args.device)
-    print(f"teacher maps of {description.split(':')[0]} ({len(train)} photos, tta {identity['tta']}): {identity['path']}")
+    print(
+        f"teacher maps of {description.split(':')[0]} ({len(train)} photos, tta {identity['tta']}): {identity['path']}"
+    )
     return 0
 
 
