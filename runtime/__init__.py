@@ -12,8 +12,7 @@ The names below are imported lazily, on first use, so `import dbd.runtime.metada
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dbd.core.lazy import lazy_exports
 
 _LAZY = {
     "Predictor": ".predictor",
@@ -33,14 +32,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
