@@ -97,23 +97,26 @@ def score(checkpoint: str, pairs: list) -> dict:
     }
 
 
-def latency_ms(checkpoint: str, runs: int = 30) -> float:
-    """Median wall time of one forward of the plain model (first member), batch 1, one thread."""
-    runner = TorchRunner(Path(str(checkpoint).partition("@")[0].split(",")[0]))
-    x = torch.zeros(1, 3, *runner.size)
+def latencies_ms(checkpoints: dict[str, str], runs: int = 30) -> dict[str, float]:
+    """Median wall time of one forward of each plain model (first member), batch 1, one thread.
+    The models take turns, run by run, so that a load that comes and goes on a shared machine
+    falls on every model alike: the figures compare within one call."""
+    runners = {label: TorchRunner(Path(str(c).partition("@")[0].split(",")[0])) for label, c in checkpoints.items()}
+    inputs = {label: torch.zeros(1, 3, *r.size) for label, r in runners.items()}
+    times: dict[str, list[float]] = {label: [] for label in runners}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        times = []
         with torch.inference_mode():
             for i in range(runs + 5):
-                start = time.perf_counter()
-                runner.model(x)
-                if i >= 5:  # warm-up runs excluded
-                    times.append(time.perf_counter() - start)
+                for label, runner in runners.items():
+                    start = time.perf_counter()
+                    runner.model(inputs[label])
+                    if i >= 5:  # warm-up runs excluded
+                        times[label].append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
-    return 1000 * statistics.median(times)
+    return {label: 1000 * statistics.median(t) for label, t in times.items()}
 
 
 def robustness(checkpoint: str, pairs: list) -> dict[str, dict[str, float]]:
@@ -160,7 +163,7 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
     latency = "latency_ms" in rows[0]
     if latency:
         print(
-            f"Latency: PyTorch fp32, batch 1, one thread, median of 30, on {cpu_info()['model']} "
+            f"Latency: PyTorch fp32, batch 1, one thread, median of 30, models taking turns, on {cpu_info()['model']} "
             f"({cpu_info()['torch_isa']})\n"
         )
     print(
@@ -254,10 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     pairs = scored_pairs(args.data, args.split)  # decoded once for every row
     rows = [{"label": label, **score(c, pairs)} for label, c in zip(labels, args.checkpoints)]
     if args.latency:
-        timed: dict[str, float] = {}  # once per recipe: its seeds share the architecture
+        first = {}  # once per recipe: its seeds share the architecture
         for row in rows:
-            if row["label"] not in timed:
-                timed[row["label"]] = latency_ms(row["checkpoint"])
+            first.setdefault(row["label"], row["checkpoint"])
+        timed = latencies_ms(first)
+        for row in rows:
             row["latency_ms"] = timed[row["label"]]
     print_tables(rows, args.data, args.split)
     if args.robustness:
