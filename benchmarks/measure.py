@@ -5,7 +5,7 @@ median and 90th percentile. Peak memory: measured the same way for every runtime
 process (`peak_memory_mb`): the peak resident set (VmHWM, so native allocations of every runtime
 library count as much as torch's) while the file loads and runs one image, above the resident set
 once the runtime library is imported. In this process, memory freed by an earlier row stays
-resident and is reused, which read as 0 MB for ONNX rows. Compute peak: a large fp32 matrix
+resident and is reused, which read as 0 MB for some rows. Compute peak: a large fp32 matrix
 multiply at the same thread count, best of several runs interleaved across thread counts (a
 loaded machine once measured the 2-thread peak below the 1-thread one): the practical ceiling of
 multiply-accumulates per second here, to see how close each format gets. `dbd.runtime.hardware.cpu_info` records the
