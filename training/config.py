@@ -1,7 +1,8 @@
 """Training configuration: one dataclass, filled from defaults, then a TOML file, then flags.
 
-The defaults reproduce the shipped weights (docs/training.md). Every loss term has a weight;
-0 switches it off, so an ablation is one flag away.
+The defaults train from ImageNet weights; training/recipes/release_cpu.toml reproduces the shipped
+ones (docs/training.md). Every loss term has a weight; 0 switches it off, so an ablation is one
+flag away.
 """
 
 from __future__ import annotations
