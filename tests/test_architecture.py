@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_training import TINY  # noqa: E402  (the shared tiny-run flags)
+from test_distillation_cache import tiny_teacher  # noqa: F401  (a module fixture: one tiny teacher run)
+from test_training import TINY
 from torch import nn
 
 from dbd.core import DBDError
@@ -90,19 +91,18 @@ def test_a_decoder_variant_is_one_registered_function_and_declares_its_features(
     assert out.logits.shape == (2, 1, 64, 64) and len(out.side_logits) == 3
 
 
-def test_the_student_takes_a_three_level_decoder_and_trains_a_step_with_feature_distillation(tmp_path, capsys):
-    teacher = tmp_path / "teacher"
-    assert (
-        main(["teacher", *TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--amp", "off", "--out", str(teacher)])
-        == 0
-    ), capsys.readouterr().err
+def test_the_student_takes_a_three_level_decoder_and_trains_a_step_with_feature_distillation(
+    tiny_teacher,  # noqa: F811  (the imported fixture)
+    tmp_path,
+    capsys,
+):
     out = tmp_path / "student"
     code = main(
         [
             "student",
             *TINY,
             "--teacher",
-            str(teacher / "best.safetensors"),
+            str(tiny_teacher),
             "--kd-feat",
             "1",
             "--kd-out",
@@ -129,19 +129,18 @@ def test_the_student_takes_a_three_level_decoder_and_trains_a_step_with_feature_
     assert "train_kd_feat" in (out / "log.csv").read_text().splitlines()[0]
 
 
-def test_feature_distillation_between_decoders_of_different_strides_is_one_line(tmp_path, capsys):
-    teacher = tmp_path / "teacher"
-    assert (
-        main(["teacher", *TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--amp", "off", "--out", str(teacher)])
-        == 0
-    )
-    capsys.readouterr()
+def test_feature_distillation_between_decoders_of_different_strides_is_one_line(
+    tiny_teacher,  # noqa: F811  (the imported fixture)
+    tmp_path,
+    capsys,
+):
+    capsys.readouterr()  # the fixture's training output
     code = main(
         [
             "student",
             *TINY,
             "--teacher",
-            str(teacher / "best.safetensors"),
+            str(tiny_teacher),
             "--kd-feat",
             "1",
             "--model-config",
