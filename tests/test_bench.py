@@ -274,3 +274,12 @@ def test_peak_memory_is_measured_alike_for_every_runtime_and_the_cpu_is_recorded
     )
     assert f"CPU: {cpu['model']}" in (tmp_path / "report" / "bench.md").read_text()
     assert "CPU:" in capsys.readouterr().out
+
+
+def test_library_run_refuses_a_negative_limit_in_one_line(tmp_path):
+    from dbd.benchmarks import run
+    from dbd.core import DBDError
+
+    with pytest.raises(DBDError) as err:
+        run(runs=0, limit=-1, report=None, exports=tmp_path)
+    assert "--limit" in str(err.value) and "\n" not in str(err.value)
