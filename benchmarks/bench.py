@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from dbd.core import DBDError, check_writable
+from dbd.core import DBDError, check_int, check_writable
 from dbd.models import create_model
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured
@@ -30,16 +30,20 @@ from dbd.runtime.evaluate import evaluate
 from dbd.runtime.formats import find_format
 from dbd.runtime.formats import suffixes as export_suffixes
 from dbd.runtime.hardware import cpu_info
-from dbd.runtime.metrics import DecisionMetrics
+from dbd.runtime.metrics import DecisionMetrics, LiteratureMetrics
+from dbd.runtime.refine import RefineSpec, refine_map
 from dbd.runtime.runners import open_runner
+from dbd.runtime.spec import PreprocessSpec
 from dbd.runtime.tta import TTARecipe, TTARunner
 
 from . import gate
 from .measure import PeakMemory, gemm_peaks, map_psnr, measure_latency, peak_memory_mb
-from .report import anatomy_table, robustness_table, table_rows, write_reports
+from .report import anatomy_table, refine_table, robustness_table, table_rows, write_reports
 
 REPORT_FILES = ("bench.md", "bench.json", "curves.png", "latency_accuracy.png")  # what write_reports writes
 MIN_RUNS = 50  # fewer timed runs give unstable percentiles
+REFINE_SIZES = {"640x427": (427, 640), "1920x1080": (1080, 1920), "12 MP": (3000, 4000)}
+MAX_THREADS = 256  # more than any machine's cores; native thread pools crash far above it
 
 
 def model_files(
@@ -61,6 +65,8 @@ def model_files(
             for p in Path(exports).iterdir()
             if p.suffix.lower() in known and not p.name.startswith(".") and ".tmp" not in p.name
         )
+    if isinstance(weights, (str, os.PathLike)):  # one file, not a sequence of characters
+        weights = [weights]
     found += list(weights or [])
     unique = list(dict.fromkeys(Path(p) for p in found))
     missing = [p for p in unique if not p.exists()]
@@ -114,11 +120,14 @@ def bench_row(
     config = info["config"] if runner.format == "torch" else info["model"].get("config", {})
     params, gmacs = model_cost(arch, config, runner.size)
     fmt = runner.format + (f"+tta {tta}" if tta is not None else "")
+    refine = refine_label(runner.spec.refine)
     row: dict[str, Any] = {
-        "id": f"{arch}:{fmt}:{runner.precision}",
+        "id": f"{arch}:{fmt}:{runner.precision}:{refine}",
         "model": arch,
         "format": fmt,
         "precision": runner.precision,
+        "refine": refine,  # the map's last step: "guided" (edge-aware) or "bilinear"
+        "refine_spec": runner.spec.refine.to_dict(),
         "file": str(path),
         "size_mb": file_size_mb(path),
         "params_m": params,
@@ -143,6 +152,7 @@ def bench_row(
         }
     row["curves"] = {k: [round(float(x), 5) for x in v] for k, v in metrics.curves().items()}
     row["_maps"] = maps
+    row["_spec"] = runner.spec
     for t in threads if runs and tta is None else []:
         timed = runner if t == max(threads) else open_runner(path, threads=t, device=device)
         lat = measure_latency(timed, t, runs=runs, warmup=warmup)
@@ -158,6 +168,56 @@ def bench_row(
             "peak_fraction_reliable": rate <= peaks[t],
         }
     return row
+
+
+def refine_label(spec: RefineSpec) -> str:
+    return "guided" if spec.enabled else "bilinear"
+
+
+def other_refine_row(row: dict[str, Any], runner_spec: PreprocessSpec, pairs: list) -> dict[str, Any]:
+    """The same file's maps (kept at the model's size) scored with the other last step: bilinear for
+    a file whose contract refines, the default guided filter for one exported before refinement.
+    Accuracy only: the model's latency is the row's it was made from."""
+    other = RefineSpec.none() if runner_spec.refine.enabled else RefineSpec()
+    spec = runner_spec.with_refine(other)
+    metrics, decisions = LiteratureMetrics(), DecisionMetrics()
+    for prob, (photo, mask) in zip(row["_maps"], pairs):
+        photo_map = spec.postprocess(prob, photo)
+        metrics.update(photo_map, mask.astype(np.float32))
+        decisions.update(photo_map, mask.astype(np.float32))
+    label = refine_label(other)
+    return {
+        **row,
+        "id": row["id"].rsplit(":", 1)[0] + f":{label}",
+        "refine": label,
+        "refine_spec": other.to_dict(),
+        "peak_mem_mb": None,
+        "memory": {"method": None, "runtime_mb": None},
+        "latency": {},
+        "metrics": {k: v for k, v in metrics.compute().items() if k != "n_images"},
+        "decisions": decisions.compute(),
+        "robustness": None,
+        "curves": {k: [round(float(x), 5) for x in v] for k, v in metrics.curves().items()},
+    }
+
+
+def refine_cost(spec: RefineSpec, model_size: tuple[int, int], runs: int = 10) -> dict[str, float]:
+    """Median ms (this thread) to refine a model map into a photo of each size in REFINE_SIZES."""
+    import time
+
+    rng = np.random.default_rng(0)
+    prob = rng.random(model_size).astype(np.float32)
+    cost = {}
+    for label, hw in REFINE_SIZES.items():
+        photo = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+        refine_map(prob, photo, spec)  # compile / warm up
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            refine_map(prob, photo, spec)
+            times.append(time.perf_counter() - start)
+        cost[label] = 1000 * float(np.median(times))
+    return cost
 
 
 def compare(row: dict, reference: dict | None) -> dict | None:
@@ -197,6 +257,7 @@ class BenchResult:
     checked_against: Path | None = None  # the baseline of the gate, when one was checked
     baseline_rows: int = 0  # how many rows that baseline holds
     regressions: list[str] = field(default_factory=list)  # one line each; empty = no regression
+    not_compared: list[str] = field(default_factory=list)  # rows the baseline has none for (allow_new_rows)
 
     @property
     def passed(self) -> bool:
@@ -223,6 +284,7 @@ def run(
     report: str | Path | None = "reports/bench",
     check: str | Path | None = None,
     update_baseline: str | Path | None = None,
+    allow_new_rows: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Benchmark the teacher, the student, every file in `exports` and `weights` on `data`/`split`
@@ -232,12 +294,20 @@ def run(
     at least 50, or 0 for accuracy only; `teacher_tta`: also score the teacher with this TTA recipe
     (default: the one in its card; 'none' to skip); `robustness`: also score other capture
     pipelines; `report`: folder of the reports (None: write none); `update_baseline`: write this
-    run as the new baseline there; `check`: compare with that baseline (`result.regressions`);
+    run as the new baseline there; `check`: compare with that baseline (`result.regressions`; a
+    row the baseline has none for is a failure too, unless `allow_new_rows`: then it is listed in
+    `result.not_compared`);
     `log`: called with a line as each file is done.
     """
+    if isinstance(threads, (str, bytes)):
+        raise DBDError(f"threads takes a list of positive integers (e.g. [1, {os.cpu_count()}]), got {threads!r}")
     threads = sorted(set(threads)) if threads is not None else sorted({1, os.cpu_count() or 1})
     if not threads or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in threads):
         raise DBDError(f"--threads takes positive integers (e.g. 1,{os.cpu_count()}), got {threads}")
+    check_int(max(threads), "--threads", maximum=MAX_THREADS)
+    runs = check_int(runs, "--runs", minimum=0)
+    warmup = check_int(warmup, "--warmup", minimum=0)
+    limit = check_int(limit, "--limit (0: every pair)", minimum=0)
     if runs and runs < MIN_RUNS:
         raise DBDError(
             f"--runs {runs} is too few for stable percentiles; use at least {MIN_RUNS} (or 0 to skip latency)"
@@ -268,6 +338,7 @@ def run(
             notes.append(f"{path}: not run: {availability.reason}")
             continue
         rows.append(bench_row(path, pairs, threads, peaks, **settings))
+        rows.append(other_refine_row(rows[-1], rows[-1]["_spec"], pairs))
         if log:
             log(f"benchmarked {path}")
         tta = teacher_recipe(rows[-1], teacher_tta)
@@ -275,16 +346,26 @@ def run(
             rows.append(bench_row(path, pairs, threads, peaks, **settings, tta=tta))
             if log:
                 log(f"benchmarked {path} with TTA {tta}")
+
     # The teacher as distillation uses it (with its TTA) is what every row is compared with.
-    teacher_row = next(
-        (r for r in rows if r["model"] == "dbd_teacher" and r["format"].startswith("torch+tta")),
-        next((r for r in rows if r["model"] == "dbd_teacher" and r["format"] == "torch"), None),
-    )
-    student_row = next((r for r in rows if r["model"] == "dbd_student" and r["format"] == "torch"), None)
+    # Each row is compared with the teacher as distillation uses it (its TTA) and with the fp32
+    # student, both with the same last step (guided with guided, bilinear with bilinear).
+    def reference(model: str, refine: str) -> dict | None:
+        same = [r for r in rows if r["model"] == model and r["refine"] == refine]
+        return next(
+            (r for r in same if r["format"].startswith("torch+tta")),
+            next((r for r in same if r["format"] == "torch"), None),
+        )
+
     for r in rows:
+        teacher_row = reference("dbd_teacher", r["refine"])
+        student_row = next(
+            (s for s in rows if s["model"] == "dbd_student" and s["format"] == "torch" and s["refine"] == r["refine"]),
+            None,
+        )
         r["vs_teacher"], r["vs_student"] = compare(r, teacher_row), compare(r, student_row)
     for r in rows:
-        del r["_maps"]
+        del r["_maps"], r["_spec"]
         if gemm is not None and not gemm.reliable:  # more threads measured slower: the machine was busy
             for lat in r["latency"].values():
                 lat["peak_fraction_reliable"] = False
@@ -314,7 +395,14 @@ def run(
         "Δ vs teacher / student: Fβ@0.5 and MAE differences; PSNR of the blur maps at the model's input size",
     ]
     header, body = table_rows(rows, threads if runs else [])
+    if runs:  # the refinement's own cost, beside the models' latency on one thread
+        student_spec = next((r["refine_spec"] for r in rows if r["refine"] == "guided"), RefineSpec().to_dict())
+        machine["refine_ms"] = refine_cost(RefineSpec.from_dict(student_spec), (320, 320))
     sections = [
+        (
+            "Refinement cost (one thread, median of 10; model latency at 1 thread from the table above)",
+            *refine_table(rows, machine.get("refine_ms")),
+        ),
         ("Error anatomy (fractions of all pixels; boundary = within 8 px of a mask boundary)", *anatomy_table(rows)),
         ("Capture robustness (Fβ@0.5 and Δ against the contract's own resize, cv2 linear)", *robustness_table(rows)),
     ]
@@ -337,5 +425,6 @@ def run(
     if baseline is not None:
         result.checked_against = Path(check)
         result.baseline_rows = len(baseline["rows"])
-        result.regressions = gate.check(baseline, rows, data_label)
+        result.regressions = gate.check(baseline, rows, data_label, allow_new_rows=allow_new_rows)
+        result.not_compared = gate.unbaselined_rows(baseline, rows) if allow_new_rows else []
     return result

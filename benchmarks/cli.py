@@ -16,7 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
-from dbd.core import DBDError, cli_entry
+from dbd.core import ArgumentParser, DBDError, cli_entry
 
 
 def parse_threads(text: str) -> list[int]:
@@ -31,7 +31,7 @@ def parse_threads(text: str) -> list[int]:
 
 @cli_entry("dbd-bench")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="dbd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -59,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--check", type=Path, metavar="BASELINE", help="fail when a row regresses below the baseline")
     group.add_argument("--update-baseline", type=Path, metavar="BASELINE", help="write this run as the new baseline")
+    parser.add_argument(
+        "--allow-new-rows",
+        action="store_true",
+        help="with --check: list rows the baseline has no row for instead of failing on them",
+    )
     args = parser.parse_args(argv)
+    if args.allow_new_rows and not args.check:
+        parser.error("--allow-new-rows applies only with --check BASELINE")
 
     # Imported after parsing: the benchmark pulls in torch and every runtime, --help need not.
     from .bench import run
@@ -83,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         report=args.report,
         check=args.check,
         update_baseline=args.update_baseline,
+        allow_new_rows=args.allow_new_rows,
         log=lambda line: print(f"  {line}", flush=True),
     )
     print(result.title)
@@ -97,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if result.baseline_written:
         print(f"wrote baseline {result.baseline_written} ({len(result.rows)} rows)")
     if result.checked_against is not None:
+        for line in result.not_compared:
+            print(f"dbd-bench: NOT COMPARED {line} (--allow-new-rows)")
         if result.regressions:
             for line in result.regressions:
                 print(f"dbd-bench: REGRESSION {line}")

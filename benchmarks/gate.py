@@ -20,6 +20,7 @@ DEFAULT_TOLERANCES = {"fbeta_fixed": 0.005, "fbeta_adaptive": 0.005, "fbeta_max"
 
 
 METRICS = (*HIGHER_IS_BETTER, *LOWER_IS_BETTER)
+MAX_TOLERANCE = 0.1  # every metric lies in [0, 1]: a wider tolerance would let any regression pass
 
 
 def _number(value: Any) -> bool:
@@ -59,8 +60,11 @@ def load_baseline(path: Path) -> dict[str, Any]:
             raise DBDError(
                 f"baseline '{path}': unknown metric 'tolerances.{metric}' (known: {', '.join(METRICS)}); {fix}"
             )
-        if not _number(tol) or tol < 0:
-            raise DBDError(f"baseline '{path}': 'tolerances.{metric}' must be a number >= 0, got {tol!r}; {fix}")
+        if not _number(tol) or not 0 <= tol <= MAX_TOLERANCE:
+            raise DBDError(
+                f"baseline '{path}': 'tolerances.{metric}' must be a number from 0 to {MAX_TOLERANCE}, "
+                f"got {tol!r}; {fix}"
+            )
     for row_id, expected in baseline["rows"].items():
         if not isinstance(expected, dict) or not expected:
             raise DBDError(f"baseline '{path}': row '{row_id}' must be a non-empty object of metric: value; {fix}")
@@ -72,21 +76,58 @@ def load_baseline(path: Path) -> dict[str, Any]:
                 )
             if not _number(value):
                 raise DBDError(f"baseline '{path}': '{row_id}.{metric}' must be a finite number, got {value!r}; {fix}")
+            if not 0 <= value <= 1:
+                raise DBDError(f"baseline '{path}': '{row_id}.{metric}' must be in [0, 1], got {value!r}; {fix}")
     return baseline
 
 
-def check(baseline: dict[str, Any], rows: list[dict[str, Any]], data: str) -> list[str]:
+def duplicate_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per row id that two benchmarked files share (e.g. two int8 .tflite files of the same
+    model under different names): only one of them could be compared, so the gate fails on it."""
+    first: dict[str, Any] = {}
+    lines = []
+    for r in rows:
+        if r["id"] in first:
+            lines.append(
+                f"{r['id']}: both '{first[r['id']]}' and '{r.get('file')}' give this row id (same model, format "
+                f"and precision), so one would hide the other; keep one of them in the exports folder"
+            )
+        else:
+            first[r["id"]] = r.get("file")
+    return lines
+
+
+def unbaselined_rows(baseline: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """One line per benchmarked row that the baseline has no row for (so nothing compared it)."""
+    known = baseline.get("rows") or {}
+    return [
+        f"{r['id']} ('{r.get('file')}'): the baseline has no row for it, so it was not compared"
+        for r in rows
+        if r["id"] not in known and r.get("metrics") is not None
+    ]
+
+
+def check(
+    baseline: dict[str, Any], rows: list[dict[str, Any]], data: str, *, allow_new_rows: bool = False
+) -> list[str]:
     """Every regression as one line 'row: metric value vs baseline (tolerance)'; empty = pass.
 
     A gate that compares nothing fails: a baseline without rows is refused by `load_baseline`, a
-    row not benchmarked in this run fails, and so does a metric that is missing or not finite."""
+    row not benchmarked in this run fails, and so does a metric that is missing or not finite.
+    Two files giving the same row id fail, and so does a benchmarked row the baseline has no row
+    for, unless `allow_new_rows` (then `unbaselined_rows` lists them, and the caller says so)."""
     if baseline.get("data") != data:
         return [f"baseline was measured on {baseline.get('data')!r} but this run used {data!r}"]
     if not baseline.get("rows"):
         return ["the baseline has no rows: nothing was compared"]
     tolerances = {**DEFAULT_TOLERANCES, **baseline.get("tolerances", {})}
     current = {r["id"]: r for r in rows}
-    failures = []
+    failures = duplicate_rows(rows)
+    if not allow_new_rows:
+        failures += [
+            f"{line} (add it with --update-baseline, or pass --allow-new-rows)"
+            for line in unbaselined_rows(baseline, rows)
+        ]
     for row_id, expected in baseline["rows"].items():
         row = current.get(row_id)
         if row is None or row.get("metrics") is None:
@@ -104,6 +145,9 @@ def check(baseline: dict[str, Any], rows: list[dict[str, Any]], data: str) -> li
 
 
 def write_baseline(path: Path, rows: list[dict[str, Any]], data: str, previous: dict[str, Any] | None = None) -> None:
+    duplicates = duplicate_rows([r for r in rows if r.get("metrics") is not None])
+    if duplicates:
+        raise DBDError(f"{duplicates[0]}; '{path}' was left as it was")
     tolerances = (previous or {}).get("tolerances", DEFAULT_TOLERANCES)
     doc = {
         "format": BASELINE_FORMAT,

@@ -19,7 +19,7 @@ def _f(value: Any, fmt: str = ".4f") -> str:
 
 
 def table_rows(rows: list[dict[str, Any]], threads: list[int]) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "format", "prec", "MB", "params M", "GMACs"]
+    header = ["model", "format", "prec", "map", "MB", "params M", "GMACs"]
     for t in threads:
         header += [f"ms@{t}t", f"p90@{t}t", f"FPS@{t}t", f"%peak@{t}t"]
     header += [
@@ -41,6 +41,7 @@ def table_rows(rows: list[dict[str, Any]], threads: list[int]) -> tuple[list[str
             r["model"],
             r["format"],
             r["precision"],
+            r.get("refine", "–"),
             _f(r["size_mb"], ".2f"),
             _f(r["params_m"], ".2f"),
             _f(r["gmacs"], ".2f"),
@@ -77,11 +78,26 @@ def _peak_cell(lat: dict[str, Any]) -> str:
     return _f(fraction * 100, ".0f") + ("" if reliable else "?")
 
 
+def refine_table(rows: list[dict[str, Any]], refine_ms: dict[str, float] | None) -> tuple[list[str], list[list[str]]]:
+    """The guided refinement's cost per photo size beside each refined row's model latency at 1 thread."""
+    if not refine_ms:
+        return [], []
+    timed = [r for r in rows if r.get("refine") == "guided" and r.get("latency", {}).get("1")]
+    header = ["photo", "refine ms"] + [
+        f"{r['model'].removeprefix('dbd_')} {r['format']} {r['precision']} ms" for r in timed
+    ]
+    body = [
+        [size, _f(ms, ".1f")] + [_f(r["latency"]["1"]["median_ms"], ".1f") for r in timed]
+        for size, ms in refine_ms.items()
+    ]
+    return header, body
+
+
 def anatomy_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Where each model decides wrong (runtime.metrics.DecisionMetrics), as fractions of all pixels."""
-    header = ["model", "format", "prec", "error@.5", "boundary ≤8px", "interior", "worst 10% share", "unsure"]
+    header = ["model", "format", "prec", "map", "error@.5", "boundary ≤8px", "interior", "worst 10% share", "unsure"]
     body = [
-        [r["model"], r["format"], r["precision"]]
+        [r["model"], r["format"], r["precision"], r.get("refine", "–")]
         + [
             _f(r["decisions"].get(k))
             for k in ("error_at_05", "error_boundary", "error_interior", "worst10_share", "unsure")

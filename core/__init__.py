@@ -4,7 +4,19 @@ Dependencies flow core → models → runtime → {benchmarks, export, training}
 torch or any other stage.
 """
 
-from .errors import DBDError, Terminated, cli_entry, reraise_interrupt
+from .checks import MAX_THREADS, check_float, check_int
+from .errors import ArgumentParser, DBDError, Terminated, cli_entry, reraise_interrupt
 from .files import atomic_write, check_writable
 
-__all__ = ["DBDError", "Terminated", "cli_entry", "reraise_interrupt", "atomic_write", "check_writable"]
+__all__ = [
+    "ArgumentParser",
+    "DBDError",
+    "Terminated",
+    "cli_entry",
+    "reraise_interrupt",
+    "atomic_write",
+    "check_writable",
+    "check_int",
+    "check_float",
+    "MAX_THREADS",
+]

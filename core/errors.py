@@ -13,6 +13,7 @@ KeyboardInterrupt they receive in their own exception types, which would otherwi
 
 from __future__ import annotations
 
+import argparse
 import functools
 import signal
 import sys
@@ -51,6 +52,15 @@ def reraise_interrupt(err: BaseException) -> None:
         stack += [e.__cause__, e.__context__]
     if _received:
         raise Terminated() if _received[-1] == signal.SIGTERM else KeyboardInterrupt()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for a `cli_entry` main: a bad flag is the same one line as every other error
+    ('prog: error: message (see prog --help)', exit 2), not a usage block before it.
+    Sub-commands (`add_subparsers`) inherit it."""
+
+    def error(self, message: str):
+        raise DBDError(f"{message} (see {self.prog} --help)")
 
 
 def cli_entry(prog: str) -> Callable[[Callable[..., int | None]], Callable[..., int]]:

@@ -6,12 +6,15 @@ one-line DBDError naming the path, never a traceback after a long run."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterable
 
 from .errors import DBDError
+
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 def _probe(folder: Path, flag: str, root: Path) -> None:
@@ -23,8 +26,16 @@ def _probe(folder: Path, flag: str, root: Path) -> None:
         raise DBDError(
             f"{flag} '{root}' is not writable{where}: {err.strerror}; pass a folder you can write to"
         ) from None
-    os.close(fd)
-    os.unlink(tmp)
+    try:  # an empty file fits on a full disk: write some data to find out before the work
+        os.write(fd, b"\0" * 65536)
+    except OSError as err:
+        where = "" if folder == root else f" ('{folder}')"
+        raise DBDError(
+            f"{flag} '{root}' cannot be written{where}: {err.strerror}; free some space or pass another folder"
+        ) from None
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
 
 
 def check_writable(folder: str | Path, flag: str, files: Iterable[str | Path] = ()) -> None:
@@ -72,7 +83,18 @@ def atomic_write(path: Path, write: callable) -> None:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shared files unreadable to others
     try:
         write(tmp)
+        # again: a writer may replace the file rather than write into it (safetensors' save_file
+        # leaves a fresh 0600 file), and checkpoints must be as readable as every other output
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.errno in _DISK_ERRORS:  # the disk, not the data: one line, and the old file is intact
+            raise DBDError(
+                f"cannot write '{path}' ({err.strerror}); nothing was changed there: free some space "
+                f"(or pass another folder) and run again"
+            ) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

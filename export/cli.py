@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from dbd.core import DBDError, cli_entry
+from dbd.core import ArgumentParser, cli_entry
 
 from .run import (
     DEFAULT_CALIB,
@@ -33,11 +33,6 @@ from .run import (
 )
 
 PROG = "dbd-export"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, through cli_entry, instead of usage + exit
-        raise DBDError(f"{message} (see {PROG} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"  {fmt.name:8s} {fmt.suffix:12s} precisions {', '.join(fmt.precisions)} (default {fmt.default_precision})"
         for fmt in formats
     )
-    parser = _Parser(
+    parser = ArgumentParser(
         prog=PROG,
         description=f"{__doc__}\ninstalled formats:\n{listing}",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -37,6 +37,15 @@ class ParityBudget:
     int8_min_psnr: float = 30.0
     int8_max_dfbeta: float = 0.005
 
+    def __post_init__(self) -> None:
+        """Every budget checked when it is made, before any export work (NaN would pass every test)."""
+        from dbd.core import check_float
+
+        check_float(self.fp32_max_abs, "--fp32-max-abs", minimum=0.0, maximum=1.0, above_minimum=True)
+        check_float(self.fp16_min_psnr, "--fp16-min-psnr", minimum=0.0, maximum=PSNR_CAP_DB)
+        check_float(self.int8_min_psnr, "--int8-min-psnr", minimum=0.0, maximum=PSNR_CAP_DB)
+        check_float(self.int8_max_dfbeta, "--int8-max-dfbeta", minimum=0.0, maximum=1.0)
+
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 

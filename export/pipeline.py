@@ -10,6 +10,7 @@ every file: size, sha256, precision, conversion time, parity figures, ops.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import glob
 import json
@@ -17,6 +18,7 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -76,6 +78,44 @@ def remove_stale_temps(final: Path) -> None:
                 _remove(stale)
         except OSError:
             pass
+
+
+RUN_TEMP_PREFIX = "dbd-export-"  # $TMPDIR/dbd-export-PID-XXXXXXXX: one export run's temporary folders
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_run_temps(base: Path) -> None:
+    """Remove the temporary folders of export runs that were killed (SIGKILL, OOM): their process is gone."""
+    for folder in Path(base).glob(f"{RUN_TEMP_PREFIX}*-*"):
+        pid = folder.name[len(RUN_TEMP_PREFIX) :].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def run_tempdir():
+    """Put every temporary folder of this run (ours and the converters', e.g. onnxruntime's
+    `ort.quant.*`) in one folder `$TMPDIR/dbd-export-PID-XXXXXXXX`, removed at the end; the
+    folders that killed runs left are removed first."""
+    base = Path(tempfile.gettempdir())
+    remove_stale_run_temps(base)
+    folder = tempfile.mkdtemp(prefix=f"{RUN_TEMP_PREFIX}{os.getpid()}-", dir=base)
+    previous = tempfile.tempdir
+    tempfile.tempdir = folder
+    try:
+        yield Path(folder)
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _remove(path: Path) -> None:

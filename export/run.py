@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from dbd.core import DBDError
+import numpy as np
+
+from dbd.core import DBDError, check_int
 from dbd.runtime.formats import FileFormat, get_format, list_formats, unknown_choice
 
 if TYPE_CHECKING:
@@ -32,6 +34,9 @@ DEFAULT_CALIB = "cuhk"
 DEFAULT_CALIB_N = 64
 DEFAULT_PARITY_N = 32
 DEFAULT_OUT = Path("exports")
+MAX_IMGSZ = 4096  # a side; larger inputs exhaust memory in every converter
+MAX_CALIB_N = 1000  # calibration/parity images, all held in memory at the input size
+MAX_IMAGES_BYTES = 4 << 30  # and at most 4 GiB of them
 
 Plan = list[tuple[str, tuple[str, ...]]]  # [(format name, precisions to export)]
 
@@ -131,6 +136,8 @@ def parse_imgsz(value: str | int | Iterable[int] | None, default: tuple[int, int
         raise DBDError(
             f"--imgsz '{text}' must be N or HxW with positive multiples of 32 (the encoders' stride), e.g. 320"
         )
+    if max(values) > MAX_IMGSZ:
+        raise DBDError(f"--imgsz '{text}' is too large: each side must be at most {MAX_IMGSZ}, e.g. 320")
     return values[0], values[1]
 
 
@@ -192,6 +199,13 @@ def make_job(
         PreprocessSpec.from_dict(card["preprocess"]) if "preprocess" in card else PreprocessSpec.for_model(model)
     )
     spec = dataclasses.replace(base_spec, input_size=parse_imgsz(imgsz, base_spec.input_size), layout="NCHW")
+    h, w = spec.input_size
+    held = ((calib_n if calibrate else 0) + parity_n) * h * w * 3 * 4
+    if held > MAX_IMAGES_BYTES:
+        raise DBDError(
+            f"--calib-n {calib_n} and --parity-n {parity_n} at {h}x{w} would hold {held / 2**30:.1f} GiB of images "
+            f"in memory (at most {MAX_IMAGES_BYTES >> 30} GiB); pass fewer images or a smaller --imgsz"
+        )
     if int8_float is None:
         float_modules = default_modules(model)
     elif isinstance(int8_float, str) and int8_float.strip().lower() == "none":
@@ -261,10 +275,20 @@ def export_model(
     for flag, value in (("calib_n", calib_n), ("parity_n", parity_n)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DBDError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+        check_int(value, f"--{flag.replace('_', '-')}", minimum=1, maximum=MAX_CALIB_N)
+    parse_imgsz(imgsz, (32, 32))  # a bad size is found now, not after loading the model and the images
+    if not isinstance(out, (str, os.PathLike)):
+        raise DBDError(f"out must be a folder path (str or Path), got {out!r} ({type(out).__name__})")
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise DBDError(f"weights must be a checkpoint path (str or Path), got {weights!r} ({type(weights).__name__})")
+    from .parity import ParityBudget
+
+    if budget is not None and not isinstance(budget, ParityBudget):
+        raise DBDError(f"budget must be a dbd.export.parity.ParityBudget, got {type(budget).__name__}")
     options = check_options(options)
 
     from .calibration import open_calibration_dataset
-    from .pipeline import Outcome, export_one, output_path, prepare, update_report
+    from .pipeline import Outcome, export_one, output_path, prepare, run_tempdir, update_report
 
     open_calibration_dataset(calib, polarity)  # refuse test splits before any heavy work
     formats_: list[FileFormat] = [get_format(name) for name, _ in plan]
@@ -284,7 +308,14 @@ def export_model(
     )
     progress = progress or ExportProgress()
     progress.started(job, plan, calibrated)
-    job.reference_maps()  # PyTorch's maps of the parity images, once, before any format is timed
+    reference = job.reference_maps()  # PyTorch's maps of the parity images, once, before any format is timed
+    finite = np.isfinite(reference).reshape(len(reference), -1).all(axis=1)
+    if not finite.all():  # e.g. negative BatchNorm variances: converters crash (LiteRT) or fail late on NaN
+        raise DBDError(
+            f"checkpoint '{job.weights}' gives non-finite blur maps (NaN or inf) on real images (first: "
+            f"'{job.parity.names[int(np.argmin(finite))]}'), so no file was exported; retrain or fix the "
+            f"checkpoint (e.g. its BatchNorm running variances)"
+        )
 
     out_dir = _prepare_out(Path(out))
     if command is None:
@@ -293,19 +324,20 @@ def export_model(
             f"precisions={sorted({p for _, ps in plan for p in ps})!r}, out={str(out_dir)!r})"
         )
     report = ExportReport(job, plan)
-    for fmt, (name, precisions_) in zip(formats_, plan):
-        seconds, error = prepare(job, fmt)
-        progress.prepared(name, seconds, error)
-        for precision in precisions_:
-            if error:
-                outcome = Outcome(
-                    name, precision, output_path(out_dir, job, fmt, precision), error=error, prepare_s=seconds
-                )
-            else:
-                outcome = export_one(job, fmt, precision, out_dir, prepare_s=seconds)
-            report.outcomes.append(outcome)
-            progress.finished(outcome)
-            update_report(out_dir, job, report.outcomes, command)
+    with run_tempdir():  # the converters' temporary folders too: removed at the end, or by the next run
+        for fmt, (name, precisions_) in zip(formats_, plan):
+            seconds, error = prepare(job, fmt)
+            progress.prepared(name, seconds, error)
+            for precision in precisions_:
+                if error:
+                    outcome = Outcome(
+                        name, precision, output_path(out_dir, job, fmt, precision), error=error, prepare_s=seconds
+                    )
+                else:
+                    outcome = export_one(job, fmt, precision, out_dir, prepare_s=seconds)
+                report.outcomes.append(outcome)
+                progress.finished(outcome)
+                update_report(out_dir, job, report.outcomes, command)
     report.path = update_report(out_dir, job, report.outcomes, command)
     return report
 

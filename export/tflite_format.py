@@ -28,6 +28,7 @@ import os
 import re
 import struct
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -84,11 +85,15 @@ class TFLiteRunner(ExportedRunner):
         self.check_input_shape([int(v) for v in details["shape"]])
         self.input_index = details["index"]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
+        self._lock = threading.Lock()
 
     def run_one(self, x: np.ndarray) -> np.ndarray:
-        self.interpreter.set_tensor(self.input_index, x)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output_index).copy()
+        # One interpreter owns one set of tensors: two threads sharing a Predictor must take turns
+        # (LiteRT refuses set_tensor while another thread holds a view of its output).
+        with self._lock:
+            self.interpreter.set_tensor(self.input_index, x)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self.output_index).copy()
 
 
 @contextlib.contextmanager

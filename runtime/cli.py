@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dbd.core import cli_entry
+from dbd.core import ArgumentParser, cli_entry
 
 from .overlay import OVERLAY_STYLES
 from .prediction import OUTPUTS, predict
@@ -29,7 +29,7 @@ from .prediction import OUTPUTS, predict
 
 @cli_entry("dbd-predict")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="dbd-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--tile", type=int, default=0, help="tile size in pixels for large photos (0: off)")
+    parser.add_argument(
+        "--refine",
+        choices=("guided", "none"),
+        default=None,
+        help="the map's last step: guided (edge-aware, guided by the photo) or none (bilinear resize); "
+        "default: the model file's own (guided for files exported since it exists)",
+    )
     args = parser.parse_args(argv)
     result = predict(
         args.sources or None,
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         device=args.device,
         tile=args.tile,
+        refine=args.refine,
     )
     if result.renamed:
         first = result.renamed[0]

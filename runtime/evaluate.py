@@ -14,6 +14,7 @@ import numpy as np
 from dbd.core import DBDError
 
 from .metrics import DecisionMetrics, LiteratureMetrics
+from .refine import RefineSpec
 from .runners import Runner
 
 
@@ -23,16 +24,18 @@ def evaluate(
     batch: int = 8,
     keep_maps: bool = False,
     decisions: DecisionMetrics | None = None,
+    refine: RefineSpec | str | None = None,
 ) -> tuple[LiteratureMetrics, np.ndarray | None]:
     """(filled metrics, the maps at the model's input size if `keep_maps`, for Δ/PSNR between models).
-    `decisions`, if given, is filled with the error anatomy of the same maps."""
+    `decisions`, if given, is filled with the error anatomy of the same maps. The maps are scored
+    at the mask's resolution after the runner's own last step, or `refine` ("none": bilinear)."""
     metrics = LiteratureMetrics()
     maps: list[np.ndarray] = []
     images: list[np.ndarray] = []
     masks: list[np.ndarray] = []
 
     def flush() -> None:
-        model_maps, photo_maps = runner.predict_photos(images)
+        model_maps, photo_maps = runner.predict_photos(images, refine)
         if not np.isfinite(np.asarray(model_maps)).all():  # NaN would score as a plausible-looking number
             what = f"model '{runner.path}'" if runner.path is not None else "the network being trained"
             fix = (

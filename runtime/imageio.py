@@ -14,6 +14,7 @@ alone on purpose.
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -33,6 +34,13 @@ decoder, so the full image never exists in memory; other formats: decoded, then 
 at most REDUCED_PIXELS: the models see about 320x320, and a 110-megapixel PNG decoded whole, then
 converted to float, peaked at 4 GB. A note on stderr says so; the outputs are at the reduced size."""
 REDUCED_PIXELS = 24_000_000
+MAX_JPEG_PIXELS = 1_600_000_000
+"""The largest JPEG decoded (at 1/8 size: the decoder never holds more than ~25 megapixels). PIL's
+own limit (DecompressionBombError above 179 megapixels) is replaced by these two."""
+MAX_OTHER_PIXELS = 400_000_000
+"""The largest PNG/BMP/... decoded: those decoders hold the whole image (1.2 GB at this size) before
+it is reduced."""
+_PIL_LIMIT = threading.Lock()
 
 
 def _one_line(text: str) -> str:
@@ -57,11 +65,23 @@ def _open_decoded(path: str | Path, what: str) -> Image.Image:
     if size == 0:
         raise DBDError(f"{prefix}: file is empty (0 bytes); re-save or remove it")
     try:
-        with warnings.catch_warnings():  # PIL's DecompressionBombWarning: large photos are decoded reduced below
+        with warnings.catch_warnings(), _PIL_LIMIT:  # PIL's bomb limits: large photos are decoded reduced below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(path)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                opened = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
         with opened as im:
             full = im.size
+            jpeg = im.format in ("JPEG", "MPO")
+            limit = MAX_JPEG_PIXELS if jpeg else MAX_OTHER_PIXELS
+            if full[0] * full[1] > limit:
+                raise DBDError(
+                    f"{prefix}: {full[0]}x{full[1]} is {full[0] * full[1] / 1e6:.0f} megapixels, more than "
+                    f"{limit / 1e6:.0f} megapixels ({'JPEG' if jpeg else 'formats other than JPEG'}); downscale it"
+                    + ("" if jpeg else f" or save it as JPEG (decoded reduced, up to {MAX_JPEG_PIXELS / 1e6:.0f} MP)")
+                )
             factor = _reduction(full)
             if factor > 1 and im.format in ("JPEG", "MPO"):  # MPO: phones' multi-picture JPEGs
                 im.draft(im.mode, (-(-full[0] // factor), -(-full[1] // factor)))  # decode at 1/factor

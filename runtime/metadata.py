@@ -26,7 +26,7 @@ import numpy as np
 from dbd.core import DBDError
 
 from .formats import format_of
-from .spec import normalize, to_layout, to_pixels
+from .spec import OUTPUT_MEANING, normalize, to_layout, to_pixels
 
 METADATA_KEY = "dbd"
 METADATA_FORMAT = "dbd-export/1"
@@ -128,6 +128,114 @@ def check_metadata(doc: Any, path: str | Path = "<metadata>") -> None:
         raise DBDError(
             f"'{path}' has incomplete '{METADATA_KEY}' metadata (missing {', '.join(missing[:3])}); re-export it"
         )
+    _check_consistent(doc, path)
+
+
+_EDITED = "the file was edited or damaged; re-export it with dbd-export"
+DTYPES = ("float32", "float16", "int8", "uint8")
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return np.allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-6, atol=0)
+    except (TypeError, ValueError):
+        return False
+
+
+def _quantization(entry: dict[str, Any], key: str, path: str | Path) -> None:
+    q, dtype = entry["quantization"], entry["dtype"]
+    integer = np.issubdtype(np.dtype(dtype), np.integer)
+    if q is None:
+        if integer:
+            raise DBDError(f"'{path}': metadata '{key}.dtype' is {dtype} but '{key}.quantization' is null; {_EDITED}")
+        return
+    ok = isinstance(q, dict) and isinstance(q.get("zero_point"), int) and not isinstance(q.get("zero_point"), bool)
+    scale = q.get("scale") if isinstance(q, dict) else None
+    ok = ok and isinstance(scale, (int, float)) and not isinstance(scale, bool) and np.isfinite(scale) and scale > 0
+    if not ok or not integer:
+        raise DBDError(f"'{path}': metadata '{key}.quantization' {q!r} is not valid for dtype {dtype}; {_EDITED}")
+    info = np.iinfo(np.dtype(dtype))
+    if not info.min <= q["zero_point"] <= info.max:
+        raise DBDError(
+            f"'{path}': metadata '{key}.quantization.zero_point' {q['zero_point']} is outside {dtype}; {_EDITED}"
+        )
+
+
+def _check_consistent(doc: dict[str, Any], path: str | Path) -> None:
+    """The document must agree with itself: the input block with the `preprocess` block, the
+    layout with the shape, the quantisation with the dtype, and the output must mean what every
+    runtime reads (P(blur), 1 = blur). An edited value is named, never silently used."""
+    inp, out, prep = doc["input"], doc["output"], doc["preprocess"]
+    for key, entry in (("input", inp), ("output", out)):
+        if entry["layout"] not in ("NCHW", "NHWC"):
+            raise DBDError(f"'{path}': metadata '{key}.layout' is {entry['layout']!r}, not NCHW or NHWC; {_EDITED}")
+        if entry["dtype"] not in DTYPES:
+            raise DBDError(
+                f"'{path}': metadata '{key}.dtype' is {entry['dtype']!r}, not one of {', '.join(DTYPES)}; {_EDITED}"
+            )
+        shape = entry["shape"]
+        if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) for v in shape)):
+            raise DBDError(f"'{path}': metadata '{key}.shape' {shape!r} is not a 4-D shape; {_EDITED}")
+        channels = shape[1] if entry["layout"] == "NCHW" else shape[3]
+        if channels != (3 if key == "input" else 1):
+            raise DBDError(
+                f"'{path}': metadata '{key}.layout' {entry['layout']} contradicts '{key}.shape' {shape}; {_EDITED}"
+            )
+        _quantization(entry, key, path)
+    spatial = inp["shape"][2:] if inp["layout"] == "NCHW" else inp["shape"][1:3]
+    if list(inp["size"]) != spatial:
+        raise DBDError(
+            f"'{path}': metadata 'input.size' {inp['size']} contradicts 'input.shape' {inp['shape']}; {_EDITED}"
+        )
+    if inp["normalization"] not in (NORMALIZATION_FOLDED, NORMALIZATION_EXTERNAL):
+        raise DBDError(f"'{path}': metadata 'input.normalization' is {inp['normalization']!r}; {_EDITED}")
+    for key, other in (("mean", "mean"), ("std", "std"), ("pixel_scale", "pixel_scale"), ("size", "input_size")):
+        if other in prep and not _same(inp[key], prep[other]):
+            raise DBDError(
+                f"'{path}': metadata 'input.{key}' {inp[key]} contradicts 'preprocess.{other}' {prep[other]}; {_EDITED}"
+            )
+    if "layout" in prep and prep["layout"] != inp["layout"]:
+        raise DBDError(
+            f"'{path}': metadata 'input.layout' {inp['layout']} contradicts 'preprocess.layout' {prep['layout']}; {_EDITED}"
+        )
+    try:
+        std = np.asarray(inp["std"], np.float64)
+    except (TypeError, ValueError):
+        std = np.zeros(0)
+    if std.shape != (3,) or not (np.isfinite(std).all() and (std > 0).all()):
+        raise DBDError(f"'{path}': metadata 'input.std' {inp['std']} must be positive numbers; {_EDITED}")
+    if out["meaning"] != OUTPUT_MEANING or prep.get("output", OUTPUT_MEANING) != OUTPUT_MEANING:
+        raise DBDError(
+            f"'{path}': metadata 'output.meaning' is {out['meaning']!r}; this dbd reads only {OUTPUT_MEANING!r} "
+            f"maps; {_EDITED}"
+        )
+    if out.get("blur_value", 1) != 1 or isinstance(out.get("blur_value"), bool):
+        raise DBDError(
+            f"'{path}': metadata 'output.blur_value' is {out.get('blur_value')!r}, but every dbd map has "
+            f"1 = out of focus; {_EDITED}"
+        )
+    if "value_range" in out and not _same(out["value_range"], [0.0, 1.0]):
+        raise DBDError(f"'{path}': metadata 'output.value_range' {out['value_range']} is not [0, 1]; {_EDITED}")
+
+
+def check_graph_io(meta: dict[str, Any], path: str | Path, key: str, dtype: Any, quantization: Any = None) -> None:
+    """A plug-in's runner checks the loaded graph against the metadata: `key` 'input' or 'output',
+    the graph's `dtype` there and its (scale, zero_point) quantisation (None or scale 0: none)."""
+    entry = meta[key]
+    graph = np.dtype(dtype).name
+    if graph != entry["dtype"]:
+        raise DBDError(
+            f"'{path}': metadata '{key}.dtype' is {entry['dtype']} but the graph's {key} is {graph}; {_EDITED}"
+        )
+    declared = entry["quantization"]
+    actual = tuple(quantization) if quantization is not None and quantization[0] else None
+    if (declared is None) != (actual is None) or (
+        actual is not None and (not _same(declared["scale"], actual[0]) or declared["zero_point"] != actual[1])
+    ):
+        shown = f"scale {actual[0]:g}, zero point {actual[1]}" if actual else "none"
+        raise DBDError(
+            f"'{path}': metadata '{key}.quantization' {declared} contradicts the graph's ({shown}); {_EDITED}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +293,7 @@ __all__ = [
     "REQUIRED_INPUT_KEYS",
     "REQUIRED_KEYS",
     "REQUIRED_OUTPUT_KEYS",
+    "check_graph_io",
     "check_metadata",
     "decode_output",
     "encode_input",

@@ -15,6 +15,7 @@ overwrites another. Hidden and temporary files (.NAME, *.tmp*) are never inputs.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import time
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dbd.core import DBDError, atomic_write, check_writable
+from dbd.core import MAX_THREADS, DBDError, atomic_write, check_int, check_writable
 
 from .datasets import IMAGE_EXTENSIONS, find_data_root
 from .imageio import read_image
@@ -104,26 +105,71 @@ def distinct_stems(jobs: list[_Job], anchors: list[Path]) -> list[Path]:
     raise DBDError("cannot give every input its own output names; pass fewer inputs with the same name")
 
 
-def find_inputs(sources: list[Path]) -> list[InputFile]:
+def _link_problem(path: Path) -> str | None:
+    """What is wrong with a link that leads to no file: a loop or a broken link (None: not a link)."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"'{path}' is a symlink loop (it leads back to itself); fix or remove it"
+        return f"'{path}' is a broken link (to '{os.readlink(path)}', which does not exist); fix or remove it"
+    return None
+
+
+def _walk(source: Path, readable: tuple[str, ...], skip: Path | None, problems: list[tuple[Path, str]]) -> list[Path]:
+    """Images/videos under the folder `source`: hidden and temporary entries left out, and the folder
+    `skip` (the output folder, when it lies inside `source`). Broken links, symlink loops and
+    folders that cannot be read are added to `problems` as (path, one-line reason)."""
+
+    def unreadable(err: OSError) -> None:
+        folder = Path(err.filename)
+        problems.append(
+            (
+                folder,
+                f"cannot read folder '{folder}' ({err.strerror}); its files were not predicted; check its permissions",
+            )
+        )
+
+    files = []
+    for folder, dirs, names in os.walk(source, onerror=unreadable):  # symlinked folders are not followed
+        base = Path(folder)
+        dirs[:] = [d for d in dirs if not is_temporary(d) and (skip is None or (base / d).resolve() != skip)]
+        for name in names:
+            path = base / name
+            if is_temporary(name) or path.suffix.lower() not in readable:
+                continue
+            if path.is_file():
+                files.append(path)
+            elif (problem := _link_problem(path)) is not None:
+                problems.append((path, problem))
+    return sorted(files)
+
+
+def find_inputs(
+    sources: list[Path], out: Path | None = None, problems: list[tuple[Path, str]] | None = None
+) -> list[InputFile]:
     """Every image/video under the sources, each with its own output stem.
 
     A file keeps its name (photo.jpg -> photo_*), a folder its own name and layout (holidays/x/a.jpg
     -> holidays/x/a_*); inputs that would share an output name are told apart (see distinct_stems).
+    The output folder `out`, where it lies inside a source folder, is never read as input. Broken
+    links, symlink loops and unreadable folders inside a folder are added to `problems`.
     """
     jobs: list[_Job] = []
     anchors: list[Path] = []
     seen: set[Path] = set()
     readable = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+    problems = [] if problems is None else problems
+    out_real = Path(out).resolve() if out is not None else None
     for unit, source in enumerate(sources):
         absolute = Path(os.path.abspath(source))
         if source.is_dir():
-            files = sorted(
-                p
-                for p in source.rglob("*")
-                if p.suffix.lower() in readable
-                and p.is_file()
-                and not any(is_temporary(part) for part in p.relative_to(source).parts)
-            )
+            found_before = len(problems)
+            files = _walk(source, readable, out_real, problems)
+            if not files and len(problems) > found_before:
+                raise DBDError(problems[found_before][1])
             if not files:
                 raise DBDError(
                     f"folder '{source}' holds no images or videos ({', '.join(IMAGE_EXTENSIONS)}, "
@@ -137,7 +183,7 @@ def find_inputs(sources: list[Path]) -> list[InputFile]:
                 raise DBDError(f"'{source}' is a temporary file left by an interrupted run, not an input; remove it")
             found = [(absolute, source)]
         else:
-            raise DBDError(f"'{source}' does not exist; pass image files, folders or videos")
+            raise DBDError(_link_problem(source) or f"'{source}' does not exist; pass image files, folders or videos")
         anchors.append(absolute.parent)
         for file, shown in found:
             if file not in seen:
@@ -146,6 +192,25 @@ def find_inputs(sources: list[Path]) -> list[InputFile]:
     plain = _stems(jobs, anchors)
     stems = distinct_stems(jobs, anchors)
     return [InputFile(job.shown, stem, stem != default) for job, stem, default in zip(jobs, stems, plain)]
+
+
+def check_out_outside_inputs(sources: list[Path], out: Path, planned: list[dict[str, Path]]) -> None:
+    """No output may land inside an input folder (`--out photos` for `photos`, or `--out .` beside
+    it), where the next run would read it as a photo; an --out that is a sub-folder of an input is
+    fine: find_inputs never reads it."""
+    out_real = out.resolve()
+    for source in sources:
+        if not source.is_dir():
+            continue
+        folder = source.resolve()
+        if folder in out_real.parents:
+            continue
+        for path in (p for outputs in planned for p in outputs.values()):
+            if folder == path.resolve() or folder in path.resolve().parents:
+                raise DBDError(
+                    f"--out '{out}' would write outputs inside the input folder '{source}' (e.g. '{path}'), "
+                    f"where a later run would read them as photos; pass an --out outside '{source}'"
+                )
 
 
 def output_names(stem: Path, video: bool, save: Iterable[str]) -> dict[str, Path]:
@@ -222,6 +287,7 @@ class PredictionResult:
     out: Path
     save: list[str]
     weights: Path  # the model file that ran
+    refine: str = ""  # how its maps reached the photos' resolution (RefineSpec.describe)
     files: list[PredictedFile] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input, one-line reason)
     renamed: list[InputFile] = field(default_factory=list)  # inputs whose outputs were told apart
@@ -233,8 +299,9 @@ class PredictionResult:
         return [path for file in self.files for path in file.outputs.values()]
 
     def summary(self) -> str:
-        return f"wrote {', '.join(self.save)} for {len(self.files)} file(s) to {self.out}/ with {self.weights}" + (
-            f"; {len(self.skipped)} skipped" if self.skipped else ""
+        return (
+            f"wrote {', '.join(self.save)} for {len(self.files)} file(s) to {self.out}/ with {self.weights}, map: {self.refine}"
+            + (f"; {len(self.skipped)} skipped" if self.skipped else "")
         )
 
 
@@ -249,6 +316,7 @@ def predict(
     threads: int | None = None,
     device: str = "cpu",
     tile: int = 0,
+    refine: str | None = None,
     progress: bool = True,
 ) -> PredictionResult:
     """Blur maps, masks and/or overlays (`save`) of every image and video under `sources` (files or
@@ -256,7 +324,9 @@ def predict(
 
     `weights`: a checkpoint or exported file (default: the shipped student); `overlay_style`: 'tint'
     (blur regions in red) or 'heat' (a heat map); `threshold`: the P(blur) of masks and tints;
-    `tile`: tile size for large photos (0: off); `progress`: progress bars on a terminal.
+    `tile`: tile size for large photos (0: off); `refine`: the map's last step, "guided" (edge-aware,
+    guided by the photo) or "none" (bilinear), default the file's own; `progress`: progress bars on
+    a terminal.
 
     Settings and outputs are checked before the model is loaded or any photo read. An input that
     cannot be read is skipped and recorded in `result.skipped`, unless it is the only input: then
@@ -270,32 +340,40 @@ def predict(
         raise DBDError(f"--save takes one or more of {', '.join(OUTPUTS)}, got {', '.join(save) or 'nothing'}")
     if overlay_style not in OVERLAY_STYLES:
         raise DBDError(f"--overlay must be one of {', '.join(OVERLAY_STYLES)}, got {overlay_style!r}")
-    if not 0.0 < threshold < 1.0:
-        raise DBDError(f"--threshold must be between 0 and 1, got {threshold}")
-    if threads is not None and threads < 1:
-        raise DBDError(f"--threads must be at least 1 (or left out: all cores), got {threads}")
-    if tile < 0:
-        raise DBDError(f"--tile must be 0 (off) or a tile size of at least 64 pixels, got {tile}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise DBDError(f"--threshold must be between 0 and 1, got {threshold!r}")
+    if threads is not None:
+        check_int(threads, "--threads (left out: all cores)", minimum=1, maximum=MAX_THREADS)
+    check_int(tile, "--tile (0: off, else a tile size of at least 64 pixels)", minimum=0)
+    if refine not in (None, "guided", "none"):
+        raise DBDError(f"--refine must be guided or none (or left out: the file's own), got {refine!r}")
     out = Path(out)
     if sources is None:
         sources = [find_data_root() / "photos"]
     elif isinstance(sources, (str, Path)):
         sources = [sources]
-    inputs = find_inputs([Path(s) for s in sources])
+    problems: list[tuple[Path, str]] = []  # broken links, symlink loops, unreadable folders: skipped
+    inputs = find_inputs([Path(s) for s in sources], out, problems)
     planned = [
         {kind: out / name for kind, name in output_names(i.stem, is_video(i.source), save).items()} for i in inputs
     ]
+    check_out_outside_inputs([Path(s) for s in sources], out, planned)
     # Before loading the model or reading any photo: a bad --out is found at once, not after the work.
     check_writable(out, "--out", [path.relative_to(out) for outputs in planned for path in outputs.values()])
-    predictor = Predictor(weights, threads=threads, device=device, tile=tile)
+    predictor = Predictor(weights, threads=threads, device=device, tile=tile, refine=refine)
     result = PredictionResult(
         out=out,
         save=save,
         weights=predictor.runner.path,
+        refine=predictor.spec.refine.describe(),
         renamed=[i for i in inputs if i.renamed],
         load_seconds=time.perf_counter() - clock,
     )
-    remove_stale_temps([path for outputs in planned for path in outputs.values()], started)
+    result.skipped += problems
+    # Of every kind of output, not only those saved this time: a killed `--save mask` run's
+    # `.NAME_mask.mp4.tmp.mp4` goes too when the re-run saves only maps.
+    every_kind = [output_names(i.stem, is_video(i.source), OUTPUTS) for i in inputs]
+    remove_stale_temps([out / name for names in every_kind for name in names.values()], started)
     written: set[Path] = set()
     # Progress bars only on a terminal, and cleared when done or interrupted: errors stay one clean line.
     bar_off = True if not progress or len(inputs) < 2 else None

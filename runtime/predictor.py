@@ -5,7 +5,8 @@
     blur = predictor.predict(read_image("photo.jpg"))   # HxW float32 P(blur) at the photo's size
 
 Any input size: the photo is resized to the model (the file's own preprocessing spec) and the map
-resized back. With `tile=T`, a large photo is also cut into overlapping T x T tiles, each run at
+brought back to the photo's resolution by the spec's last step, an edge-aware guided filter on
+the logit (`refine="none"`: a plain bilinear resize, as files exported before it). With `tile=T`, a large photo is also cut into overlapping T x T tiles, each run at
 the model's size and blended back with smooth weights — finer boundaries on big photos, at the
 cost of one run per tile.
 """
@@ -17,9 +18,10 @@ from typing import Iterable
 
 import numpy as np
 
-from dbd.core import DBDError
+from dbd.core import MAX_THREADS, DBDError
 
 from .formats import describe_suffixes
+from .refine import RefineSpec
 from .runners import Runner, open_runner
 
 
@@ -55,6 +57,7 @@ class Predictor:
         device: str = "cpu",
         batch: int = 8,
         tile: int = 0,
+        refine: RefineSpec | str | None = None,
     ):
         if weights is not None and (not isinstance(weights, (str, Path)) or not str(weights).strip()):
             raise DBDError(
@@ -63,6 +66,8 @@ class Predictor:
             )
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise DBDError(f"threads must be a positive whole number (or None: all cores), got {threads!r}")
+        if threads is not None and threads > MAX_THREADS:
+            raise DBDError(f"threads={threads} is too many; pass at most {MAX_THREADS} (or None: all cores)")
         if device not in DEVICES:
             raise DBDError(f"device {device!r} is not supported; use one of {', '.join(DEVICES)}")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -72,7 +77,9 @@ class Predictor:
         if tile and tile < 64:
             raise DBDError(f"--tile {tile} is too small; use 0 (off) or a tile size of at least 64 pixels")
         self.runner: Runner = open_runner(default_weights() if weights is None else weights, threads, device)
-        self.spec = self.runner.spec
+        # The last step of the contract: the file's own refinement, unless `refine` says otherwise
+        # ("none": plain bilinear, "guided": the default guided filter, or a RefineSpec).
+        self.spec = self.runner.spec.with_refine(refine)
         self.batch = batch
         self.tile = tile
 
@@ -96,7 +103,7 @@ class Predictor:
                     f"model '{self.runner.path}' returned non-finite values (NaN or inf): its "
                     f"weights are damaged or overflow; re-export or retrain it"
                 )
-            maps += [self.spec.postprocess(p, im.shape[:2]) for p, im in zip(probs, chunk)]
+            maps += [self.spec.postprocess(p, im) for p, im in zip(probs, chunk)]
         return maps
 
     def predict(self, image: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from dbd.core import DBDError
 
 from .formats import CHECKPOINT_SUFFIX, format_of
 from .metadata import decode_output, encode_input, read_metadata
+from .refine import RefineSpec
 from .spec import PreprocessSpec
 
 
@@ -42,11 +43,15 @@ class Runner(ABC):
         `run` takes (PreprocessSpec.model_input of each)."""
         return np.stack([self.spec.model_input(p) for p in photos])
 
-    def predict_photos(self, photos: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def predict_photos(
+        self, photos: list[np.ndarray], refine: RefineSpec | str | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         """RGB uint8 photos of any size -> (maps at the model's input size (N, H, W), the same maps
-        at each photo's own size): the contract's resize, the model, the resize back."""
+        at each photo's own size): the contract's resize, the model, the refined resize back
+        (`refine`: another last step than the file's own, e.g. "none" for plain bilinear)."""
+        spec = self.spec.with_refine(refine)
         maps = self.run(self.model_inputs(photos))
-        return maps, [self.spec.postprocess(m, p.shape[:2]) for m, p in zip(maps, photos)]
+        return maps, [spec.postprocess(m, p) for m, p in zip(maps, photos)]
 
 
 class TorchRunner(Runner):

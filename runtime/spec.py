@@ -11,8 +11,10 @@ The contract, for an RGB uint8 photo of any size:
   3. x = (x - mean) / std per channel                                     `normalize`
      laid out as `layout`                                                 `to_layout`
      (1 + 2 + 3 = `preprocess`: the model's input tensor in one call)
-  4. the model returns P(blur) per pixel (1 = out of focus) at `input_size`; the map is resized
-     back to the photo's size with the same bilinear interpolation        `postprocess`
+  4. the model returns P(blur) per pixel (1 = out of focus) at `input_size`; the map is brought
+     back to the photo's size by `refine` (dbd.runtime.refine): a fast colour guided filter on the
+     logit, guided by the photo, so boundaries follow the photo's edges; `refine.method = "none"`
+     is a plain bilinear resize (the contract of files exported before refinement)  `postprocess`
 
 This module is the only place that arithmetic is written: the runners, the Predictor, evaluation,
 TTA, export calibration and parity, the exported files' `encode_input` and training's data all
@@ -22,27 +24,18 @@ plain values, for the exported files' metadata (whose "input" entry carries its 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
 from dbd.core import DBDError
 
+from .refine import RefineSpec, refine_map
+from .resize import resize_bilinear
+
 SPEC_FORMAT = "dbd-preprocess/1"
 OUTPUT_MEANING = "blur_probability"  # 1 = out of focus (white = blur), like Distill-DBDGAN
-
-
-def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The contract's one resize kernel: HxW or HxWxC -> `size` = (height, width), bilinear with
-    half-pixel centres, no antialiasing, aspect ratio stretched (cv2.INTER_LINEAR). Returns
-    `array` itself when it already has that size (cv2 would return an equal copy)."""
-    h, w = int(size[0]), int(size[1])
-    if array.shape[:2] == (h, w):
-        return array
-    import cv2  # lazily: dbd.runtime.metadata imports this module and stays light
-
-    return cv2.resize(array, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def normalize(unit: np.ndarray, mean, std) -> np.ndarray:
@@ -75,6 +68,7 @@ class PreprocessSpec:
     layout: str = "NCHW"
     pixel_scale: float = 255.0  # uint8 pixels are divided by this first
     output: str = OUTPUT_MEANING
+    refine: RefineSpec = RefineSpec()  # the last step: map -> photo's resolution, edge-aware
 
     def __post_init__(self) -> None:
         h, w = self.input_size
@@ -100,6 +94,19 @@ class PreprocessSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"format": SPEC_FORMAT, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}}
 
+    def with_refine(self, refine: "RefineSpec | str | None") -> "PreprocessSpec":
+        """This spec with another last step: a RefineSpec, "none" (bilinear), "guided" (the default
+        guided filter) or None (unchanged)."""
+        if refine is None:
+            return self
+        if isinstance(refine, str):
+            if refine not in ("none", "guided"):
+                raise DBDError(f"refine '{refine}' is not known; use none (bilinear) or guided")
+            refine = RefineSpec.none() if refine == "none" else RefineSpec()
+        if not isinstance(refine, RefineSpec):
+            raise DBDError(f"refine must be 'none', 'guided' or a RefineSpec, got a {type(refine).__name__}")
+        return replace(self, refine=refine)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
         if not isinstance(data, dict):
@@ -110,8 +117,10 @@ class PreprocessSpec:
         unknown = sorted(set(data) - known - {"format"})
         if unknown:
             raise DBDError(f"preprocessing spec has unknown fields {unknown}; it was written by a newer dbd")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known and k != "refine"}
         try:
+            # A spec written before refinement existed has no "refine": its contract is bilinear.
+            values["refine"] = RefineSpec.from_dict(data["refine"]) if "refine" in data else RefineSpec.none()
             return cls(**values)
         except (TypeError, ValueError) as err:  # e.g. input_size "320" or mean [0.5, "x", 0.5]
             raise DBDError(
@@ -156,9 +165,10 @@ class PreprocessSpec:
             raise DBDError(f"expected an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
         return self.to_layout(self.normalize(self.model_input(image))[None])
 
-    def postprocess(self, prob: np.ndarray, original_hw: tuple[int, int]) -> np.ndarray:
-        """Model output (any of HxW, 1xHxW, 1x1xHxW, HxWx1) -> float32 P(blur) at the photo's size."""
+    def postprocess(self, prob: np.ndarray, photo: np.ndarray, out_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """Model output (any of HxW, 1xHxW, 1x1xHxW, HxWx1) and the RGB uint8 photo it was made from
+        -> float32 P(blur) at the photo's size (or `out_hw`), refined as `refine` says."""
         prob = np.asarray(prob, np.float32).squeeze()
         if prob.ndim != 2:
             raise DBDError(f"expected a single-channel blur map, got shape {np.shape(prob)}")
-        return np.clip(resize_bilinear(prob, original_hw), 0.0, 1.0)
+        return refine_map(prob, photo, self.refine, out_hw)

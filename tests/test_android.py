@@ -10,6 +10,8 @@ What runs here (no Android SDK, emulator or Maven access on these machines):
     int8 export: ARGB pixels -> the resized floats and the input tensor bytes the runtime feeds
     (PreprocessSpec.resize_image + encode_input with the file's metadata), the output tensor ->
     P(blur), the map at the photo's size, the tint and heat overlays (runtime.overlay.overlay);
+    and the refinement (runtime.refine.refine_map, the contract's last step): the model's raw map,
+    the photo, the settings and the refined map, for every photo and for CUHK ground-truth maps;
   * the Kotlin GoldenParityTest reproduces them (tolerances, and why, in its docstring) and writes
     its own tensors and maps back; Python feeds the Kotlin tensors to the LiteRT interpreter;
   * the exported file's contract (one subgraph, builtin ops only, I/O shapes, dtypes, quantisation)
@@ -248,6 +250,7 @@ def golden(int8_model, tmp_path_factory, data_root) -> Path:
     from dbd.runtime.imageio import read_image
     from dbd.runtime.metadata import decode_output, encode_input, read_metadata
     from dbd.runtime.overlay import overlay
+    from dbd.runtime.refine import RefineSpec, refine_map
     from dbd.runtime.spec import PreprocessSpec
 
     meta = read_metadata(int8_model)
@@ -265,10 +268,33 @@ def golden(int8_model, tmp_path_factory, data_root) -> Path:
         "F1_crop_small": np.ascontiguousarray(f1[90:103, 110:130]),  # 20x13: upscaled
     }
     cases = []
+    refine_cases = []
+
+    def add_refine_case(name: str, image: np.ndarray, prob: np.ndarray, refine: RefineSpec, from_model: bool):
+        """The model's raw map (float32 at its size), the photo, the settings and refine_map's output."""
+        refined = spec.postprocess(prob, image) if from_model else refine_map(prob, image, refine)
+        assert refined.dtype == np.float32 and refined.shape == image.shape[:2], (name, refined.dtype, refined.shape)
+        files = {"argb": _argb(image), "prob": prob.astype("<f4").tobytes(), "refined": refined.astype("<f4").tobytes()}
+        entry = {
+            "name": name,
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+            "prob_width": int(prob.shape[1]),
+            "prob_height": int(prob.shape[0]),
+            "refine": refine.to_dict(),
+            # true: Kotlin takes the settings from the model's own metadata (Postprocessor(ModelSpec)).
+            "from_model": from_model,
+        }
+        for key, data in files.items():
+            (folder / f"{name}.{key}").write_bytes(data)
+            entry[key] = f"{name}.{key}"
+        refine_cases.append(entry)
 
     def add_case(name: str, image: np.ndarray, raw_out: np.ndarray, threshold: float | None, tensor=None, unit=None):
         prob = decode_output(meta, raw_out)[0]
-        photo = spec.postprocess(prob, image.shape[:2])
+        # The bilinear map (refinement "none"): the resize kernel's parity, bit-exact on x86 + IPP.
+        photo = refine_map(prob, image, RefineSpec.none())
+        add_refine_case(f"{name}.model", image, prob, spec.refine, from_model=True)  # what the app draws
         # A threshold that splits the map (a random model's P is nearly constant), exactly a float32.
         t = float(np.float32(np.median(photo))) if threshold is None else threshold
         files = {
@@ -295,10 +321,35 @@ def golden(int8_model, tmp_path_factory, data_root) -> Path:
     # Every int8 output level once (and the whole JET table), drawn over F1.
     ramp = (np.arange(h * w) % 256 - 128).astype(np.int8).reshape(meta["output"]["shape"])
     add_case("ramp", f1, ramp, 0.5)
+
+    # The refinement on maps with real structure (a random model's map is nearly flat): CUHK's ground
+    # truth softened at the 320x320 of the shipped model, and a disc over F1.
+    def soft_mask(stem: str) -> np.ndarray:
+        mask = cv2.imread(str(data_root / "CUHK" / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
+        small = cv2.resize(mask.astype(np.float32) / 255, (320, 320), interpolation=cv2.INTER_AREA)
+        return np.clip(cv2.GaussianBlur(small, (0, 0), 3.0), 0.02, 0.98).astype(np.float32)
+
+    cuhk3 = read_image(data_root / "CUHK" / "images" / "out_of_focus0003.jpg")
+    yy, xx = np.mgrid[0:320, 0:320]
+    disc = (1 / (1 + np.exp((np.hypot(yy - 150, xx - 170) - 90) / 12))).astype(np.float32)
+    for name, image, prob, refine in (
+        ("cuhk_0001.gt320", cuhk, soft_mask("out_of_focus0001"), RefineSpec()),  # 480x640, the default settings
+        ("cuhk_0003.gt320", cuhk3, soft_mask("out_of_focus0003"), RefineSpec(grid=256)),  # 295x640: grid 256x555
+        # working size 360x480, grid 128x171
+        (
+            "cuhk_0001.gt320.max_side",
+            cuhk,
+            soft_mask("out_of_focus0001"),
+            RefineSpec(max_side=480, grid=128, radius=0.06, eps=1e-2),
+        ),
+        ("F1.disc320.full_grid", f1, disc, RefineSpec(grid=0)),  # 244x207: the grid is the photo
+        ("cuhk_0001.gt320.none", cuhk, soft_mask("out_of_focus0001"), RefineSpec.none()),  # bilinear
+    ):
+        add_refine_case(name, image, prob, refine, from_model=False)
     jet = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[None], cv2.COLORMAP_JET)[0, :, ::-1]
     (folder / "jet.rgb").write_bytes(np.ascontiguousarray(jet).tobytes())
     (folder / "manifest.json").write_text(
-        json.dumps({"model": str(int8_model), "jet": "jet.rgb", "cases": cases}, indent=1)
+        json.dumps({"model": str(int8_model), "jet": "jet.rgb", "cases": cases, "refine_cases": refine_cases}, indent=1)
     )
     return folder
 
@@ -373,6 +424,75 @@ def test_kotlin_matches_the_python_runtime_on_real_photos(kotlin_run, golden):
     print(f"\nparity ({report['model']}): {summary}")
 
 
+REFINE_MAX_ABS = (
+    1e-4  # on P(blur); measured: a few 1e-7 (float resizes, apply and exp; numpy's float32 exp is not Java's)
+)
+REFINE_SAME_DECISIONS = 0.999  # share of pixels on the same side of 0.5; measured: all of them
+
+
+def test_kotlin_refinement_matches_python_refine_map_on_real_photos(kotlin_run, golden):
+    """Refine.kt against refine_map from the same inputs (the model's raw map, the photo, the settings):
+    max |Δ| <= 1e-4 on P(blur) and >= 99.9 % of the decisions at 0.5 identical, on the photos of every
+    golden case (settings from the model's metadata, through Postprocessor(ModelSpec)) and on CUHK ground
+    truth maps at 320x320, covering a subsampled non-square grid, a working size and a full-size grid."""
+    import cv2
+
+    from dbd.runtime.refine import RefineSpec, grid_size, working_size
+
+    proc, out, _ = kotlin_run
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    manifest = json.loads((golden / "manifest.json").read_text())
+    kotlin = json.loads((out / "kotlin_refine.json").read_text())
+    # A refine block may leave fields out: both runtimes then take the same defaults.
+    assert kotlin["defaults"] == RefineSpec().to_dict(), "Kotlin's RefineSpec() defaults differ from Python's"
+    rows = {r["name"]: r for r in kotlin["cases"]}
+    assert set(rows) == {c["name"] for c in manifest["refine_cases"]}
+    assert {f"{c['name']}.model" for c in manifest["cases"]} <= set(rows)  # every golden photo, refined
+    kinds = set()
+    for case in manifest["refine_cases"]:
+        name = case["name"]
+        py = np.frombuffer((golden / case["refined"]).read_bytes(), "<f4")
+        kt = np.frombuffer((out / f"{name}.kotlin_refined.f32").read_bytes(), "<f4")
+        assert kt.shape == py.shape == (case["width"] * case["height"],), name
+        max_abs = float(np.abs(kt.astype(np.float64) - py).max())
+        same = float(np.mean((kt >= 0.5) == (py >= 0.5)))
+        assert max_abs <= REFINE_MAX_ABS and same >= REFINE_SAME_DECISIONS, (name, max_abs, same, rows[name])
+        assert rows[name]["max_abs"] == pytest.approx(max_abs, abs=1e-9), name  # Kotlin measured the same
+        assert rows[name]["via"] == ("metadata" if case["from_model"] else "case"), name
+        spec = RefineSpec(**case["refine"])
+        if not spec.enabled:
+            kinds.add("bilinear")
+            if cv2.ipp.useIPP() and platform.machine().lower() in ("x86_64", "amd64"):
+                assert max_abs == 0, name  # the one-channel upscale is bit-exact against cv2 + IPP
+            continue
+        hw = (case["height"], case["width"])
+        work = working_size(hw, spec.max_side)
+        grid = grid_size(work, spec.grid)
+        kinds.add("working size" if work != hw else "photo size")
+        kinds.add("full grid" if grid == work else "subsampled grid")
+        if grid != work and min(hw) > 256 and hw[0] != hw[1]:
+            kinds.add("subsampled grid of a non-square photo > 256 px")
+        if min(hw) <= 256 and grid == work:
+            kinds.add("small photo, full grid")
+        if (case["prob_height"], case["prob_width"]) == (320, 320):
+            kinds.add("320x320 map")
+    assert {
+        "bilinear",
+        "working size",
+        "subsampled grid of a non-square photo > 256 px",
+        "small photo, full grid",
+        "320x320 map",
+    } <= kinds, kinds
+    print(
+        "\nrefinement parity (Kotlin vs refine_map): "
+        + "; ".join(
+            f"{r['name']} {r['size']} from {r['map']} [{r['refine']}]: max|Δ| {r['max_abs']:.2e}, "
+            f"{r['decisions_differing']}/{r['pixels']} decisions differ, {r['ms']:.0f} ms"
+            for r in rows.values()
+        )
+    )
+
+
 def test_litert_runs_the_kotlin_preprocessed_tensors(kotlin_run, golden, int8_model):
     """Kotlin writes the tensor bytes; the TFLite interpreter runs them; the map is the Python-fed one."""
     from dbd.runtime.metadata import decode_output, read_metadata
@@ -410,6 +530,15 @@ DRIFTS = {
         ["input shape [1, 96, 96, 3]", "[1, 64, 96, 3]"],
     ),
     "metadata_output_scale": ("the metadata's output scale, 1/256 -> 1/255", ["output quantization"]),
+    # The refinement: its settings from the manifest and from the model's metadata.
+    "golden_refine_eps": (
+        "the eps of one refinement case, the default -> 1e-2",
+        ["cuhk_0001.gt320: refined map differs from Python's refine_map"],
+    ),
+    "metadata_refine_method": (
+        "the metadata's refine method, guided -> none (the app would draw the bilinear map)",
+        ["ramp.model: refined map differs from Python's refine_map"],
+    ),
     # Invisible in the graph: only the parity with Python's tensors catches it.
     "metadata_normalization": (
         "the metadata's normalisation, folded -> external (mean/std applied twice)",
@@ -435,6 +564,10 @@ def test_ci_fails_when_kotlin_preprocessing_or_the_model_contract_drifts(
         value = data[100] - 256 if data[100] > 127 else data[100]  # the int8 value
         data[100] = (value + 3 if value <= 124 else value - 3) & 0xFF
         target.write_bytes(bytes(data))
+    elif drift == "golden_refine_eps":
+        case = next(c for c in manifest["refine_cases"] if c["name"] == "cuhk_0001.gt320")
+        case["refine"]["eps"] = 1e-2
+        (bad / "manifest.json").write_text(json.dumps(manifest))
     elif drift == "golden_jet":
         data = bytearray((bad / "jet.rgb").read_bytes())
         data[3 * 200 + 1] ^= 0x10
@@ -449,6 +582,9 @@ def test_ci_fails_when_kotlin_preprocessing_or_the_model_contract_drifts(
             meta["preprocess"]["input_size"] = [96, 96]
         elif drift == "metadata_normalization":
             meta["input"]["normalization"] = "external"
+        elif drift == "metadata_refine_method":
+            assert meta["preprocess"]["refine"]["method"] == "guided", meta["preprocess"]
+            meta["preprocess"]["refine"]["method"] = "none"
         else:
             meta["output"]["quantization"]["scale"] = 1 / 255
         model = bad / "model.tflite"

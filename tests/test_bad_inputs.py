@@ -543,6 +543,33 @@ GOOD_ROW = {"mae": 0.2, "fbeta_fixed": 0.5}
         ),
         ({"format": "dbd-bench-baseline/1", "rows": {"dbd_student:torch:fp32": GOOD_ROW}}, "'data'"),
         ("not json", "not valid JSON"),
+        # out of range: a tolerance that lets everything pass, metrics outside [0, 1] (issue 24)
+        (
+            {
+                "format": "dbd-bench-baseline/1",
+                "data": "dut:all[:2]",
+                "rows": {"dbd_student:torch:fp32": GOOD_ROW},
+                "tolerances": {"mae": 1e9},
+            },
+            "'tolerances.mae' must be a number from 0 to 0.1",
+        ),
+        (
+            {
+                "format": "dbd-bench-baseline/1",
+                "data": "dut:all[:2]",
+                "rows": {"dbd_student:torch:fp32": GOOD_ROW},
+                "tolerances": {"iou": -0.01},
+            },
+            "'tolerances.iou'",
+        ),
+        (
+            {"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"s:onnx:int8": {"fbeta_fixed": -1}}},
+            "'s:onnx:int8.fbeta_fixed' must be in [0, 1]",
+        ),
+        (
+            {"format": "dbd-bench-baseline/1", "data": "dut:all[:2]", "rows": {"s:onnx:int8": {"mae": 99}}},
+            "'s:onnx:int8.mae' must be in [0, 1]",
+        ),
     ],
 )
 def test_bad_baseline_is_one_line_and_fails_before_the_benchmark(doc, fragment, ckpts, tmp_path, capsys, monkeypatch):
@@ -564,6 +591,63 @@ def test_gate_that_compares_nothing_or_a_non_finite_value_fails():
     assert gate.check({"data": "d", "rows": {"s": {"fbeta_fixed": 0.5}}}, rows, "d") == []
     with pytest.raises(DBDError, match="no row was benchmarked"):
         gate.write_baseline(Path("unused.json"), [], "d")
+
+
+def _gate_row(row_id: str, file: str, fbeta: float = 0.5) -> dict:
+    return {"id": row_id, "file": file, "metrics": {"mae": 0.2, "fbeta_fixed": fbeta}}
+
+
+def test_gate_fails_when_two_files_give_the_same_row_id_naming_both():
+    baseline = {"data": "d", "rows": {"s:tflite:int8": {"fbeta_fixed": 0.5}}}
+    # the second file regressed, but with one id per row it would silently replace the first
+    rows = [_gate_row("s:tflite:int8", "exports/a_int8.tflite"), _gate_row("s:tflite:int8", "exports/zz_int8.tflite")]
+    failures = gate.check(baseline, rows, "d")
+    assert any("exports/a_int8.tflite" in f and "exports/zz_int8.tflite" in f for f in failures), failures
+    with pytest.raises(DBDError, match="zz_int8.tflite"):
+        gate.write_baseline(Path("never-written.json"), rows, "d")
+    assert not Path("never-written.json").exists()
+
+
+def test_gate_fails_on_rows_the_baseline_has_none_for_unless_allowed():
+    baseline = {"data": "d", "rows": {"s:onnx:fp32": {"fbeta_fixed": 0.5}}}
+    rows = [_gate_row("s:onnx:fp32", "a.onnx"), _gate_row("s:onnx:fp16", "b.onnx", fbeta=0.0)]
+    failures = gate.check(baseline, rows, "d")
+    assert len(failures) == 1 and "s:onnx:fp16" in failures[0] and "--allow-new-rows" in failures[0], failures
+    assert gate.check(baseline, rows, "d", allow_new_rows=True) == []
+    assert [line.split(" ")[0] for line in gate.unbaselined_rows(baseline, rows)] == ["s:onnx:fp16"]
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_bench_cli_lists_rows_not_in_the_baseline_loudly(allow, tmp_path, capsys, monkeypatch):
+    import dbd.benchmarks.bench as bench_module
+
+    seen = {}
+
+    def fake_run(**kwargs):
+        seen.update(kwargs)
+        rows = [_gate_row("s:onnx:fp32", "a.onnx"), _gate_row("s:onnx:fp16", "b.onnx")]
+        baseline = {"data": "d", "rows": {"s:onnx:fp32": {"fbeta_fixed": 0.5}}}
+        return bench_module.BenchResult(
+            rows=rows,
+            data="d",
+            title="t",
+            notes=[],
+            machine={},
+            header=[],
+            body=[],
+            sections=[],
+            checked_against=tmp_path / "baseline.json",
+            baseline_rows=1,
+            regressions=gate.check(baseline, rows, "d", allow_new_rows=kwargs["allow_new_rows"]),
+            not_compared=gate.unbaselined_rows(baseline, rows) if kwargs["allow_new_rows"] else [],
+        )
+
+    monkeypatch.setattr(bench_module, "run", fake_run)
+    args = ["--check", str(tmp_path / "baseline.json"), *(["--allow-new-rows"] if allow else [])]
+    assert bench_main(args) == (0 if allow else 1)
+    assert seen["allow_new_rows"] is allow
+    out = capsys.readouterr().out
+    assert ("NOT COMPARED s:onnx:fp16" if allow else "REGRESSION s:onnx:fp16") in out, out
 
 
 def test_hidden_and_temporary_files_in_exports_are_not_models(ckpts, tmp_path):
@@ -1092,3 +1176,328 @@ def test_resume_from_a_damaged_or_pickled_state_is_one_line(case, fragment, tmp_
     _one_line_error(capsys.readouterr().err, str(state), fragment, "--resume")
     assert not marker.exists()  # the payload never ran
     assert _tree(out) == before
+
+
+# ---- issue 24: crashes and late errors found before any work ------------------------------------
+
+
+def _fail_if_loaded(monkeypatch) -> None:
+    """Any number must be refused before the checkpoint and the images are loaded."""
+    import dbd.export.run as export_run
+
+    monkeypatch.setattr(export_run, "make_job", lambda *a, **k: pytest.fail("loaded the model before checking"))
+
+
+def test_export_of_a_checkpoint_with_nan_maps_stops_before_any_conversion(tmp_path, capsys, monkeypatch):
+    import dbd.export.pipeline as pipeline
+
+    torch.manual_seed(0)
+    model = create_model("dbd_student")
+    with torch.no_grad():  # finite weights, but sqrt(negative variance) = NaN maps
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_var.fill_(-1.0)
+    ckpt = tmp_path / "negative_var.safetensors"
+    save_checkpoint(ckpt, model, {"preprocess": PreprocessSpec.for_model(model, (64, 64)).to_dict()})
+    monkeypatch.setattr(pipeline, "prepare", lambda *a, **k: pytest.fail("converted a model with NaN maps"))
+    args = ["--format", "tflite", "--weights", str(ckpt), "--calib", "dut", "--calib-n", "1", "--parity-n", "1"]
+    assert export_main([*args, "--out", str(tmp_path / "exp")]) == 2
+    _one_line_error(capsys.readouterr().err, str(ckpt), "non-finite blur maps")
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--calib-n", "100000"], "--calib-n must be a whole number from 1 to 1000"),
+        (["--parity-n", "100000"], "--parity-n"),
+        (["--imgsz", "100000"], "at most 4096"),
+        (["--imgsz", "2000000000x2000000000"], "at most 4096"),
+        (["--fp16-min-psnr", "nan"], "--fp16-min-psnr must be a finite number"),
+        (["--int8-max-dfbeta", "-1"], "--int8-max-dfbeta"),
+        (["--fp32-max-abs", "inf"], "--fp32-max-abs"),
+        (["--int8-min-psnr", "-5"], "--int8-min-psnr"),
+    ],
+)
+def test_export_numbers_are_checked_before_any_work(args, fragment, tmp_path, capsys, monkeypatch):
+    _fail_if_loaded(monkeypatch)
+    assert export_main(["--format", "onnx", "--precision", "int8", *args, "--out", str(tmp_path / "exp")]) == 2
+    _one_line_error(capsys.readouterr().err, fragment)
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment", [({"out": 123}, "out must be a folder path"), ({"weights": 5}, "weights must be")]
+)
+def test_export_model_refuses_wrong_argument_types(kwargs, fragment, monkeypatch):
+    from dbd.export import export_model
+
+    _fail_if_loaded(monkeypatch)
+    with pytest.raises(DBDError, match=fragment):
+        export_model(formats="onnx", **kwargs)
+
+
+def test_killed_exports_temp_folders_are_removed_by_the_next_run(tmp_path, monkeypatch):
+    import tempfile
+
+    from dbd.export.pipeline import run_tempdir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"dbd-export-{int(dead.stdout)}-abcd1234"
+    (stale / "ort.quant.x1y2").mkdir(parents=True)  # what a SIGKILLed int8 calibration leaves
+    alive = tmp_path / f"dbd-export-{os.getppid()}-efgh5678"  # another export still running
+    alive.mkdir()
+    with run_tempdir() as folder:
+        assert not stale.exists() and alive.exists()
+        with tempfile.TemporaryDirectory(prefix="ort.quant.") as converter_tmp:  # as onnxruntime makes them
+            assert Path(converter_tmp).parent == folder
+            (Path(converter_tmp) / "big.onnx").write_bytes(b"x")
+            raise_later = folder
+    assert not raise_later.exists() and alive.exists()
+    assert tempfile.tempdir == str(tmp_path)
+
+
+def test_thread_counts_are_bounded_before_any_native_pool_starts(ckpts, tmp_path, capsys):
+    from dbd.runtime.prediction import predict
+
+    photo = _image(tmp_path / "in" / "a.png", 32, 32)
+    assert predict_main([str(photo), "--weights", str(ckpts["good"]), "--threads", "100000"]) == 2
+    _one_line_error(capsys.readouterr().err, "--threads", "256")
+    with pytest.raises(DBDError, match="at most 256"):
+        Predictor(ckpts["good"], threads=100000)
+    with pytest.raises(DBDError, match="--threads"):
+        predict(photo, tmp_path / "out", weights=ckpts["good"], threads="4")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"limit": "5"}, "--limit (0: every pair) must be a whole number"),
+        ({"limit": 2.5}, "--limit"),
+        ({"warmup": -1}, "--warmup must be a whole number at least 0"),
+        ({"runs": "50"}, "--runs"),
+        ({"threads": [100000]}, "--threads must be a whole number at most 256"),
+        ({"threads": "4"}, "threads takes a list"),
+    ],
+)
+def test_bench_run_checks_its_arguments_first(kwargs, fragment, monkeypatch):
+    import dbd.benchmarks.bench as bench_module
+
+    monkeypatch.setattr(bench_module, "open_dataset", lambda *a, **k: pytest.fail("opened the data before checking"))
+    with pytest.raises(DBDError) as err:
+        bench_module.run(report=None, **kwargs)
+    assert fragment in str(err.value)
+
+
+def test_bench_cli_refuses_negative_warmup(ckpts, tmp_path, capsys, monkeypatch):
+    import dbd.benchmarks.bench as bench_module
+
+    monkeypatch.setattr(bench_module, "bench_row", lambda *a, **k: pytest.fail("benchmarked with --warmup -1"))
+    assert bench_main(_bench_args(ckpts, tmp_path, "--warmup", "-1", "--report", str(tmp_path / "r"))) == 2
+    _one_line_error(capsys.readouterr().err, "--warmup")
+
+
+def test_bench_weights_given_as_one_string_is_one_file(ckpts, tmp_path):
+    exported = tmp_path / "x.onnx"
+    exported.write_bytes(b"placeholder")
+    files = model_files(ckpts["good"], ckpts["noprep"], None, str(exported))
+    assert files == [ckpts["good"], ckpts["noprep"], exported]
+
+
+def test_full_disk_is_one_line_before_the_benchmark_and_keeps_the_old_file(ckpts, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import dbd.benchmarks.bench as bench_module
+    from dbd.core import atomic_write
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    old = tmp_path / "baseline.json"
+    old.write_text("previous")
+
+    def write(tmp):
+        Path(tmp).write_text("partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(DBDError, match="No space left on device"):
+        atomic_write(old, write)
+    assert old.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["baseline.json"]
+
+    monkeypatch.setattr(bench_module, "bench_row", lambda *a, **k: pytest.fail("benchmarked onto a full disk"))
+    monkeypatch.setattr(os, "write", full)
+    report = tmp_path / "report"
+    assert bench_main(_bench_args(ckpts, tmp_path, "--report", str(report), "--update-baseline", str(old))) == 2
+    _one_line_error(capsys.readouterr().err, "--report", "No space left on device")
+    assert old.read_text() == "previous" and not report.exists()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--lr", "nan"], "--lr"),
+        (["--weight-decay", "inf"], "--weight-decay"),
+        (["--imgsz", "100000"], "--imgsz must be at most 4096"),
+    ],
+)
+def test_train_numbers_must_be_finite_and_sane(args, fragment, tmp_path, capsys):
+    from dbd.training.cli import main as train_main
+
+    out = tmp_path / "run"
+    assert train_main(["teacher", *args, "--out", str(out)]) == 2
+    _one_line_error(capsys.readouterr().err, fragment)
+    assert not out.exists()
+
+
+def test_train_config_with_nan_names_the_file_and_key(tmp_path, capsys):
+    from dbd.training.cli import main as train_main
+
+    config = tmp_path / "run.toml"
+    config.write_text("weight_decay = nan\n")
+    assert train_main(["teacher", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys.readouterr().err, str(config), "'weight_decay' must be a finite number")
+
+
+@pytest.mark.parametrize(
+    "cli, args",
+    [
+        ("dbd.runtime.cli", ["--no-such-flag"]),
+        ("dbd.benchmarks.cli", ["--runs", "many"]),
+        ("dbd.training.cli", ["teacher", "--epochs", "x"]),
+        ("dbd.training.cli", []),
+        ("dbd.export.cli", ["--no-such-flag"]),
+    ],
+)
+def test_every_cli_reports_a_bad_flag_on_one_line_without_usage(cli, args, capsys):
+    import importlib
+
+    assert importlib.import_module(cli).main(args) == 2
+    line = _one_line_error(capsys.readouterr().err, "--help")
+    assert "usage:" not in line
+
+
+def test_one_tflite_predictor_shared_by_threads_gives_each_its_own_result():
+    from concurrent.futures import ThreadPoolExecutor
+
+    predictor = Predictor(REPO / "exports" / "dbd_student_320_int8.tflite", threads=1)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (48 + 8 * i, 64, 3), dtype=np.uint8) for i in range(8)]
+    expected = [predictor.predict(image) for image in images]
+    with ThreadPoolExecutor(4) as pool:  # LiteRT raised "at least 1 reference to internal data" here
+        for _ in range(3):
+            got = list(pool.map(predictor.predict, images))
+            for a, b in zip(got, expected):
+                np.testing.assert_array_equal(a, b)
+
+
+# ---- issue 24: dbd-predict never reads its own outputs; links and folders say what is wrong -------
+
+
+def test_predict_refuses_an_out_folder_that_is_an_input_folder(ckpts, tmp_path, capsys, monkeypatch):
+    photos = tmp_path / "photos"
+    _image(photos / "a.png", 32, 32)
+    before = _tree(photos)
+    monkeypatch.chdir(tmp_path)
+    for out in ("photos", "."):  # outputs at photos/photos/a_* or ./photos/a_*: inside the input folder
+        assert predict_main(["photos", "--weights", str(ckpts["good"]), "--out", out]) == 2
+        _one_line_error(capsys.readouterr().err, "inside the input folder 'photos'", "--out")
+        assert _tree(photos) == before
+
+
+def test_predict_twice_into_a_sub_folder_of_the_input_never_reads_its_outputs(ckpts, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    _image(photos / "a.png", 32, 32)
+    _image(photos / "b.png", 40, 32)
+    out = photos / "predictions"
+    for _ in range(2):
+        assert predict_main([str(photos), "--weights", str(ckpts["good"]), "--out", str(out)]) == 0
+        assert "for 2 file(s)" in capsys.readouterr().out  # not 2 + the first run's 6 outputs
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == sorted(
+        f"{n}_{k}" for n in "ab" for k in ("blur.png", "mask.png", "overlay.jpg")
+    )
+
+
+def test_broken_links_and_symlink_loops_are_skipped_saying_what_is_wrong(ckpts, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    _image(photos / "ok.png", 32, 32)
+    (photos / "dangling.jpg").symlink_to("missing.jpg")
+    (photos / "loop.jpg").symlink_to("loop.jpg")
+    (photos / "again").symlink_to(".")  # a folder loop: symlinked folders are not followed
+    out = tmp_path / "out"
+    assert predict_main([str(photos), "--weights", str(ckpts["good"]), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert sorted(lines) == [
+        f"dbd-predict: skipped: '{photos / 'dangling.jpg'}' is a broken link (to 'missing.jpg', which does not "
+        f"exist); fix or remove it",
+        f"dbd-predict: skipped: '{photos / 'loop.jpg'}' is a symlink loop (it leads back to itself); fix or remove it",
+    ], captured.err
+    assert "for 1 file(s)" in captured.out and "2 skipped" in captured.out
+    assert predict_main([str(photos / "loop.jpg"), "--out", str(out)]) == 2
+    _one_line_error(capsys.readouterr().err, "is a symlink loop")
+
+
+def test_an_unreadable_folder_is_reported_as_unreadable(ckpts, tmp_path, capsys, monkeypatch):
+    photos = tmp_path / "photos"
+    _image(photos / "ok.png", 32, 32)
+    _image(photos / "locked" / "x.png", 32, 32)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "locked":  # as chmod 000 does for anyone but root
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "out"
+    assert predict_main([str(photos), "--weights", str(ckpts["good"]), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"dbd-predict: skipped: cannot read folder '{photos / 'locked'}' (Permission denied)" in err, err
+    assert predict_main([str(photos / "locked"), "--out", str(out)]) == 2
+    _one_line_error(capsys.readouterr().err, "cannot read folder", "Permission denied")
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_photo_above_pils_bomb_limit_is_decoded_reduced_not_refused(suffix, tmp_path, capsys, monkeypatch):
+    import PIL.Image
+
+    import dbd.runtime.imageio as imageio
+
+    # as a 20000x20000 photo is against PIL's default limit (an error above 179 megapixels)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1_000)
+    monkeypatch.setattr(imageio, "LARGE_PHOTO_PIXELS", 10_000)
+    monkeypatch.setattr(imageio, "REDUCED_PIXELS", 3_000)
+    path = tmp_path / f"huge{suffix}"
+    PIL.Image.fromarray(np.full((80, 160, 3), 200, np.uint8)).save(path)
+    assert imageio.read_image(path).shape == (20, 40, 3)
+    _one_line_error(capsys.readouterr().err, "decoded at 1/4 size")
+    assert PIL.Image.MAX_IMAGE_PIXELS == 1_000  # PIL's global setting is left as it was
+    monkeypatch.setattr(imageio, "MAX_JPEG_PIXELS", 5_000)
+    monkeypatch.setattr(imageio, "MAX_OTHER_PIXELS", 5_000)
+    with pytest.raises(DBDError, match=r"160x80 is 0 megapixels, more than 0 megapixels .*downscale it"):
+        imageio.read_image(path)
+
+
+# ---- issue 24: smaller ones -------------------------------------------------------------------
+
+
+def test_checkpoints_are_as_readable_as_exports(tmp_path):
+    ckpt = _save_student(tmp_path / "student.safetensors")  # save_checkpoint, as dbd-train writes them
+    umask = os.umask(0)
+    os.umask(umask)
+    assert ckpt.stat().st_mode & 0o777 == 0o666 & ~umask  # safetensors alone leaves 0600
+
+
+def test_a_rerun_removes_stale_video_temps_of_kinds_it_does_not_save(ckpts, tmp_path, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    _video(clips / "clip.mp4", 3)
+    out = tmp_path / "out"
+    (out / "clips").mkdir(parents=True)
+    stale = out / "clips" / ".clip_mask.mp4.tmp.mp4"  # a SIGKILLed run's half-written mask video
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    assert predict_main([str(clips), "--weights", str(ckpts["good"]), "--out", str(out), "--save", "map"]) == 0
+    assert sorted(p.name for p in (out / "clips").iterdir()) == ["clip_blur.mp4"]

@@ -126,7 +126,7 @@ def test_predictor_feeds_the_spec_tensor_and_returns_the_spec_map(student, photo
     assert predictor.spec == student.spec
     unit = predictor._model_input(photo)
     assert np.array_equal(predictor.runner.encode(unit[None]), student.spec.preprocess(photo))
-    expected = student.spec.postprocess(student.run(student.spec.model_input(photo)[None])[0], photo.shape[:2])
+    expected = student.spec.postprocess(student.run(student.spec.model_input(photo)[None])[0], photo)
     assert np.array_equal(predictor.predict(photo), expected)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from dbd.core import DBDError
 from dbd.models import create_model
+from dbd.runtime.refine import RefineSpec
 from dbd.runtime.spec import PreprocessSpec
 
 
@@ -36,10 +37,11 @@ def test_preprocess_resizes_and_lays_out_the_tensor():
     assert np.array_equal(nchw[0].transpose(1, 2, 0), nhwc[0])
 
 
-def test_postprocess_maps_back_to_the_photo_resolution():
+def test_postprocess_without_refinement_maps_back_to_the_photo_resolution_bilinearly():
     prob = np.zeros((1, 1, 320, 320), np.float32)
     prob[..., :, 160:] = 1.0  # right half blurred
-    out = PreprocessSpec().postprocess(prob, (427, 640))
+    photo = np.zeros((427, 640, 3), np.uint8)
+    out = PreprocessSpec(refine=RefineSpec.none()).postprocess(prob, photo)
     assert out.shape == (427, 640) and out[:, :300].max() == 0 and out[:, 340:].min() == 1
 
 

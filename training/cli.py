@@ -14,14 +14,14 @@ import argparse
 import shlex
 import sys
 
-from dbd.core import cli_entry
+from dbd.core import ArgumentParser, cli_entry
 
 from .config import STAGES, add_arguments, load_config
 
 
 @cli_entry("dbd-train")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="dbd-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="stage", required=True, metavar="{teacher,student}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import tomllib
 from dbd.core import DBDError
 
 STAGES = ("teacher", "student")
+MAX_IMGSZ = 4096  # --imgsz / --low-res: larger training crops exhaust any memory
 # Schedules that fit a few hours on 2 CPU cores (the shipped weights); a GPU run can afford more.
 STAGE_DEFAULTS = {
     "teacher": {"out": "runs/teacher", "epochs": 12, "low_res_epochs": 9},
@@ -126,9 +128,18 @@ class TrainConfig:
                 "distillation (--kd-out, --kd-feat, --adv-teacher) needs a teacher: pass --teacher "
                 "runs/teacher/best.safetensors (or set those weights to 0 to train the student alone)"
             )
+        for f in fields(self):  # NaN passes every `< 0` test below; inf is no setting either
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise DBDError(
+                    f"{_flag(f.name)} (key '{f.name}' in a --config file) must be a finite number, got {value}"
+                )
         for name in ("epochs", "batch", "imgsz", "low_res"):
             if getattr(self, name) <= 0:
                 raise DBDError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("imgsz", "low_res"):
+            if getattr(self, name) > MAX_IMGSZ:
+                raise DBDError(f"{_flag(name)} must be at most {MAX_IMGSZ}, got {getattr(self, name)}")
         if self.imgsz % 32 or self.low_res % 32:
             raise DBDError(f"--imgsz and --low-res must be multiples of 32, got {self.imgsz} and {self.low_res}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -216,6 +227,9 @@ def load_config(stage: str, args: argparse.Namespace) -> TrainConfig:
         unknown = sorted(set(file_values) - known)
         if unknown:
             raise DBDError(f"config file '{args.config}' has unknown keys {unknown}; see dbd-train {stage} --help")
+        for key, value in file_values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise DBDError(f"config file '{args.config}': '{key}' must be a finite number, got {value}; fix the file")
         values.update(file_values)
     flags = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(TrainConfig)} and v is not None}
     if isinstance(flags.get("model_config"), str):

@@ -1,7 +1,10 @@
 // The model's contract, read from the .tflite itself: the "dbd" JSON document dbd-export embeds in
 // the flatbuffer's Model.metadata (dbd.runtime.metadata.read_metadata), checked against the
 // graph's own input/output tensors; then the tensor encoding and decoding it prescribes
-// (encode_input / decode_output), in float32 arithmetic like numpy's.
+// (encode_input / decode_output), in float32 arithmetic like numpy's, and the refinement that
+// brings the map back to the photo (preprocess.refine, refine.js).
+
+import { BILINEAR, REFINE_DEFAULTS } from './refine.js';
 
 export class ContractError extends Error {}
 
@@ -127,6 +130,42 @@ export function readTflite(bytes) {
 
 // ---- the contract -----------------------------------------------------------------------------
 
+// preprocess.refine (dbd.runtime.refine.RefineSpec): the last step, map -> photo's resolution.
+// Keys left out take RefineSpec's defaults; no `refine` at all (files exported before it existed)
+// means a plain bilinear resize.
+const REFINE_CHECKS = {
+  method: [(v) => ['guided', 'none'].includes(v), 'one of guided, none'],
+  guide: [(v) => v === 'rgb', 'one of rgb'],
+  radius: [(v) => isReal(v) && v > 0 && v <= 1, "a fraction of the map's shorter side in (0, 1]"],
+  eps: [(v) => isReal(v) && v > 0 && v <= 10, 'a positive number up to 10'],
+  clip: [(v) => isReal(v) && v > 0 && v < 0.5, 'a probability in (0, 0.5)'],
+  grid: [(v) => Number.isInteger(v) && (v === 0 || (v >= 8 && v <= 65536)), '0 or 8..65536'],
+  max_side: [(v) => Number.isInteger(v) && (v === 0 || (v >= 16 && v <= 65536)), '0 or 16..65536'],
+};
+const isReal = (v) => typeof v === 'number' && Number.isFinite(v);
+
+/** The `refine` object of a preprocess document, validated, with defaults filled in. */
+export function refineOf(pre) {
+  if (!pre || !('refine' in pre)) return { ...BILINEAR };
+  const r = pre.refine;
+  if (!r || typeof r !== 'object' || Array.isArray(r)) {
+    throw new ContractError(`the 'dbd' metadata's preprocess.refine is ${JSON.stringify(r)}, not a JSON object; re-export it`);
+  }
+  const unknown = Object.keys(r).filter((k) => !(k in REFINE_CHECKS)).sort();
+  if (unknown.length) {
+    throw new ContractError(`the 'dbd' metadata's preprocess.refine has unknown keys ${unknown.join(', ')}: `
+      + 'it was written by a newer dbd than this page');
+  }
+  const spec = { ...REFINE_DEFAULTS, ...r };
+  for (const [key, [ok, expected]] of Object.entries(REFINE_CHECKS)) {
+    if (!ok(spec[key])) {
+      throw new ContractError(`the 'dbd' metadata's preprocess.refine.${key} = ${JSON.stringify(spec[key])} is not valid; `
+        + `expected ${expected}`);
+    }
+  }
+  return spec;
+}
+
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 const qText = (q) => (q ? `(${q.scale}, ${q.zero_point})` : 'none');
 const closeQ = (a, b) => (!a && !b) || (a && b && a.zero_point === b.zero_point
@@ -167,8 +206,9 @@ export function contractOf({ meta, input, output }) {
   if (output.dtype !== mo.dtype) mismatch('output dtype', mo.dtype, output.dtype);
   if (!closeQ(mi.quantization, input.quantization)) mismatch('input quantization', qText(mi.quantization), qText(input.quantization));
   if (!closeQ(mo.quantization, output.quantization)) mismatch('output quantization', qText(mo.quantization), qText(output.quantization));
+  const refine = refineOf(pre);
   return {
-    height: h, width: w, inputShape: inShape, outputShape: outShape, layout: mi.layout, outputLayout: mo.layout,
+    refine, height: h, width: w, inputShape: inShape, outputShape: outShape, layout: mi.layout, outputLayout: mo.layout,
     inputDtype: mi.dtype, outputDtype: mo.dtype, folded: mi.normalization === 'folded',
     pixelScale: mi.pixel_scale, mean: mi.mean, std: mi.std,
     inputQ: mi.quantization, outputQ: mo.quantization, blurValue: mo.blur_value ?? 1,

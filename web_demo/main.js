@@ -1,9 +1,10 @@
 // The page: load a .tflite and its contract, feed photos or camera frames through the contract,
 // draw the blur map, time the inferences, benchmark. State for automation: window.dbdDemo.
 import { ContractError, contractOf, decodeOutput, encodeInput, readTflite } from './contract.js';
-import { resize, resizeRgba } from './resize.js';
+import { resizeRgba } from './resize.js';
+import { REFINE_DEFAULTS, describeRefine, refineMap } from './refine.js';
 import { blurredFraction, drawOverlay } from './overlay.js';
-import { median, summarize, timeRuns } from './bench.js';
+import { median, summarize, timeRefine, timeRuns } from './bench.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -54,12 +55,12 @@ async function loadModel(bytes, name) {
     file: name, bytes: bytes.byteLength, arch: contract.model, precision: contract.precision,
     input: `${contract.inputDtype} [${contract.inputShape}] ${contract.layout}`, size: [contract.height, contract.width],
     normalization: meta.input.normalization, quantization: contract.inputQ, dbd_version: meta.dbd_version,
-    source_sha256: meta.source_checkpoint?.sha256 ?? null,
+    source_sha256: meta.source_checkpoint?.sha256 ?? null, refine: contract.refine,
   };
   Object.assign(demo, { contract, backend: model.backend, backendNote: model.note, model: modelInfo, results: [] });
   $('model-line').textContent = `${name}: ${contract.model} ${contract.precision}, ${(bytes.byteLength / 1e6).toFixed(2)} MB, `
     + `input ${modelInfo.input} (${meta.input.normalization} normalisation${contract.inputQ ? `, q(${contract.inputQ.scale}, ${contract.inputQ.zero_point})` : ''}), `
-    + `output P(blur) ${contract.outputDtype}; from the file's own dbd metadata`;
+    + `output P(blur) ${contract.outputDtype}, back to the photo by ${describeRefine(contract.refine)}; from the file's own dbd metadata`;
   $('backend-line').textContent = `Runs on ${model.backend.toUpperCase()} · ${model.note} · ${model.threads} thread(s)`;
   latencies.length = 0;
   $('photo-input').disabled = $('bench-button').disabled = false;
@@ -88,8 +89,7 @@ async function analyse(rgba, width, height) {
   const raw = await runModel(input);
   const t2 = performance.now();
   const prob = decodeOutput(c, raw);
-  const map = resize(prob, c.width, c.height, 1, width, height);
-  for (let i = 0; i < map.length; i++) map[i] = Math.min(1, Math.max(0, map[i]));
+  const map = refineMap(prob, c.width, c.height, rgba, width, height, c.refine);   // the contract's last step
   const t3 = performance.now();
   latencies.push(t2 - t1);
   if (latencies.length > LATENCY_WINDOW) latencies.shift();
@@ -113,7 +113,7 @@ function render() {
   $('fraction').textContent = `${(100 * current.fraction).toFixed(1)} %`;
   $('latency').textContent = `${median(latencies).toFixed(1)} ms`;
   $('latency-note').textContent = `(median of the last ${latencies.length} on ${model.backend.toUpperCase()}; `
-    + `pre ${current.preMs.toFixed(0)} ms, post ${current.postMs.toFixed(0)} ms)`;
+    + `pre ${current.preMs.toFixed(0)} ms, ${contract.refine.method === 'none' ? 'resize back' : 'refinement'} ${current.postMs.toFixed(0)} ms)`;
   demo.latencyMedianMs = median(latencies);
 }
 
@@ -210,7 +210,16 @@ function benchInput() {
 async function runBenchmark(runs, warmup) {
   $('bench-button').disabled = true;
   const input = benchInput();
-  const times = await timeRuns(() => runModel(input), { warmup, runs, onProgress: (s) => { $('bench-status').textContent = s; } });
+  const onProgress = (s) => { $('bench-status').textContent = s; };
+  const times = await timeRuns(() => runModel(input), { warmup, runs, onProgress });
+  // The contract's last step at three photo sizes, on this thread: the file's refinement, or the
+  // default guided filter when the file asks for a plain resize (its cost is then the resize's).
+  const refineSpec = contract.refine.method === 'none' ? REFINE_DEFAULTS : contract.refine;
+  const prob = new Float32Array(contract.width * contract.height).map((_, i) => ((i % contract.width) / contract.width));
+  const refineRows = await timeRefine(
+    (rgba, w, h) => refineMap(prob, contract.width, contract.height, rgba, w, h, refineSpec),
+    { runs: Number(params.get('refine_runs') || 3), onProgress },
+  );
   const core = await fetch(`${window.LITERT_CORE}package.json`).then((r) => r.json()).catch(() => ({}));
   const result = {
     tool: 'dbd web_demo benchmark', model: modelInfo, backend: model.backend, backend_note: model.note,
@@ -218,10 +227,14 @@ async function runBenchmark(runs, warmup) {
     input: current ? current.name : 'synthetic', user_agent: navigator.userAgent,
     hardware_concurrency: navigator.hardwareConcurrency ?? null, device_memory_gb: navigator.deviceMemory ?? null,
     date: new Date().toISOString(), times_ms: times.map((t) => Math.round(t * 100) / 100),
+    refine: { spec: refineSpec, of_this_file: refineSpec === contract.refine, sizes: refineRows },
   };
   demo.bench = result;
   const rows = [['backend', `${result.backend.toUpperCase()} (${result.threads} thread(s))`], ['median', `${result.median_ms} ms`],
-    ['p90', `${result.p90_ms} ms`], ['FPS', result.fps], ['runs', `${warmup} warm-up + ${runs} timed`], ['device', result.user_agent]];
+    ['p90', `${result.p90_ms} ms`], ['FPS', result.fps], ['runs', `${warmup} warm-up + ${runs} timed`],
+    ...refineRows.map((r) => [`refinement ${r.size}`, `${r.median_ms} ms (median of ${r.times_ms.length}; `
+      + `${result.refine.of_this_file ? "this file's" : 'default; this file asks for bilinear'} ${describeRefine(refineSpec)})`]),
+    ['device', result.user_agent]];
   $('bench-table').replaceChildren(...rows.map(([k, v]) => {
     const tr = document.createElement('tr');
     tr.append(Object.assign(document.createElement('td'), { textContent: k }), Object.assign(document.createElement('td'), { textContent: v }));

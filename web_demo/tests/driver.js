@@ -1,6 +1,8 @@
 // Drives the page in headless Chromium for tests/test_web.py:  node driver.js JOB.json
 // JOB: {playwright: path of playwright-core, chromium, url, photos: [file, ...], styles: ['tint', 'heat'],
-//       benchButton: bool, camera: bool (Chromium's fake camera), screenshot: path, out: folder, timeoutMs}
+//       benchButton: bool, camera: bool (Chromium's fake camera), screenshot: path, out: folder, timeoutMs,
+//       refineSpecs: [refine objects]: each photo's model output also refined by the page's refine.js
+//       with these settings (NAME.refineK.map)}
 // Feeds the photos through the page's own file picker, reads back what the page computed (decoded
 // pixels, input tensor, model-size map, photo-size map, overlays as drawn on the canvas, the text on
 // screen, the benchmark JSON) into OUT, and writes OUT/result.json. Never downloads a browser.
@@ -27,11 +29,12 @@ const browser = await chromium.launchPersistentContext(path.join(out, 'profile')
 const result = { console: log, results: [] };
 try {
   const page = browser.pages()[0] ?? await browser.newPage();
+  page.setDefaultTimeout(timeout);     // every wait and action: a slow, loaded machine is not a failure
   page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
   // Nothing leaves 127.0.0.1.
   await page.route((url) => !['127.0.0.1'].includes(url.hostname), (route) => { log.push(`blocked ${route.request().url()}`); route.abort(); });
-  await page.goto(job.url);
+  await page.goto(job.url, { timeout });
   const settled = () => window.dbdDemo && ['ready', 'error'].includes(window.dbdDemo.state)
     && (window.dbdDemo.state === 'error' || !new URLSearchParams(location.search).get('bench') || window.dbdDemo.bench);
   await page.waitForFunction(settled, null, { timeout });
@@ -67,6 +70,20 @@ try {
       for (const key of ['rgba', 'input', 'prob', 'map']) {
         fs.writeFileSync(path.join(out, `${name}.${key}`), Buffer.from(row[key], 'base64'));
         row[key] = `${name}.${key}`;
+      }
+      row.refined = [];
+      for (const [k, spec] of (job.refineSpecs ?? []).entries()) {
+        const data = await page.evaluate(async (s) => {
+          const { refineMap } = await import(new URL('refine.js', location.href).href);
+          const r = dbdDemo.results.at(-1), c = dbdDemo.contract;
+          const map = refineMap(r.prob, c.width, c.height, r.rgba, r.width, r.height, s);
+          const bytes = new Uint8Array(map.buffer);
+          let text = '';
+          for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+          return btoa(text);
+        }, spec);
+        fs.writeFileSync(path.join(out, `${name}.refine${k}.map`), Buffer.from(data, 'base64'));
+        row.refined.push({ spec, map: `${name}.refine${k}.map` });
       }
       row.overlays = {};
       for (const style of job.styles ?? []) {

@@ -38,7 +38,7 @@ class BlurDetector private constructor(
     val accelerator: Accelerator,
 ) : AutoCloseable {
     private val preprocessor = Preprocessor(spec.input)
-    val postprocessor = Postprocessor(spec.output)
+    val postprocessor = Postprocessor(spec)   // output decoding and the refinement, from the metadata
     private val inputs: List<TensorBuffer> = model.createInputBuffers()
     private val outputs: List<TensorBuffer> = model.createOutputBuffers()
 
@@ -65,9 +65,13 @@ class BlurDetector private constructor(
         )
     }
 
-    /** P(blur) at the image's own size (the bilinear resize back, as the Python runtime does it). */
+    /**
+     * P(blur) at the image's own size, as the Python runtime makes it: the model's map refined by the
+     * metadata's `preprocess.refine` (a guided filter on the logit that aligns the map's edges with the
+     * image's), or the plain bilinear resize for a file exported before refinement.
+     */
     fun mapAtImageSize(detection: Detection): FloatArray =
-        postprocessor.toImageSize(detection.probability, detection.image.width, detection.image.height)
+        postprocessor.toImage(detection.probability, detection.image)
 
     override fun close() {
         inputs.forEach { it.close() }

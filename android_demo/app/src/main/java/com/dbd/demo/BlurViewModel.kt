@@ -14,7 +14,7 @@ import kotlinx.coroutines.launch
 /** How the map is shown: one of the core's overlays, or the plain image. */
 enum class DisplayMode(val style: OverlayStyle?) { TINT(OverlayStyle.TINT), HEAT(OverlayStyle.HEAT), OFF(null) }
 
-/** One analysed photo: the model's answer and the map at the photo's size. */
+/** One analysed photo: the model's answer and the map at the photo's size (refined as the model's metadata says). */
 class PhotoResult(val detection: Detection, val map: FloatArray)
 
 data class OverlaySettings(val mode: DisplayMode = DisplayMode.TINT, val threshold: Float = 0.5f)

@@ -67,6 +67,24 @@ object Bilinear {
         width: Int, height: Int, channels: Int, dstWidth: Int, dstHeight: Int,
         readRow: (y: Int, row: FloatArray) -> Unit,
     ): FloatArray {
+        val outRowLen = dstWidth * channels
+        val out = FloatArray(dstHeight * outRowLen)
+        streamRows(width, height, channels, dstWidth, dstHeight, readRow) { dy, row ->
+            System.arraycopy(row, 0, out, dy * outRowLen, outRowLen)
+        }
+        return out
+    }
+
+    /**
+     * [resizeRows] without the output image: each output row, top to bottom, is handed to
+     * [consume] (the same buffer every time; copy what must outlive the call). The refinement
+     * applies its coefficients this way, so a photo-sized 4-channel image never exists.
+     */
+    fun streamRows(
+        width: Int, height: Int, channels: Int, dstWidth: Int, dstHeight: Int,
+        readRow: (y: Int, row: FloatArray) -> Unit,
+        consume: (dy: Int, row: FloatArray) -> Unit,
+    ) {
         val ax = axis(width, dstWidth)
         val ay = axis(height, dstHeight)
         val outRowLen = dstWidth * channels
@@ -89,21 +107,20 @@ object Bilinear {
             horizontal[y] = row
             return row
         }
-        val out = FloatArray(dstHeight * outRowLen)
+        val out = FloatArray(outRowLen)
         var lastNeeded = -1
         for (dy in 0 until dstHeight) {
             val r0 = hRow(ay.lo[dy])
             val r1 = hRow(ay.hi[dy])
             val w = ay.weight[dy]
-            val base = dy * outRowLen
             for (i in 0 until outRowLen) {
                 val a = r0[i]
-                out[base + i] = FloatMath.fma(r1[i] - a, w, a)
+                out[i] = FloatMath.fma(r1[i] - a, w, a)
             }
+            consume(dy, out)
             // Rows above the current window are never needed again (indices only grow): free them.
             val keepFrom = ay.lo[dy]
             while (lastNeeded + 1 < keepFrom) { lastNeeded++; horizontal[lastNeeded] = null }
         }
-        return out
     }
 }

@@ -155,6 +155,13 @@ object Json {
 class JsonObject(private val map: Map<String, Any?>, private val path: String) {
     fun has(key: String): Boolean = map.containsKey(key)
     fun isNull(key: String): Boolean = map[key] == null
+    val keys: Set<String> get() = map.keys
+
+    /** The parsed value as is (String, Long, Double, Boolean, List, Map or null), for checks by type. */
+    fun value(key: String): Any? = map[key]
+
+    /** The dotted path of [key] in the document, for error messages. */
+    fun pathOf(key: String): String = where(key)
 
     private fun raw(key: String): Any? {
         if (!map.containsKey(key)) throw ModelContractException("metadata has no '${where(key)}'")

@@ -63,6 +63,11 @@ data class OutputSpec(
 class ModelSpec private constructor(
     val input: InputSpec,
     val output: OutputSpec,
+    /**
+     * The last step, map -> photo's resolution (`preprocess.refine`): a guided filter on the logit,
+     * or [RefineSpec.NONE] (bilinear) for a file exported before refinement. See [Refine].
+     */
+    val refine: RefineSpec,
     /** Architecture name ("dbd_student"), precision ("int8"), file format ("tflite"). */
     val arch: String,
     val precision: String,
@@ -123,9 +128,12 @@ class ModelSpec private constructor(
                 throw ModelContractException("incomplete metadata (missing ${missing.take(3).joinToString(", ")}); re-export the model")
             }
             val file = doc.obj("file")
+            val pre = doc.obj("preprocess")
             return ModelSpec(
-                input = parseInput(doc.obj("input"), doc.obj("preprocess")),
+                input = parseInput(doc.obj("input"), pre),
                 output = parseOutput(doc.obj("output")),
+                // No block: exported before refinement, whose contract is the bilinear resize.
+                refine = if (pre.has("refine")) RefineSpec.fromJson(pre.obj("refine")) else RefineSpec.NONE,
                 arch = doc.obj("model").stringOr("arch", "unknown"),
                 precision = file.stringOr("precision", "unknown"),
                 fileFormat = file.stringOr("format", "unknown"),

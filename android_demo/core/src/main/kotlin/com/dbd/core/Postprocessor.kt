@@ -7,9 +7,14 @@ import java.nio.ByteOrder
  * Output tensor -> P(blur) map, following the metadata's [OutputSpec] with the float32 rounding of
  * the Python runtime (`decode_output`, then `PreprocessSpec.postprocess`):
  * P = (q - zero_point) * scale for quantised outputs, 1 - P when the model reports sharpness
- * (blur_value 0), then the bilinear resize back to the photo and a clip to [0, 1].
+ * (blur_value 0), then the map back at the photo's resolution ([toImage]): the metadata's refinement
+ * ([refine], `PreprocessSpec.postprocess` / `refine_map`: a guided filter on the logit guided by the
+ * photo, or the plain bilinear resize and clip for [RefineSpec.NONE]).
  */
-class Postprocessor(val spec: OutputSpec) {
+class Postprocessor(val spec: OutputSpec, val refine: RefineSpec = RefineSpec.NONE) {
+    /** Output and refinement as the model's metadata gives them. */
+    constructor(model: ModelSpec) : this(model.output, model.refine)
+
     private val scale = spec.quantization?.scale?.toFloat() ?: 1f
     private val zero = spec.quantization?.zeroPoint?.toFloat() ?: 0f
     val size: Int get() = spec.height * spec.width
@@ -41,7 +46,15 @@ class Postprocessor(val spec: OutputSpec) {
 
     private fun polarity(p: Float): Float = if (spec.blurValue == 1) p else 1f - p
 
-    /** The model-size map resized to [width] x [height] (the photo), clipped to [0, 1]. */
+    /**
+     * The model-size map at the photo's resolution as the contract says: refined by [refine]
+     * (edge-aligned to [image]), or resized bilinearly when the model's file has no refinement.
+     * What the app draws.
+     */
+    fun toImage(prob: FloatArray, image: ArgbImage): FloatArray =
+        Refine.refineMap(prob, spec.width, spec.height, image, refine)
+
+    /** The model-size map resized bilinearly to [width] x [height], clipped to [0, 1] (refinement "none"). */
     fun toImageSize(prob: FloatArray, width: Int, height: Int): FloatArray {
         val resized = Bilinear.resize(prob, spec.width, spec.height, 1, width, height)
         for (i in resized.indices) resized[i] = resized[i].coerceIn(0f, 1f)

@@ -26,7 +26,11 @@ import kotlin.math.abs
  *  - P(blur) decoded from the same output tensor: exact (plain float32 ops);
  *  - P(blur) resized to the photo: |Δ| <= 1e-5;
  *  - tint and heat overlays drawn from Python's map: exact; from Kotlin's own map: heat within one
- *    JET step (|Δ| <= 3 per channel), tint only where P is within 1e-5 of the threshold.
+ *    JET step (|Δ| <= 3 per channel), tint only where P is within 1e-5 of the threshold;
+ *  - the refined map ([Refine], Python's `refine_map`) from the same model-size map, photo and
+ *    settings: |Δ| <= 1e-4 on P and >= 99.9 % of the decisions at 0.5 identical (the coefficients
+ *    are double in both, but the resizes, the apply and exp round in float, and numpy's float32 exp
+ *    is not Java's; measured differences are a few 1e-7).
  */
 class GoldenParityTest {
     private val goldenDir: String? = System.getProperty("dbd.golden")
@@ -203,5 +207,62 @@ class GoldenParityTest {
         report.append("\n], \"model\": \"").append(spec.toString().replace("\"", "'")).append("\"}\n")
         write("kotlin_parity.json", report.toString().toByteArray())
         if (failures.isNotEmpty()) fail("Kotlin core drifted from the Python runtime:\n  " + failures.joinToString("\n  "))
+    }
+
+    @Test
+    fun kotlinRefinementReproducesPythonRefineMapOnRealPhotos() {
+        if (goldenDir == null) {
+            if (System.getProperty("dbd.requireGolden") == "true") fail("dbd.requireGolden is set but no dbd.golden folder was given")
+            assumeTrue("no golden vectors (run through tests/test_android.py)", false)
+        }
+        val manifest = JsonObject.parse(file("manifest.json").readText(), "manifest.json")
+        val model = ModelSpec.fromTflite(File(manifest.string("model")).readBytes())
+        val post = Postprocessor(model)
+        @Suppress("UNCHECKED_CAST")
+        val cases = (Json.parse(file("manifest.json").readText()) as Map<String, Any?>)["refine_cases"] as List<Map<String, Any?>>?
+        if (cases.isNullOrEmpty()) fail("manifest.json has no refine_cases")
+        val failures = ArrayList<String>()
+        val rows = ArrayList<String>()
+        for ((index, raw) in cases!!.withIndex()) {
+            val case = JsonObject(raw, "refine_cases[$index]")
+            val name = case.string("name")
+            val image = ArgbImage(case.long("width").toInt(), case.long("height").toInt(), ints(case.string("argb")))
+            val prob = floats(case.string("prob"))
+            val pw = case.long("prob_width").toInt()
+            val ph = case.long("prob_height").toInt()
+            val fromModel = case.has("from_model") && case.value("from_model") == true
+            val settings = RefineSpec.fromJson(case.obj("refine"))
+            val start = System.nanoTime()
+            // The app's path (settings from the model's own metadata) or the settings the case names.
+            val mine = if (fromModel) {
+                check(pw == model.output.width && ph == model.output.height) { "$name: the model's map is ${model.output.width}x${model.output.height}" }
+                post.toImage(prob, image)
+            } else {
+                Refine.refineMap(prob, pw, ph, image, settings)
+            }
+            val ms = (System.nanoTime() - start) / 1e6
+            write("$name.kotlin_refined.f32", floatBytes(mine))
+            val theirs = floats(case.string("refined"))
+            if (mine.size != theirs.size) {
+                failures += "$name: refined map has ${mine.size} values, Python's ${theirs.size}"
+                continue
+            }
+            val d = diff(mine, theirs)
+            val decisions = mine.indices.count { (mine[it] >= 0.5f) != (theirs[it] >= 0.5f) }
+            val refine = if (fromModel) model.refine else settings
+            rows += "{\"name\": \"$name\", \"size\": \"${image.width}x${image.height}\", \"map\": \"${pw}x$ph\", " +
+                "\"refine\": \"${refine.describe()}${if (refine.maxSide > 0) ", max side ${refine.maxSide}" else ""}\", " +
+                "\"via\": \"${if (fromModel) "metadata" else "case"}\", \"max_abs\": ${d.maxAbs}, \"differing\": ${d.differing}, " +
+                "\"decisions_differing\": $decisions, \"pixels\": ${mine.size}, \"ms\": $ms}"
+            if (d.maxAbs > 1e-4 || decisions > mine.size / 1000) {
+                failures += "$name: refined map differs from Python's refine_map by ${d.maxAbs} (tolerance 1e-4) at ${d.differing} " +
+                    "pixels, $decisions of ${mine.size} decisions at 0.5 differ (${refine.describe()})"
+            }
+        }
+        val d = RefineSpec()   // the defaults a block without some fields gets: compared with Python's by the test
+        val defaults = "{\"method\": \"${d.method}\", \"radius\": ${d.radius}, \"eps\": ${d.eps}, \"grid\": ${d.grid}, " +
+            "\"clip\": ${d.clip}, \"max_side\": ${d.maxSide}, \"guide\": \"${d.guide}\"}"
+        write("kotlin_refine.json", rows.joinToString(",\n  ", "{\"defaults\": $defaults, \"cases\": [\n  ", "\n]}\n").toByteArray())
+        if (failures.isNotEmpty()) fail("Kotlin refinement drifted from the Python runtime:\n  " + failures.joinToString("\n  "))
     }
 }

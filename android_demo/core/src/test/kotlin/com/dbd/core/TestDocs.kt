@@ -18,6 +18,8 @@ object TestDocs {
         shape: String? = null,
         mean: String = "[0.485, 0.456, 0.406]",
         std: String = "[0.229, 0.224, 0.225]",
+        /** The preprocess object's "refine" block as JSON; null leaves it out (a file exported before refinement). */
+        refine: String? = null,
     ): String {
         val inShape = shape ?: if (layout == "NHWC") "[1, $height, $width, 3]" else "[1, 3, $height, $width]"
         val outShape = if (layout == "NHWC") "[1, $height, $width, 1]" else "[1, 1, $height, $width]"
@@ -33,7 +35,7 @@ object TestDocs {
                     "value_range": [0.0, 1.0]},
          "preprocess": {"format": "dbd-preprocess/1", "input_size": [$height, $width], "mean": $mean, "std": $std,
                         "resize": "bilinear", "channel_order": "RGB", "layout": "$layout", "pixel_scale": 255.0,
-                        "output": "blur_probability"},
+                        "output": "blur_probability"${refine?.let { ", \"refine\": $it" } ?: ""}},
          "source_checkpoint": {"file": "x.safetensors", "sha256": "0", "created": null},
          "training": {}, "metrics": {}, "calibration": null}
         """.trimIndent()
