@@ -156,6 +156,8 @@ def refine_map(
     small = kernels.resize_pixels(guide, grid).astype(np.float64) / 255.0
     p = np.clip(resize_bilinear(prob, grid).astype(np.float64), spec.clip, 1.0 - spec.clip)
     r = max(1, int(np.floor(spec.radius * min(grid) + 0.5)))
-    coef = kernels.guided_coefficients(small, np.log(p / (1.0 - p)), r, float(spec.eps))
-    refined = kernels.sigmoid_(kernels.apply_coefficients(coef, guide))
-    return np.clip(resize_bilinear(refined, out_hw), 0.0, 1.0)
+    sums = kernels.scratch.get("coefficients", (13, *grid), np.float64)
+    coef = kernels.guided_coefficients(small, np.log(p / (1.0 - p)), r, float(spec.eps), sums)
+    across = kernels.scratch.get("across", (grid[0], 4, guide.shape[1]), np.float32)
+    refined = kernels.sigmoid_(kernels.apply_coefficients(coef, guide, across))  # in [0, 1] already
+    return refined if refined.shape == out_hw else np.clip(resize_bilinear(refined, out_hw), 0.0, 1.0)

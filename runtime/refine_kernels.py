@@ -6,6 +6,8 @@ plain-numpy statement of it lives in tests/test_refine.py, which holds these ker
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 
@@ -55,56 +57,56 @@ def resize_pixels(image, size):
 
 
 @jit
-def _box_mean(planes, r):
-    """Mean of each (C, H, W) plane over the (2r+1)² window clipped to the image: running sums,
-    O(pixels) whatever r."""
+def _box_mean_(planes, r):
+    """In place: each (C, H, W) plane becomes its mean over the (2r+1)² window clipped to the image.
+    Running sums, O(pixels) whatever r; only one line and r+1 saved rows of scratch memory."""
     n, h, w = planes.shape
-    rows = np.empty((n, h, w))
-    out = np.empty((n, h, w))
+    line = np.empty(w)
+    saved = np.empty((r + 1, w))
+    acc = np.empty(w)
     for k in range(n):
-        for y in range(h):  # horizontal window sums
-            acc = 0.0
+        plane = planes[k]
+        for y in range(h):  # horizontal window sums, row by row
+            s = 0.0
             for x in range(min(r, w - 1) + 1):
-                acc += planes[k, y, x]
+                s += plane[y, x]
             for x in range(w):
-                rows[k, y, x] = acc
+                line[x] = s
                 if x + r + 1 < w:
-                    acc += planes[k, y, x + r + 1]
+                    s += plane[y, x + r + 1]
                 if x - r >= 0:
-                    acc -= planes[k, y, x - r]
-        acc = np.zeros(w)  # vertical window sums, row by row (contiguous)
+                    s -= plane[y, x - r]
+            plane[y, :] = line
+        acc[:] = 0.0  # vertical window sums; a row's sums are saved before its mean overwrites them
         for y in range(min(r, h - 1) + 1):
-            for x in range(w):
-                acc[x] += rows[k, y, x]
+            acc += plane[y]
         for y in range(h):
+            saved[y % (r + 1)] = plane[y]
             ny = min(y + r, h - 1) - max(y - r, 0) + 1
             for x in range(w):
                 nx = min(x + r, w - 1) - max(x - r, 0) + 1
-                out[k, y, x] = acc[x] / (nx * ny)
+                plane[y, x] = acc[x] / (nx * ny)
             if y + r + 1 < h:
-                for x in range(w):
-                    acc[x] += rows[k, y + r + 1, x]
+                acc += plane[y + r + 1]
             if y - r >= 0:
-                for x in range(w):
-                    acc[x] -= rows[k, y - r, x]
-    return out
+                acc -= saved[(y - r) % (r + 1)]
 
 
 @jit
-def guided_coefficients(guide, p, r, eps):
+def guided_coefficients(guide, p, r, eps, work):
     """Step 4 of the refinement: (h, w, 3) float64 guide in [0, 1] and (h, w) float64 logit ->
-    float32 (h, w, 4) [A_r, A_g, A_b, B], the box-averaged linear coefficients."""
+    float32 (h, w, 4) [A_r, A_g, A_b, B], the box-averaged linear coefficients. `work` is a
+    (13, h, w) float64 scratch array (reused between calls: no fresh pages to fault in)."""
     h, w = p.shape
-    products = np.empty((13, h, w))
+    m = work
     for y in range(h):
         for x in range(w):
             i0, i1, i2, v = guide[y, x, 0], guide[y, x, 1], guide[y, x, 2], p[y, x]
-            products[0, y, x], products[1, y, x], products[2, y, x], products[3, y, x] = i0, i1, i2, v
-            products[4, y, x], products[5, y, x], products[6, y, x] = i0 * v, i1 * v, i2 * v
-            products[7, y, x], products[8, y, x], products[9, y, x] = i0 * i0, i0 * i1, i0 * i2
-            products[10, y, x], products[11, y, x], products[12, y, x] = i1 * i1, i1 * i2, i2 * i2
-    m = _box_mean(products, r)
-    ab = np.empty((4, h, w))
+            m[0, y, x], m[1, y, x], m[2, y, x], m[3, y, x] = i0, i1, i2, v
+            m[4, y, x], m[5, y, x], m[6, y, x] = i0 * v, i1 * v, i2 * v
+            m[7, y, x], m[8, y, x], m[9, y, x] = i0 * i0, i0 * i1, i0 * i2
+            m[10, y, x], m[11, y, x], m[12, y, x] = i1 * i1, i1 * i2, i2 * i2
+    _box_mean_(m, r)
     for y in range(h):
         for x in range(w):
             m0, m1, m2, mp = m[0, y, x], m[1, y, x], m[2, y, x], m[3, y, x]
@@ -117,29 +119,31 @@ def guided_coefficients(guide, p, r, eps):
             det = a00 * k00 + a01 * k01 + a02 * k02
             ar = (k00 * c0 + k01 * c1 + k02 * c2) / det
             ag = (k01 * c0 + k11 * c1 + k12 * c2) / det
-            ab_ = (k02 * c0 + k12 * c1 + k22 * c2) / det
-            ab[0, y, x], ab[1, y, x], ab[2, y, x] = ar, ag, ab_
-            ab[3, y, x] = mp - ar * m0 - ag * m1 - ab_ * m2
-    mean_ab = _box_mean(ab, r)
+            ab = (k02 * c0 + k12 * c1 + k22 * c2) / det
+            # each pixel's own a, b replace its means (read above): planes 0-3 become a_r, a_g, a_b, b
+            m[0, y, x], m[1, y, x], m[2, y, x] = ar, ag, ab
+            m[3, y, x] = mp - ar * m0 - ag * m1 - ab * m2
+    coef = m[:4]
+    _box_mean_(coef, r)
     out = np.empty((h, w, 4), np.float32)
     for y in range(h):
         for x in range(w):
             for c in range(4):
-                out[y, x, c] = mean_ab[c, y, x]
+                out[y, x, c] = coef[c, y, x]
     return out
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def apply_coefficients(coef, guide):
+def apply_coefficients(coef, guide, across):
     """Step 5 up to the sigmoid: float32 (h, w, 4) coefficients and the (H, W, 3) guide in pixels
     0..255 -> float32 -q (H, W), with q = bilinear(A)·guide/255 + bilinear(B). The coefficient rows
     are first resized across (h rows only), then each output row blends two of them: contiguous,
-    vectorised loops and no full-resolution copy of the coefficients."""
+    vectorised loops and no full-resolution copy of the coefficients. `across` is (h, 4, W)
+    float32 scratch."""
     gh, gw = coef.shape[0], coef.shape[1]
     h, w = guide.shape[0], guide.shape[1]
     y0, y1, fy = _taps(h, gh)
     x0, x1, fx = _taps(w, gw)
-    across = np.empty((gh, 4, w), np.float32)
     for j in range(gh):
         for c in range(4):
             for x in range(w):
@@ -155,6 +159,24 @@ def apply_coefficients(coef, guide):
                 q += (top[c, x] + (bot[c, x] - top[c, x]) * t) * (np.float32(guide[y, x, c]) * inv)
             out[y, x] = -q
     return out
+
+
+class Scratch(threading.local):
+    """Per-thread scratch arrays of the kernels, kept between calls: a fresh multi-MB array costs
+    its page faults on every call, more than the arithmetic here (one set per thread, so
+    Predictors shared between threads stay safe)."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        array = self.arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = self.arrays[name] = np.empty(shape, dtype)
+        return array
+
+
+scratch = Scratch()
 
 
 def sigmoid_(minus_q: np.ndarray) -> np.ndarray:

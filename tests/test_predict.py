@@ -203,7 +203,8 @@ def test_exported_file_whose_metadata_claims_another_input_size_is_refused(small
     model = onnx.load(str(small_onnx))
     entry = next(p for p in model.metadata_props if p.key == "dbd")
     doc = json.loads(entry.value)
-    doc["input"]["shape"] = [1, 3, 96, 96]
+    doc["input"]["shape"] = [1, 3, 96, 96]  # consistently, or the metadata's own check refuses it first
+    doc["input"]["size"] = doc["preprocess"]["input_size"] = [96, 96]
     entry.value = json.dumps(doc)
     tampered = tmp_path / "tampered.onnx"
     onnx.save(model, str(tampered))
@@ -220,3 +221,27 @@ def test_exported_file_without_dbd_metadata_is_refused(small_onnx, tmp_path):
     onnx.save(model, str(bare))
     with pytest.raises(DBDError, match="no 'dbd' metadata"):
         Predictor(bare)
+
+
+def test_dbd_predict_refines_by_default_and_refine_none_writes_the_bilinear_map(tmp_path, data_root):
+    photo = data_root / "photos" / "fast_defocus_map_inputs" / "pr11_bird.png"
+    for flag in ([], ["--refine", "none"]):
+        out = tmp_path / (flag[-1] if flag else "default")
+        assert predict_main([str(photo), "--out", str(out), "--save", "map", "--threads", "1", *flag]) == 0
+    image = read_image(photo)
+    shipped = Predictor(threads=1)
+    assert shipped.spec.refine.enabled  # the shipped student's card carries the guided filter
+    refined = cv2.imread(str(tmp_path / "default" / "pr11_bird_blur.png"), cv2.IMREAD_GRAYSCALE)
+    bilinear = cv2.imread(str(tmp_path / "none" / "pr11_bird_blur.png"), cv2.IMREAD_GRAYSCALE)
+    expected_refined = np.rint(shipped.predict(image) * 255)
+    expected_bilinear = np.rint(Predictor(threads=1, refine="none").predict(image) * 255)
+    assert np.abs(refined.astype(int) - expected_refined).max() <= 1
+    assert np.abs(bilinear.astype(int) - expected_bilinear).max() <= 1
+    assert np.abs(refined.astype(int) - bilinear.astype(int)).max() > 20  # the refinement changed the map
+
+
+def test_refine_setting_of_the_api_is_checked(small_student):
+    with pytest.raises(DBDError, match="refine"):
+        Predictor(small_student, refine="bicubic")
+    with pytest.raises(DBDError, match="refine"):
+        Predictor(small_student, refine=3)
