@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from dbd.core import DBDError, check_int, check_writable
+from dbd.core import MAX_THREADS, DBDError, check_int, check_writable
 from dbd.models import create_model
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured
@@ -38,12 +38,11 @@ from dbd.runtime.tta import TTARecipe, TTARunner
 
 from . import gate
 from .measure import PeakMemory, gemm_peaks, map_psnr, measure_latency, peak_memory_mb
-from .report import anatomy_table, refine_table, robustness_table, table_rows, write_reports
+from .report import accuracy_table, anatomy_table, refine_table, robustness_table, speed_table, write_reports
 
 REPORT_FILES = ("bench.md", "bench.json", "curves.png", "latency_accuracy.png")  # what write_reports writes
 MIN_RUNS = 50  # fewer timed runs give unstable percentiles
 REFINE_SIZES = {"640x427": (427, 640), "1920x1080": (1080, 1920), "12 MP": (3000, 4000)}
-MAX_THREADS = 256  # more than any machine's cores; native thread pools crash far above it
 
 
 def model_files(
@@ -191,6 +190,7 @@ def other_refine_row(row: dict[str, Any], runner_spec: PreprocessSpec, pairs: li
         "id": row["id"].rsplit(":", 1)[0] + f":{label}",
         "refine": label,
         "refine_spec": other.to_dict(),
+        "accuracy_only": True,  # scored from the maps of the row it was made from
         "peak_mem_mb": None,
         "memory": {"method": None, "runtime_mb": None},
         "latency": {},
@@ -394,13 +394,14 @@ def run(
         "measured in a fresh process above the imported runtime library, alike for every runtime",
         "Δ vs teacher / student: Fβ@0.5 and MAE differences; PSNR of the blur maps at the model's input size",
     ]
-    header, body = table_rows(rows, threads if runs else [])
+    header, body = accuracy_table(rows)
     if runs:  # the refinement's own cost, beside the models' latency on one thread
         student_spec = next((r["refine_spec"] for r in rows if r["refine"] == "guided"), RefineSpec().to_dict())
         machine["refine_ms"] = refine_cost(RefineSpec.from_dict(student_spec), (320, 320))
     sections = [
+        ("Size and speed", *speed_table(rows, threads if runs else [])),
         (
-            "Refinement cost (one thread, median of 10; model latency at 1 thread from the table above)",
+            "Refinement cost (one thread, median of 10 runs, ms), beside each refined file's model latency at 1 thread",
             *refine_table(rows, machine.get("refine_ms")),
         ),
         ("Error anatomy (fractions of all pixels; boundary = within 8 px of a mask boundary)", *anatomy_table(rows)),

@@ -31,9 +31,7 @@ def parse_threads(text: str) -> list[int]:
 
 @cli_entry("dbd-bench")
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(
-        prog="dbd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(prog="dbd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--data", default="cuhk", help="catalogue dataset or folder (default: cuhk)")
     parser.add_argument("--split", default="test", help="split (default: test = CUHK-TE-1; empty: all pairs)")

@@ -18,34 +18,18 @@ def _f(value: Any, fmt: str = ".4f") -> str:
     return format(value, fmt)
 
 
-def table_rows(rows: list[dict[str, Any]], threads: list[int]) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "format", "prec", "map", "MB", "params M", "GMACs"]
+def speed_table(rows: list[dict[str, Any]], threads: list[int]) -> tuple[list[str], list[list[str]]]:
+    """Size and speed, one row per model file (the rows scored from another row's maps have none)."""
+    header = ["model", "format", "prec", "MB", "params M", "GMACs"]
     for t in threads:
         header += [f"ms@{t}t", f"p90@{t}t", f"FPS@{t}t", f"%peak@{t}t"]
-    header += [
-        "peak MB",
-        "MAE",
-        "Fβ@.5",
-        "Fβ adapt (sharp+)",
-        "Fβ max (sharp+)",
-        "IoU",
-        "ΔFβ teacher",
-        "ΔMAE teacher",
-        "PSNR teacher",
-        "ΔFβ student",
-        "PSNR student",
-    ]
+    header += ["peak MB"]
     body = []
     for r in rows:
-        line = [
-            r["model"],
-            r["format"],
-            r["precision"],
-            r.get("refine", "–"),
-            _f(r["size_mb"], ".2f"),
-            _f(r["params_m"], ".2f"),
-            _f(r["gmacs"], ".2f"),
-        ]
+        if r.get("accuracy_only"):
+            continue
+        line = [r["model"], r["format"], r["precision"], _f(r["size_mb"], ".2f"), _f(r["params_m"], ".2f")]
+        line += [_f(r["gmacs"], ".2f")]
         for t in threads:
             lat = r.get("latency", {}).get(str(t))
             line += (
@@ -53,21 +37,24 @@ def table_rows(rows: list[dict[str, Any]], threads: list[int]) -> tuple[list[str
                 if lat
                 else ["–"] * 4
             )
+        body.append(line + [_f(r.get("peak_mem_mb"), ".0f")])
+    return header, body
+
+
+def accuracy_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Accuracy on the scored pairs and against the teacher and the fp32 student, one row per model
+    file and last step (map: guided refinement or bilinear)."""
+    header = ["model", "format", "prec", "map", "MAE", "Fβ@.5", "Fβ adapt (sharp+)", "Fβ max (sharp+)", "IoU"]
+    header += ["ΔFβ teacher", "ΔMAE teacher", "PSNR teacher", "ΔFβ student", "PSNR student"]
+    body = []
+    for r in rows:
         m, vt, vs = r.get("metrics") or {}, r.get("vs_teacher") or {}, r.get("vs_student") or {}
-        line += [
-            _f(r.get("peak_mem_mb"), ".0f"),
-            _f(m.get("mae")),
-            _f(m.get("fbeta_fixed")),
-            _f(m.get("fbeta_adaptive")),
-            _f(m.get("fbeta_max")),
-            _f(m.get("iou")),
-            _f(vt.get("d_fbeta"), "+.4f"),
-            _f(vt.get("d_mae"), "+.4f"),
-            _f(vt.get("psnr"), ".1f"),
-            _f(vs.get("d_fbeta"), "+.4f"),
-            _f(vs.get("psnr"), ".1f"),
-        ]
-        body.append(line)
+        body.append(
+            [r["model"], r["format"], r["precision"], r.get("refine", "–")]
+            + [_f(m.get(k)) for k in ("mae", "fbeta_fixed", "fbeta_adaptive", "fbeta_max", "iou")]
+            + [_f(vt.get("d_fbeta"), "+.4f"), _f(vt.get("d_mae"), "+.4f"), _f(vt.get("psnr"), ".1f")]
+            + [_f(vs.get("d_fbeta"), "+.4f"), _f(vs.get("psnr"), ".1f")]
+        )
     return header, body
 
 
@@ -155,6 +142,7 @@ def markdown(
 
 def plots(rows: list[dict[str, Any]], folder: Path, threads: int) -> list[Path]:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -163,7 +151,7 @@ def plots(rows: list[dict[str, Any]], folder: Path, threads: int) -> list[Path]:
     written = []
     fig, (pr, ft) = plt.subplots(1, 2, figsize=(12, 5))
     for r in scored:
-        label = f"{r['model']} {r['format']} {r['precision']}"
+        label = f"{r['model']} {r['format']} {r['precision']} {r.get('refine', '')}".strip()
         c = r["curves"]
         pr.plot(c["recall"], c["precision"], label=label)
         ft.plot(c["thresholds"], c["fbeta"], label=label)
@@ -172,22 +160,24 @@ def plots(rows: list[dict[str, Any]], folder: Path, threads: int) -> list[Path]:
     pr.legend(fontsize=7), ft.legend(fontsize=7)
     fig.tight_layout()
     written.append(_save(fig, folder / "curves.png"))
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for r in scored:
-        lat = r.get("latency", {}).get(str(threads))
-        if lat:
-            ax.scatter(lat["median_ms"], r["metrics"]["fbeta_fixed"])
-            ax.annotate(
-                f"{r['model'].removeprefix('dbd_')} {r['format']} {r['precision']}",
-                (lat["median_ms"], r["metrics"]["fbeta_fixed"]),
-                fontsize=7,
-            )
+    fig, ax = plt.subplots(figsize=(9, 5))
+    timed = [r for r in scored if r.get("latency", {}).get(str(threads))]
+    markers = "os^vD<>pP*Xh"
+    for i, r in enumerate(timed):  # a legend entry each, not labels beside points that overlap
+        lat = r["latency"][str(threads)]
+        label = f"{r['model'].removeprefix('dbd_')} {r['format']} {r['precision']}"
+        ax.scatter(lat["median_ms"], r["metrics"]["fbeta_fixed"], marker=markers[i % len(markers)], s=50, label=label)
     ax.set(
         xscale="log",
-        xlabel=f"latency median, ms ({threads} thread{'s' if threads > 1 else ''})",
+        xlabel=f"latency median, ms ({threads} thread{'s' if threads > 1 else ''}; log scale)",
         ylabel="Fβ@0.5",
-        title="latency vs accuracy",
+        title="latency vs accuracy (each file with its own last step)",
     )
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.grid(True, which="both", alpha=0.3)
+    if timed:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     written.append(_save(fig, folder / "latency_accuracy.png"))
     plt.close("all")

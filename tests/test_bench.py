@@ -56,14 +56,40 @@ def test_bench_prints_a_row_per_model_and_writes_every_report(models, tmp_path, 
     assert "dbd_teacher" in out and "dbd_student" in out and "ms@1t" in out
     report = json.loads((tmp_path / "report" / "bench.json").read_text())
     rows = {r["id"]: r for r in report["rows"]}
-    assert set(rows) == {"dbd_teacher:torch:fp32", "dbd_student:torch:fp32"}
-    student = rows["dbd_student:torch:fp32"]
+    # every file is scored with its own last step (guided refinement) and with the bilinear map
+    assert set(rows) == {
+        f"dbd_{m}:torch:fp32:{map_}" for m in ("teacher", "student") for map_ in ("guided", "bilinear")
+    }
+    student = rows["dbd_student:torch:fp32:guided"]
     assert student["latency"]["1"]["runs"] == 50 and student["latency"]["1"]["median_ms"] > 0
     assert 0 < student["latency"]["1"]["peak_fraction"] < 2
     assert {"mae", "fbeta_fixed", "fbeta_adaptive", "fbeta_max", "iou"} <= set(student["metrics"])
-    assert student["vs_teacher"]["psnr"] > 0 and rows["dbd_teacher:torch:fp32"]["vs_teacher"] is None
+    assert student["vs_teacher"]["psnr"] > 0 and rows["dbd_teacher:torch:fp32:guided"]["vs_teacher"] is None
+    assert set(report["machine"]["refine_ms"]) == {"640x427", "1920x1080", "12 MP"}
+    assert all(ms > 0 for ms in report["machine"]["refine_ms"].values())
+    assert "Refinement cost" in out and "Size and speed" in out
     for name in ("bench.md", "curves.png", "latency_accuracy.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_the_bilinear_row_scores_the_same_maps_as_evaluating_without_refinement(models, tmp_path):
+    from dbd.benchmarks import run
+    from dbd.runtime.datasets import open_dataset
+    from dbd.runtime.evaluate import evaluate
+    from dbd.runtime.runners import TorchRunner
+
+    result = run(
+        teacher=models["teacher"], student=models["student"], data="dut", split="", exports=None, runs=0, report=None
+    )
+    rows = {r["id"]: r for r in result.rows}
+    bilinear, guided = rows["dbd_student:torch:fp32:bilinear"], rows["dbd_student:torch:fp32:guided"]
+    pairs = list(open_dataset("dut", split=None))
+    expected, _ = evaluate(TorchRunner(models["student"]), pairs, refine="none")
+    for metric, value in expected.compute().items():
+        if metric != "n_images":
+            assert bilinear["metrics"][metric] == pytest.approx(value, abs=1e-9)
+    assert bilinear["metrics"]["mae"] != guided["metrics"]["mae"]  # the refinement changed the maps
+    assert bilinear["latency"] == {} and bilinear["accuracy_only"]
 
 
 def test_gate_passes_on_its_own_baseline_and_fails_on_a_degraded_model(models, tmp_path, capsys):
@@ -184,7 +210,7 @@ def test_gemm_peak_is_the_best_of_interleaved_runs_and_a_busy_machine_is_flagged
 
 
 def test_a_peak_fraction_above_100_percent_is_never_printed_without_a_flag():
-    from dbd.benchmarks.report import table_rows
+    from dbd.benchmarks.report import speed_table
 
     def row(fraction, reliable=True):
         return {
@@ -206,7 +232,7 @@ def test_a_peak_fraction_above_100_percent_is_never_printed_without_a_flag():
             "metrics": {},
         }
 
-    header, body = table_rows([row(1.41, False), row(0.5), row(0.5, False), row(1.2)], [2])
+    header, body = speed_table([row(1.41, False), row(0.5), row(0.5, False), row(1.2)], [2])
     column = header.index("%peak@2t")
     assert [line[column] for line in body] == ["141?", "50", "50?", "120?"]
 
