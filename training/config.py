@@ -16,7 +16,7 @@ from typing import Any
 
 import tomllib
 
-from dbd.core import DBDError
+from dbd.core import MAX_THREADS, DBDError
 
 STAGES = ("teacher", "student")
 MAX_IMGSZ = 4096  # --imgsz / --low-res: larger training crops exhaust any memory
@@ -63,6 +63,7 @@ class TrainConfig:
     teacher: str | None = None  # student: teacher checkpoint (.safetensors), or several joined by commas
     teacher_tta: str = ""  # student: the teacher's test-time augmentation, e.g. "384,448+flip"
     teacher_cache: str | None = None  # student: folder of cached teacher maps; then kd_out/adv_teacher run no teacher
+    teacher_refine: str = "none"  # student: the cached teacher maps' last step, "none" (bilinear) or "guided"
     # acquisition robustness: the capture pipeline varied, never the focus (0 switches it off)
     acquisition: float = 0.0  # probability that a sample goes through a random downscaler/JPEG/noise
     # run
@@ -123,6 +124,8 @@ class TrainConfig:
         self.check_types()
         if self.stage not in STAGES:
             raise DBDError(f"unknown stage '{self.stage}'; use one of {', '.join(STAGES)}")
+        if self.teacher_refine not in ("none", "guided"):
+            raise DBDError(f"--teacher-refine must be none or guided, got {self.teacher_refine!r}")
         if self.needs_teacher and not self.teacher:
             raise DBDError(
                 "distillation (--kd-out, --kd-feat, --adv-teacher) needs a teacher: pass --teacher "
@@ -140,6 +143,8 @@ class TrainConfig:
         for name in ("imgsz", "low_res"):
             if getattr(self, name) > MAX_IMGSZ:
                 raise DBDError(f"{_flag(name)} must be at most {MAX_IMGSZ}, got {getattr(self, name)}")
+        if self.threads > MAX_THREADS:
+            raise DBDError(f"--threads must be at most {MAX_THREADS} (0: torch's default), got {self.threads}")
         if self.imgsz % 32 or self.low_res % 32:
             raise DBDError(f"--imgsz and --low-res must be multiples of 32, got {self.imgsz} and {self.low_res}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -229,7 +234,9 @@ def load_config(stage: str, args: argparse.Namespace) -> TrainConfig:
             raise DBDError(f"config file '{args.config}' has unknown keys {unknown}; see dbd-train {stage} --help")
         for key, value in file_values.items():
             if isinstance(value, float) and not math.isfinite(value):
-                raise DBDError(f"config file '{args.config}': '{key}' must be a finite number, got {value}; fix the file")
+                raise DBDError(
+                    f"config file '{args.config}': '{key}' must be a finite number, got {value}; fix the file"
+                )
         values.update(file_values)
     flags = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(TrainConfig)} and v is not None}
     if isinstance(flags.get("model_config"), str):

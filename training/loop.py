@@ -173,7 +173,13 @@ def train(cfg: TrainConfig, command: str) -> dict:
     teacher_maps, cache_identity = None, None
     if cfg.uses_cache:
         teacher_maps, cache_identity = load_or_build(
-            cfg.teacher, cfg.teacher_tta, train_pairs.names, train_pairs.images, cfg.teacher_cache, device.type
+            cfg.teacher,
+            cfg.teacher_tta,
+            train_pairs.names,
+            train_pairs.images,
+            cfg.teacher_cache,
+            device.type,
+            refine=cfg.teacher_refine,
         )
         if main:
             print(f"teacher maps (tta {cache_identity['tta']}): {cache_identity['path']}")

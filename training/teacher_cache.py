@@ -50,26 +50,34 @@ def teacher_paths(text: str) -> list[Path]:
     return paths
 
 
-def cache_key(teachers: list[Path], recipe: TTARecipe, names: list[str]) -> dict:
+def cache_key(teachers: list[Path], recipe: TTARecipe, names: list[str], refine: str = "none") -> dict:
     identity = {
         "format": CACHE_FORMAT,
         "teachers": [file_sha256(p) for p in teachers],
         "tta": str(recipe),
         "photos": hashlib.sha256("\n".join(names).encode()).hexdigest(),
     }
+    if refine != "none":  # bilinear caches keep the keys they had before refinement existed
+        identity["refine"] = refine
     identity["key"] = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return identity
 
 
 def compute_maps(
-    teachers: list[Path], recipe: TTARecipe, images: list[np.ndarray], device: str = "cpu", progress: bool = True
+    teachers: list[Path],
+    recipe: TTARecipe,
+    images: list[np.ndarray],
+    device: str = "cpu",
+    progress: bool = True,
+    refine: str = "none",
 ) -> list[np.ndarray]:
     """The (ensemble/TTA) teacher's P(blur) of each photo at its own size, as uint8 (255 = blur)."""
     runner = TTARunner([TorchRunner(p, device=device) for p in teachers], recipe)
     maps, started = [], time.time()
     for i, image in enumerate(images):
-        # Bilinear, as the release recipe's students were distilled from (refined targets: not yet measured).
-        photo_map = runner.predict_photos([image], refine="none")[1][0]
+        # "none": bilinear, as the release recipe's students were distilled from; "guided": each view
+        # refined at the photo's resolution by the contract's guided filter (docs/results.md).
+        photo_map = runner.predict_photos([image], refine=refine)[1][0]
         if not np.isfinite(photo_map).all():
             raise DBDError(f"the teacher gives non-finite maps (photo {i}); check the teacher checkpoints {teachers}")
         maps.append(np.rint(photo_map * 255).astype(np.uint8))
@@ -86,6 +94,7 @@ def load_or_build(
     folder: str | Path,
     device: str = "cpu",
     build: bool = True,
+    refine: str = "none",
 ) -> tuple[list[np.ndarray], dict]:
     """The cached maps for these photos (built and written first if absent); returns (maps, identity)."""
     teachers = teacher_paths(teacher)
@@ -93,7 +102,7 @@ def load_or_build(
         if not p.is_file():
             raise DBDError(f"teacher checkpoint '{p}' does not exist; check --teacher")
     recipe = TTARecipe.parse(tta)
-    identity = cache_key(teachers, recipe, names)
+    identity = cache_key(teachers, recipe, names, refine)
     path = Path(folder) / f"teacher_maps-{identity['key']}.npz"
     identity["path"] = str(path)
     if path.is_file():
@@ -101,7 +110,7 @@ def load_or_build(
     if not build:
         raise DBDError(f"no cached teacher maps at '{path}'; build them with python -m dbd.training.teacher_cache")
     started = time.time()
-    maps = compute_maps(teachers, recipe, images, device)
+    maps = compute_maps(teachers, recipe, images, device, refine=refine)
     identity["seconds"] = round(time.time() - started, 1)
     write_cache(path, names, maps, identity)
     return maps, identity
@@ -146,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--out", default=DEFAULT_FOLDER, help=f"cache folder (default {DEFAULT_FOLDER})")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--refine", default="none", choices=("none", "guided"), help="the maps' last step")
     args = parser.parse_args(argv)
     from .config import TrainConfig
     from .data import load_pairs
@@ -159,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         teacher_cache=args.out,
     ).validate()
     train, _, description = load_pairs(cfg)
-    _, identity = load_or_build(args.teacher, args.tta, train.names, train.images, args.out, args.device)
+    _, identity = load_or_build(
+        args.teacher, args.tta, train.names, train.images, args.out, args.device, refine=args.refine
+    )
     print(
         f"teacher maps of {description.split(':')[0]} ({len(train)} photos, tta {identity['tta']}): {identity['path']}"
     )
