@@ -34,7 +34,7 @@ import numpy as np
 from dbd.core import DBDError, reraise_interrupt
 from dbd.runtime import protowire
 from dbd.runtime.formats import FileFormat, FormatOption
-from dbd.runtime.metadata import METADATA_KEY, read_metadata
+from dbd.runtime.metadata import METADATA_KEY, check_graph_io, read_metadata
 from dbd.runtime.runners import ExportedRunner
 
 from .base import ExportJob, Verification, check_io, quiet
@@ -59,6 +59,15 @@ QUANTIZATION_WORDS = {
 
 
 CALIBRATION_PERCENTILE = 99.999  # int8 activation ranges: this percentile of the calibration values
+CALIB_CHUNK = 64  # calibration images whose activations onnxruntime holds at once
+
+
+ONNX_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+}
 
 
 class OnnxRunner(ExportedRunner):
@@ -83,6 +92,12 @@ class OnnxRunner(ExportedRunner):
             ) from None
         self.input_name = self.info["input"]["name"]
         self.check_input_shape(self.session.get_inputs()[0].shape)
+        # what the metadata says to feed and read must be what the graph takes and gives
+        for key, arg in (("input", self.session.get_inputs()[0]), ("output", self.session.get_outputs()[0])):
+            graph = ONNX_TYPES.get(arg.type)
+            if graph is None:
+                raise DBDError(f"'{path}': the graph's {key} is a {arg.type}, which dbd does not feed; re-export it")
+            check_graph_io(self.info, path, key, graph)
 
     def run_one(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
@@ -250,9 +265,21 @@ class OnnxFormat(FileFormat):
             def __init__(self):
                 self._it = iter(batches)
 
+            def __len__(self):
+                return len(batches)
+
+            def set_range(self, start_index: int, end_index: int):  # onnxruntime's strided calibration
+                self._it = iter(batches[start_index:end_index])
+
             def get_next(self):
                 x = next(self._it, None)
                 return None if x is None else {INPUT_NAME: x}
+
+        # onnxruntime keeps every intermediate tensor of every calibration image until it builds
+        # the histograms: above CALIB_CHUNK images, calibrate in chunks (the histograms merge), so
+        # memory stays that of CALIB_CHUNK images (up to CALIB_CHUNK: one chunk, as before)
+        chunk = next(c for c in range(min(CALIB_CHUNK, len(batches)), 0, -1) if len(batches) % c == 0)
+        strided = {"CalibStridedMinMax": chunk} if len(batches) > CALIB_CHUNK else {}
 
         with tempfile.TemporaryDirectory(prefix="dbd-onnx-int8-") as tmp, quiet(not job.verbose):
             fp32, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
@@ -268,7 +295,7 @@ class OnnxFormat(FileFormat):
                 weight_type=QuantType.QUInt8,
                 per_channel=True,
                 calibrate_method=CalibrationMethod.Percentile,
-                extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
+                extra_options={"CalibPercentile": CALIBRATION_PERCENTILE, **strided},
                 nodes_to_exclude=exclude,
             )
             return onnx.load(str(out))

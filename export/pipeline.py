@@ -99,6 +99,13 @@ def remove_stale_run_temps(base: Path) -> None:
         pid = folder.name[len(RUN_TEMP_PREFIX) :].split("-")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
+    # Earlier dbd versions made theirs directly in $TMPDIR: those a day old are stale.
+    for folder in [*Path(base).glob("dbd-onnx-*"), *Path(base).glob("dbd-tflite-*")]:
+        try:
+            if folder.is_dir() and not folder.is_symlink() and folder.lstat().st_mtime < time.time() - 86400:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
 
 
 @contextlib.contextmanager

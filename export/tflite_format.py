@@ -36,7 +36,7 @@ import numpy as np
 
 from dbd.core import DBDError, reraise_interrupt
 from dbd.runtime.formats import FileFormat
-from dbd.runtime.metadata import METADATA_KEY, read_metadata
+from dbd.runtime.metadata import METADATA_KEY, check_graph_io, read_metadata
 from dbd.runtime.runners import ExportedRunner
 from dbd.runtime.spec import PreprocessSpec
 
@@ -83,8 +83,12 @@ class TFLiteRunner(ExportedRunner):
                 ) from None
         details = self.interpreter.get_input_details()[0]
         self.check_input_shape([int(v) for v in details["shape"]])
+        output = self.interpreter.get_output_details()[0]
+        # what the metadata says to feed and read must be what the graph takes and gives
+        check_graph_io(self.info, path, "input", details["dtype"], details["quantization"])
+        check_graph_io(self.info, path, "output", output["dtype"], output["quantization"])
         self.input_index = details["index"]
-        self.output_index = self.interpreter.get_output_details()[0]["index"]
+        self.output_index = output["index"]
         self._lock = threading.Lock()
 
     def run_one(self, x: np.ndarray) -> np.ndarray:

@@ -1248,8 +1248,13 @@ def test_killed_exports_temp_folders_are_removed_by_the_next_run(tmp_path, monke
     (stale / "ort.quant.x1y2").mkdir(parents=True)  # what a SIGKILLed int8 calibration leaves
     alive = tmp_path / f"dbd-export-{os.getppid()}-efgh5678"  # another export still running
     alive.mkdir()
+    legacy, recent = tmp_path / "dbd-onnx-int8-old1", tmp_path / "dbd-onnx-int8-new1"  # earlier versions'
+    legacy.mkdir()
+    recent.mkdir()
+    os.utime(legacy, (time.time() - 2 * 86400, time.time() - 2 * 86400))
     with run_tempdir() as folder:
         assert not stale.exists() and alive.exists()
+        assert not legacy.exists() and recent.exists()  # a day old: stale; recent: maybe still in use
         with tempfile.TemporaryDirectory(prefix="ort.quant.") as converter_tmp:  # as onnxruntime makes them
             assert Path(converter_tmp).parent == folder
             (Path(converter_tmp) / "big.onnx").write_bytes(b"x")
@@ -1340,6 +1345,7 @@ def test_full_disk_is_one_line_before_the_benchmark_and_keeps_the_old_file(ckpts
         (["--lr", "nan"], "--lr"),
         (["--weight-decay", "inf"], "--weight-decay"),
         (["--imgsz", "100000"], "--imgsz must be at most 4096"),
+        (["--threads", "100000"], "--threads must be at most 256"),
     ],
 )
 def test_train_numbers_must_be_finite_and_sane(args, fragment, tmp_path, capsys):
@@ -1501,3 +1507,97 @@ def test_a_rerun_removes_stale_video_temps_of_kinds_it_does_not_save(ckpts, tmp_
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     assert predict_main([str(clips), "--weights", str(ckpts["good"]), "--out", str(out), "--save", "map"]) == 0
     assert sorted(p.name for p in (out / "clips").iterdir()) == ["clip_blur.mp4"]
+
+
+# ---- issue 24: an exported file's metadata must agree with itself and with its graph ------------
+
+
+@pytest.fixture(scope="module")
+def small_onnx(ckpts, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx")
+    args = ["--format", "onnx", "--precision", "fp32", "--weights", str(ckpts["good"]), "--calib", "dut"]
+    assert export_main([*args, "--calib-n", "1", "--parity-n", "1", "--out", str(out)]) == 0
+    return next(out.glob("*.onnx"))
+
+
+def _edited(src: Path, dest: Path, change) -> Path:
+    from dbd.export.metadata import dumps
+    from dbd.runtime.metadata import read_metadata
+
+    meta = read_metadata(src)
+    change(meta)
+    if src.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(src))
+        next(p for p in model.metadata_props if p.key == "dbd").value = dumps(meta)
+        onnx.save(model, str(dest))
+    else:
+        from dbd.export.tflite_format import embed_metadata
+
+        dest.write_bytes(embed_metadata(src.read_bytes(), dumps(meta)))
+    return dest
+
+
+def _nhwc(meta: dict) -> None:  # layout and shape edited together: only the graph tells
+    meta["input"].update(layout="NHWC", shape=[1, *meta["input"]["size"], 3])
+    meta["preprocess"]["layout"] = "NHWC"
+
+
+EDITS = {
+    "onnx_float16_input": (lambda m: m["input"].update(dtype="float16"), "'input.dtype' is float16 but the graph"),
+    "onnx_nhwc_layout": (lambda m: m["input"].update(layout="NHWC"), "'input.layout' NHWC contradicts 'input.shape'"),
+    "onnx_nhwc_layout_and_shape": (_nhwc, "declares input shape"),
+    "tflite_mean": (lambda m: m["input"].update(mean=[0.5, 0.5, 0.5]), "'input.mean' [0.5, 0.5, 0.5] contradicts"),
+    "tflite_std": (lambda m: m["input"].update(std=[1, 1, 1]), "contradicts 'preprocess.std'"),
+    "tflite_zero_point": (
+        lambda m: m["input"]["quantization"].update(zero_point=0),
+        "'input.quantization' {'scale': 1.0, 'zero_point': 0} contradicts the graph's (scale 1, zero point -128)",
+    ),
+    "tflite_output_scale": (lambda m: m["output"]["quantization"].update(scale=1 / 255), "'output.quantization'"),
+    "tflite_meaning": (lambda m: m["output"].update(meaning="sharp_probability"), "'output.meaning'"),
+    "tflite_blur_value": (lambda m: m["output"].update(blur_value=0), "'output.blur_value' is 0"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_an_export_whose_metadata_contradicts_itself_or_its_graph_is_refused(edit, small_onnx, tmp_path, capsys):
+    change, fragment = EDITS[edit]
+    src = small_onnx if edit.startswith("onnx") else REPO / "exports" / "dbd_student_320_int8.tflite"
+    edited = _edited(src, tmp_path / f"edited{src.suffix}", change)
+    Predictor(src, threads=1)  # the file as exported loads
+    with pytest.raises(DBDError, match="re-export it") as err:
+        Predictor(edited, threads=1)
+    assert fragment in str(err.value) and str(edited) in str(err.value)
+    photo = _image(tmp_path / "a.png", 32, 32)
+    assert predict_main([str(photo), "--weights", str(edited), "--out", str(tmp_path / "out")]) == 2
+    _one_line_error(capsys.readouterr().err, fragment)
+
+
+def test_onnx_int8_calibration_holds_one_chunk_of_images_at_a_time(ckpts, tmp_path, monkeypatch):
+    from onnxruntime.quantization.calibrate import HistogramCalibrater
+
+    import dbd.export.onnx_format as onnx_format
+
+    monkeypatch.setattr(onnx_format, "CALIB_CHUNK", 2)  # as 64 is for a run with --calib-n above 64
+    sizes = []
+    collect = HistogramCalibrater.collect_data
+
+    def spy(self, reader):
+        n = 0
+        real_next = reader.get_next
+
+        def counting():
+            nonlocal n
+            item = real_next()
+            n += item is not None
+            return item
+
+        reader.get_next = counting
+        collect(self, reader)
+        sizes.append(n)
+
+    monkeypatch.setattr(HistogramCalibrater, "collect_data", spy)
+    args = ["--format", "onnx", "--precision", "int8", "--weights", str(ckpts["good"]), "--calib", "dut"]
+    assert export_main([*args, "--calib-n", "4", "--parity-n", "1", "--out", str(tmp_path / "exp")]) == 0
+    assert sizes == [2, 2]  # every image, never more than a chunk of them at once

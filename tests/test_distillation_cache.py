@@ -139,6 +139,22 @@ def test_teacher_cache_is_keyed_by_teacher_and_recipe_and_reused(tiny_teacher, t
         teacher_cache.read_cache(Path(ident["path"]), pairs.names)
 
 
+def test_refined_teacher_maps_are_cached_under_their_own_key_and_bilinear_keys_are_unchanged(tiny_teacher, tmp_path):
+    pairs = _pairs(2)
+    teachers = [tiny_teacher]
+    recipe = teacher_cache.TTARecipe.parse("")
+    # the key a bilinear cache had before refinement existed: no "refine" in its identity
+    legacy = teacher_cache.cache_key(teachers, recipe, pairs.names)
+    assert "refine" not in legacy and teacher_cache.cache_key(teachers, recipe, pairs.names, "none") == legacy
+    plain, ident = teacher_cache.load_or_build(str(tiny_teacher), "", pairs.names, pairs.images, tmp_path)
+    refined, ident_refined = teacher_cache.load_or_build(
+        str(tiny_teacher), "", pairs.names, pairs.images, tmp_path, refine="guided"
+    )
+    assert ident["key"] == legacy["key"] and ident_refined["key"] != ident["key"]
+    assert ident_refined["refine"] == "guided"
+    assert any(not np.array_equal(a, b) for a, b in zip(plain, refined))  # the guided filter changed the maps
+
+
 def test_student_trains_from_the_cache_without_a_teacher_forward(tiny_teacher, tmp_path, capsys, monkeypatch):
     import dbd.training.loop as loop
 

@@ -886,7 +886,7 @@ def _with_metadata(src: Path, dest: Path, change) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["no_metadata", "zero_point", "input_size"])
+@pytest.mark.parametrize("case", ["no_metadata", "zero_point", "input_size", "refine_radius"])
 def test_page_refuses_a_file_without_metadata_or_with_metadata_that_disagrees_with_the_graph(
     case, browser, exports, photos, tmp_path
 ):
@@ -902,6 +902,10 @@ def test_page_refuses_a_file_without_metadata_or_with_metadata_that_disagrees_wi
                 m["preprocess"].update(input_size=[256, 256]),
             ),
             "the metadata says input shape [1,256,256,3] but the graph's tensor has [1,320,320,3]",
+        ),
+        "refine_radius": (
+            lambda m: m["preprocess"].update(refine={**m["preprocess"].get("refine", {}), "radius": 2}),
+            "the 'dbd' metadata's preprocess.refine.radius = 2 is not valid; expected a fraction of the map's shorter side in (0, 1]",
         ),
     }
     change, words = changes[case]

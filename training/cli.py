@@ -21,9 +21,7 @@ from .config import STAGES, add_arguments, load_config
 
 @cli_entry("dbd-train")
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(
-        prog="dbd-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(prog="dbd-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="stage", required=True, metavar="{teacher,student}")
     for stage in STAGES:
         add_arguments(sub.add_parser(stage, help=f"train the {stage}"))

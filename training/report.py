@@ -81,11 +81,14 @@ def scored_pairs(data: str, split: str | None) -> list:
     return list(open_dataset(data, split=split or None))
 
 
-def score(checkpoint: str, pairs: list) -> dict:
+def score(checkpoint: str, pairs: list, refine: str | None = None) -> dict:
+    """One row: the checkpoint's maps with its own last step, or `refine` ("guided" / "none")."""
     runner, first = open_scored(checkpoint)
     decisions = DecisionMetrics()
-    metrics, _ = evaluate(runner, pairs, decisions=decisions)
+    spec = runner.spec.with_refine(refine)
+    metrics, _ = evaluate(runner, pairs, decisions=decisions, refine=spec.refine)
     return {
+        "refine": "guided" if spec.refine.enabled else "bilinear",
         "checkpoint": str(checkpoint),
         "arch": first.info["arch"],
         "tta": runner.info.get("tta", "none"),
@@ -119,10 +122,12 @@ def latencies_ms(checkpoints: dict[str, str], runs: int = 30) -> dict[str, float
     return {label: 1000 * statistics.median(t) for label, t in times.items()}
 
 
-def robustness(checkpoint: str, pairs: list) -> dict[str, dict[str, float]]:
+def robustness(checkpoint: str, pairs: list, refine: str | None = None) -> dict[str, dict[str, float]]:
     """Metrics of the plain model (first member) under each capture condition."""
     runner = TorchRunner(Path(str(checkpoint).partition("@")[0].split(",")[0]))
-    return {c: evaluate(runner, captured(pairs, c, runner.size))[0].compute() for c in CAPTURE_CONDITIONS}
+    return {
+        c: evaluate(runner, captured(pairs, c, runner.size), refine=refine)[0].compute() for c in CAPTURE_CONDITIONS
+    }
 
 
 def group_rows(rows: list[dict]) -> dict[str, list[dict]]:
@@ -246,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latency", action="store_true", help="add each recipe's PyTorch latency (batch 1, one thread)"
     )
+    parser.add_argument(
+        "--refine",
+        choices=("both", "guided", "none"),
+        default="both",
+        help="the maps' last step: both (a row each: guided, then bilinear), guided, or none (bilinear)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows (one per checkpoint) as JSON")
     args = parser.parse_args(argv)
 
@@ -255,7 +266,15 @@ def main(argv: list[str] | None = None) -> int:
             f"--labels gave {len(labels)} names for {len(args.checkpoints)} checkpoints; give one per checkpoint"
         )
     pairs = scored_pairs(args.data, args.split)  # decoded once for every row
-    rows = [{"label": label, **score(c, pairs)} for label, c in zip(labels, args.checkpoints)]
+    modes = ("guided", "none") if args.refine == "both" else (args.refine,)
+    rows = [
+        {
+            "label": f"{label} [{'bilinear' if mode == 'none' else mode}]" if len(modes) > 1 else label,
+            **score(c, pairs, mode),
+        }
+        for mode in modes
+        for label, c in zip(labels, args.checkpoints)
+    ]
     if args.latency:
         first = {}  # once per recipe: its seeds share the architecture
         for row in rows:
@@ -266,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(rows, args.data, args.split)
     if args.robustness:
         for row in rows:
-            row["robustness"] = robustness(row["checkpoint"], pairs)
+            row["robustness"] = robustness(
+                row["checkpoint"], pairs, "none" if row["refine"] == "bilinear" else "guided"
+            )
         print_robustness(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -39,7 +39,8 @@ const halfEvenMean = (a, b) => {
 };
 
 /**
- * Draws the overlay of `prob` (float32 P(blur), one per pixel) over `rgba` (the photo's ImageData
+ * Draws the overlay of `prob` (float32 P(blur), one per pixel: the map at the photo's size, as the
+ * contract's last step made it, refine.js) over `rgba` (the photo's ImageData
  * bytes) into `out` (RGBA, same size, opaque). style: 'tint' or 'heat'.
  */
 export function drawOverlay(style, rgba, prob, threshold, out = new Uint8ClampedArray(rgba.length)) {
