@@ -24,7 +24,7 @@ import numpy as np
 from dbd.core import MAX_THREADS, DBDError, check_int, check_writable
 from dbd.models import create_model
 from dbd.models.summary import count_macs, count_params
-from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured
+from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured, downscaler_of
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.evaluate import evaluate
 from dbd.runtime.formats import find_format
@@ -145,7 +145,9 @@ def bench_row(
     if robustness and tta is None:
         row["robustness"] = {
             c: {
-                k: v for k, v in evaluate(plain, captured(pairs, c, plain.size))[0].compute().items() if k != "n_images"
+                k: v
+                for k, v in evaluate(plain, captured(pairs, c), downscaler=downscaler_of(c))[0].compute().items()
+                if k != "n_images"
             }
             for c in CAPTURE_CONDITIONS
         }

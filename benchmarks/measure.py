@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dbd.runtime.metrics import psnr_db
 from dbd.runtime.runners import Runner
 from dbd.runtime.spec import resize_bilinear
 
@@ -200,10 +201,10 @@ def gemm_peaks(threads: list[int], repeats: int = 5, seconds: float = 0.25) -> G
 
 
 def map_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) between two stacks of probability maps (peak 1); inf when identical."""
+    """PSNR (dB) between two stacks of probability maps (runtime.metrics.psnr_db), the second resized
+    to the first's size when the models ran at different sizes; nan for stacks of different lengths."""
     if a.shape[0] != b.shape[0]:
         return float("nan")
     if a.shape != b.shape:  # e.g. a teacher run at 384² against a student at 320²: compare at a's size
         b = np.stack([resize_bilinear(m, a.shape[1:3]) for m in b])
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+    return psnr_db(a, b)

@@ -6,7 +6,7 @@ torch or any other stage.
 
 from .checks import MAX_THREADS, check_float, check_int
 from .errors import ArgumentParser, DBDError, Terminated, cli_entry, reraise_interrupt
-from .files import atomic_write, check_writable
+from .files import atomic_write, check_writable, sha256_file
 
 __all__ = [
     "ArgumentParser",
@@ -16,6 +16,7 @@ __all__ = [
     "reraise_interrupt",
     "atomic_write",
     "check_writable",
+    "sha256_file",
     "check_int",
     "check_float",
     "MAX_THREADS",

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dbd.core import sha256_file
 from dbd.runtime.metadata import METADATA_FORMAT, NORMALIZATION_EXTERNAL, NORMALIZATION_FOLDED, check_metadata
 from dbd.runtime.spec import OUTPUT_MEANING
 
@@ -35,14 +36,6 @@ def package_versions(*names: str) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_path(path: Path) -> str:

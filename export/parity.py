@@ -14,7 +14,6 @@ int8 PSNR >= 30 dB and |ΔFβ| <= 0.005.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,12 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dbd.runtime.metrics import BlurMapMetrics
+from dbd.runtime.metrics import PSNR_CAP_DB, BlurMapMetrics, psnr_db
 from dbd.runtime.spec import PreprocessSpec
 
 from .calibration import normalised_nchw
-
-PSNR_CAP_DB = 300.0  # identical maps: reported as 300 dB rather than infinity (JSON has no inf)
 
 
 @dataclass(frozen=True)
@@ -71,8 +68,7 @@ def measure(reference: np.ndarray, exported: np.ndarray, masks: list[np.ndarray]
     if nonfinite:  # counted (and failed by `check`), then scored as the worst value so the figures stay finite
         exported = np.where(np.isfinite(exported), exported, 1.0 - np.round(reference))
     diff = exported - reference
-    mse = float(np.mean(diff**2))
-    psnr = PSNR_CAP_DB if mse <= 0 else min(PSNR_CAP_DB, 10.0 * math.log10(1.0 / mse))
+    psnr = psnr_db(reference, exported)
     figures: dict[str, Any] = {
         "n_images": int(len(reference)),
         "max_abs": float(np.max(np.abs(diff))),

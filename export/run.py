@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from dbd.core import DBDError, check_int
+from dbd.core import DBDError, check_int, sha256_file
 from dbd.runtime.formats import FileFormat, get_format, list_formats, unknown_choice
+
+from .calibration import DEFAULT_CALIB
 
 if TYPE_CHECKING:
     from .base import ExportJob
     from .parity import ParityBudget
     from .pipeline import Outcome
 
-DEFAULT_CALIB = "cuhk"
 DEFAULT_CALIB_N = 64
 DEFAULT_PARITY_N = 32
 DEFAULT_OUT = Path("exports")
@@ -90,11 +91,14 @@ def resolve_plan(formats: str | Iterable[str] = "all", precisions: str | Iterabl
     """[(format name, precisions)] for the choices; unknown names -> one-line error with a suggestion.
 
     `precisions` None: each format's default; 'all': every precision of each format; else the
-    named ones, each of which every chosen format must offer.
+    named ones, each of which every format named explicitly must offer (with --format all, a
+    format offering none of them is left out: e.g. ncnn has no int8).
     """
     names: list[str] = []
+    named: set[str] = set()  # formats named explicitly, not through 'all'
     for name in _names(formats, "--format"):
         chosen = list_formats() if name == "all" else [get_format(name).name]
+        named.update(chosen if name != "all" else ())
         names += [n for n in chosen if n not in names]
     wanted = _names(precisions, "--precision") if precisions is not None else None
     plan = []
@@ -104,10 +108,16 @@ def resolve_plan(formats: str | Iterable[str] = "all", precisions: str | Iterabl
             plan.append((name, (fmt.default_precision,)))
             continue
         for precision in wanted:
-            if precision != "all" and precision not in fmt.precisions:
+            if precision != "all" and precision not in fmt.precisions and name in named:
                 raise DBDError(
                     unknown_choice("precision", precision, list(fmt.precisions) + ["all"]) + f" (for {name})"
                 )
+        offered = [p for f in names for p in get_format(f).precisions]
+        unknown = [p for p in wanted if p != "all" and p not in offered]
+        if unknown:  # offered by none of the chosen formats
+            raise DBDError(unknown_choice("precision", unknown[0], list(dict.fromkeys(offered)) + ["all"]))
+        if name not in named and "all" not in wanted and not set(wanted) & set(fmt.precisions):
+            continue
         chosen = fmt.precisions if "all" in wanted else tuple(p for p in fmt.precisions if p in wanted)
         plan.append((name, chosen))
     return plan
@@ -184,7 +194,6 @@ def make_job(
 
     from .base import ExportJob
     from .calibration import load_images
-    from .metadata import sha256_file
     from .mixed_precision import default_modules, resolve_modules
     from .parity import ParityBudget
 

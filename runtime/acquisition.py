@@ -89,14 +89,17 @@ class CaptureAugment:
 CAPTURE_CONDITIONS = DOWNSCALERS + ("jpeg70",)
 
 
-def captured(pairs, condition: str, size: tuple[int, int]):
-    """(image, mask) pairs as they reach a model of input `size` under a capture `condition`."""
+def captured(pairs, condition: str):
+    """(image, mask) pairs as the camera delivers them under a capture `condition`: recompressed for
+    jpeg70, unchanged otherwise. A downscaler condition acts where the photo is resized to the model
+    (`downscaler_of`, passed to evaluate): the map is still refined with the full photo as the guide,
+    as an app that downscales its frames for the model but has the frame itself."""
     if condition not in CAPTURE_CONDITIONS:
         raise DBDError(f"unknown capture condition '{condition}'; use one of {', '.join(CAPTURE_CONDITIONS)}")
     for image, mask in pairs:
-        if condition == "jpeg70":
-            yield jpeg_recompress(image, 70), mask
-        elif condition == "cv2_linear":
-            yield image, mask  # the contract's own resize, on float pixels, happens in the runner
-        else:
-            yield downscale(image, size, condition), mask
+        yield (jpeg_recompress(image, 70) if condition == "jpeg70" else image), mask
+
+
+def downscaler_of(condition: str) -> str | None:
+    """The resize kernel a capture condition replaces the contract's with (None: the contract's own)."""
+    return condition if condition in DOWNSCALERS and condition != "cv2_linear" else None

@@ -25,17 +25,19 @@ def evaluate(
     keep_maps: bool = False,
     decisions: DecisionMetrics | None = None,
     refine: RefineSpec | str | None = None,
+    downscaler: str | None = None,
 ) -> tuple[LiteratureMetrics, np.ndarray | None]:
     """(filled metrics, the maps at the model's input size if `keep_maps`, for Δ/PSNR between models).
     `decisions`, if given, is filled with the error anatomy of the same maps. The maps are scored
-    at the mask's resolution after the runner's own last step, or `refine` ("none": bilinear)."""
+    at the mask's resolution after the runner's own last step, or `refine` ("none": bilinear);
+    `downscaler` replaces the contract's resize to the model (capture robustness)."""
     metrics = LiteratureMetrics()
     maps: list[np.ndarray] = []
     images: list[np.ndarray] = []
     masks: list[np.ndarray] = []
 
     def flush() -> None:
-        model_maps, photo_maps = runner.predict_photos(images, refine)
+        model_maps, photo_maps = runner.predict_photos(images, refine, downscaler)
         if not np.isfinite(np.asarray(model_maps)).all():  # NaN would score as a plausible-looking number
             what = f"model '{runner.path}'" if runner.path is not None else "the network being trained"
             fix = (

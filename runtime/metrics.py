@@ -36,6 +36,16 @@ from dbd.core import DBDError
 
 from .spec import resize_bilinear
 
+PSNR_CAP_DB = 300.0  # identical maps: reported as 300 dB rather than infinity (JSON has no inf)
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB, peak 1) between two probability maps or stacks of the same shape, pooled over every
+    pixel; PSNR_CAP_DB when identical. Export parity and dbd-bench's comparisons both use it."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return PSNR_CAP_DB if mse <= 0 else min(PSNR_CAP_DB, 10.0 * float(np.log10(1.0 / mse)))
+
+
 __all__ = ["BlurMapMetrics", "LiteratureMetrics", "adaptive_threshold", "fbeta", "resize_to"]
 
 _POSITIVES = ("blur", "sharp")

@@ -17,6 +17,7 @@ import numpy as np
 
 from dbd.core import DBDError
 
+from .acquisition import downscale
 from .formats import CHECKPOINT_SUFFIX, format_of
 from .metadata import decode_output, encode_input, read_metadata
 from .refine import RefineSpec
@@ -38,19 +39,22 @@ class Runner(ABC):
     def run(self, unit_rgb: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) float RGB in [0, 1] at the model size -> (N, H, W) float32 P(blur)."""
 
-    def model_inputs(self, photos: list[np.ndarray]) -> np.ndarray:
+    def model_inputs(self, photos: list[np.ndarray], downscaler: str | None = None) -> np.ndarray:
         """RGB uint8 photos of any size -> (N, H, W, 3) float RGB in [0, 1] at the model size: what
-        `run` takes (PreprocessSpec.model_input of each)."""
-        return np.stack([self.spec.model_input(p) for p in photos])
+        `run` takes (PreprocessSpec.model_input of each; with `downscaler`, another capture
+        pipeline's kernel on the uint8 pixels instead, dbd.runtime.acquisition)."""
+        if downscaler is None:
+            return np.stack([self.spec.model_input(p) for p in photos])
+        return np.stack([self.spec.to_unit(downscale(p, self.size, downscaler)) for p in photos])
 
     def predict_photos(
-        self, photos: list[np.ndarray], refine: RefineSpec | str | None = None
+        self, photos: list[np.ndarray], refine: RefineSpec | str | None = None, downscaler: str | None = None
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """RGB uint8 photos of any size -> (maps at the model's input size (N, H, W), the same maps
-        at each photo's own size): the contract's resize, the model, the refined resize back
-        (`refine`: another last step than the file's own, e.g. "none" for plain bilinear)."""
+        at each photo's own size): the contract's resize (or `downscaler`'s), the model, the refined
+        resize back (`refine`: another last step than the file's own, e.g. "none" for bilinear)."""
         spec = self.spec.with_refine(refine)
-        maps = self.run(self.model_inputs(photos))
+        maps = self.run(self.model_inputs(photos, downscaler))
         return maps, [spec.postprocess(m, p) for m, p in zip(maps, photos)]
 
 

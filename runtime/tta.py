@@ -77,19 +77,21 @@ class TTARunner(Runner):
         sizes = self.recipe.sizes or (member.spec.input_size[0],)
         return [_Resized(member, s) for s in sizes]
 
-    def predict_photos(self, photos: list[np.ndarray], refine=None) -> tuple[np.ndarray, list[np.ndarray]]:
+    def predict_photos(
+        self, photos: list[np.ndarray], refine=None, downscaler=None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Each view's map refined at the photo's size (`refine` as Runner.predict_photos), then averaged."""
         sums = [np.zeros(p.shape[:2], np.float64) for p in photos]
         count = 0
         for member in self.members:
             for view in self._views(member):
                 count += 1
-                for k, m in enumerate(view.predict_photos(photos, refine)[1]):
+                for k, m in enumerate(view.predict_photos(photos, refine, downscaler)[1]):
                     sums[k] += m
                 if self.recipe.flip:
                     count += 1
                     mirrored = [np.ascontiguousarray(p[:, ::-1]) for p in photos]
-                    for k, m in enumerate(view.predict_photos(mirrored, refine)[1]):
+                    for k, m in enumerate(view.predict_photos(mirrored, refine, downscaler)[1]):
                         sums[k] += m[:, ::-1]
         photo_maps = [(s / count).astype(np.float32) for s in sums]
         model_maps = np.stack([self.spec.resize_image(m) for m in photo_maps])

@@ -14,7 +14,14 @@ from test_training import TINY
 from dbd.core import DBDError
 from dbd.models import create_model
 from dbd.models.checkpoint import read_card
-from dbd.runtime.acquisition import CAPTURE_CONDITIONS, CaptureAugment, captured, downscale, jpeg_recompress
+from dbd.runtime.acquisition import (
+    CAPTURE_CONDITIONS,
+    CaptureAugment,
+    captured,
+    downscale,
+    downscaler_of,
+    jpeg_recompress,
+)
 from dbd.runtime.metrics import DecisionMetrics
 from dbd.runtime.runners import TorchRunner
 from dbd.runtime.spec import PreprocessSpec
@@ -84,13 +91,10 @@ def test_downscalers_differ_and_jpeg_keeps_shape():
     with pytest.raises(DBDError, match="downscaler"):
         downscale(image, (64, 64), "lanczos9")
     pairs = [(image, np.zeros((200, 300), np.float32))]
-    assert [next(iter(captured(pairs, c, (64, 64))))[0].shape[:2] for c in CAPTURE_CONDITIONS] == [
-        (200, 300),
-        (64, 64),
-        (64, 64),
-        (64, 64),
-        (200, 300),
-    ]
+    # the photo itself reaches the refinement (as the guide); only jpeg70 changes it
+    assert [next(iter(captured(pairs, c)))[0].shape[:2] for c in CAPTURE_CONDITIONS] == [(200, 300)] * 5
+    assert not np.array_equal(next(iter(captured(pairs, "jpeg70")))[0], image)
+    assert [downscaler_of(c) for c in CAPTURE_CONDITIONS] == [None, "cv2_area", "pil_bilinear", "pil_bicubic", None]
 
 
 def test_cached_probabilities_keep_the_teachers_decision_when_sharpened():

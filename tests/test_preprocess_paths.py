@@ -137,3 +137,16 @@ def test_tta_at_the_spec_size_is_the_plain_model(student, photo_and_mask):
     tta_model_map, tta_photo_map = tta.predict_photos([photo])
     assert np.array_equal(tta_photo_map[0], photo_map[0])
     assert np.array_equal(tta_model_map[0], student.spec.resize_image(photo_map[0]))
+
+
+def test_a_capture_downscaler_replaces_only_the_resize_to_the_model(student, photo_and_mask):
+    # robustness scoring: another kernel brings the photo to the model, but the map is still refined
+    # at the photo's resolution with the photo itself as the guide
+    from dbd.runtime.acquisition import downscale
+
+    photo, _ = photo_and_mask
+    maps, photo_maps = student.predict_photos([photo], downscaler="pil_bilinear")
+    expected_input = student.spec.to_unit(downscale(photo, student.size, "pil_bilinear"))
+    assert np.array_equal(maps[0], student.run(expected_input[None])[0])
+    assert photo_maps[0].shape == photo.shape[:2]
+    assert np.array_equal(photo_maps[0], student.spec.postprocess(maps[0], photo))

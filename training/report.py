@@ -34,7 +34,7 @@ import torch
 
 from dbd.core import DBDError, cli_entry
 from dbd.models.summary import count_macs, count_params
-from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured
+from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured, downscaler_of
 from dbd.runtime.datasets import open_dataset
 from dbd.runtime.evaluate import evaluate
 from dbd.runtime.hardware import cpu_info
@@ -126,7 +126,8 @@ def robustness(checkpoint: str, pairs: list, refine: str | None = None) -> dict[
     """Metrics of the plain model (first member) under each capture condition."""
     runner = TorchRunner(Path(str(checkpoint).partition("@")[0].split(",")[0]))
     return {
-        c: evaluate(runner, captured(pairs, c, runner.size), refine=refine)[0].compute() for c in CAPTURE_CONDITIONS
+        c: evaluate(runner, captured(pairs, c), refine=refine, downscaler=downscaler_of(c))[0].compute()
+        for c in CAPTURE_CONDITIONS
     }
 
 

@@ -26,20 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dbd.core import DBDError, atomic_write, cli_entry
+from dbd.core import DBDError, atomic_write, cli_entry, sha256_file
 from dbd.runtime.runners import TorchRunner
 from dbd.runtime.tta import TTARecipe, TTARunner
 
 CACHE_FORMAT = "dbd-teacher-maps/1"
 DEFAULT_FOLDER = "runs/teacher_cache"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def teacher_paths(text: str) -> list[Path]:
@@ -53,7 +45,7 @@ def teacher_paths(text: str) -> list[Path]:
 def cache_key(teachers: list[Path], recipe: TTARecipe, names: list[str], refine: str = "none") -> dict:
     identity = {
         "format": CACHE_FORMAT,
-        "teachers": [file_sha256(p) for p in teachers],
+        "teachers": [sha256_file(p) for p in teachers],
         "tta": str(recipe),
         "photos": hashlib.sha256("\n".join(names).encode()).hexdigest(),
     }
