@@ -49,6 +49,9 @@ KOTLINC_FLAGS = ["-jvm-target", "17", "-language-version", "2.2", "-api-version"
 JVM_OPTS = ["-Xss4m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 MODEL_H, MODEL_W = 64, 96  # non-square on purpose: a transposed H/W cannot pass
 INSTALL_HINT = "run `make android-tools` (kotlinc 2.4.20 from npm into .tools/, JUnit 4 from the Debian junit4 package)"
+# kotlinc compiles take minutes on these 2-core machines: the whole module runs with the slow
+# end-to-end tests (CI's `make test`), not in `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
 
 
 # ---- toolchain ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dbd.models.checkpoint import save_checkpoint
 from dbd.runtime.cli import main as predict_main
 from dbd.runtime.imageio import read_image
 from dbd.runtime.predictor import Predictor
+from dbd.runtime.refine import RefineSpec
 from dbd.runtime.spec import PreprocessSpec
 
 
@@ -53,7 +54,7 @@ def test_tiling_blends_tiles_into_a_full_size_map(small_student):
 def test_pickle_and_unknown_weights_are_refused(tmp_path):
     for name, fragment in [
         ("m.pt", "pickle"),
-        ("m.h5", "expected a .safetensors checkpoint or a .onnx, .tflite or .mlpackage"),
+        ("m.h5", "expected a .safetensors checkpoint or a .onnx, .tflite, .mlpackage, .ncnn or .pte"),
     ]:
         path = tmp_path / name
         path.write_bytes(b"\x80\x04junk")
@@ -98,7 +99,9 @@ def test_predict_library_call_writes_a_photo_folder_and_says_what_it_wrote(small
         assert np.abs(drawn.astype(int) - photo).mean() > 10  # the heat map is blended in
     assert sorted(result.written) == sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())  # no masks
     assert result.seconds >= result.load_seconds > 0
-    assert result.summary() == f"wrote map, overlay for 4 file(s) to {tmp_path / 'out'}/ with {small_student}"
+    assert result.summary() == (
+        f"wrote map, overlay for 4 file(s) to {tmp_path / 'out'}/ with {small_student}, map: {RefineSpec().describe()}"
+    )
     with pytest.raises(DBDError, match="--save takes one or more of map, mask, overlay, got thumbnail"):
         predict(photos, tmp_path / "none", weights=small_student, save=["thumbnail"])
     assert not (tmp_path / "none").exists()

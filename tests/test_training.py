@@ -385,11 +385,14 @@ def test_report_prints_the_test_table_for_checkpoints(tiny_teacher, data_root, t
         == 0
     )
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("| tiny |"))
-    assert len(row.split("|")) == 15 and "(5 images)" in out
+    # a row per last step: the checkpoint's maps refined (its card's contract), then bilinear
+    row = next(line for line in out.splitlines() if line.startswith("| tiny [guided] |"))
+    assert len(row.split("|")) == 15 and "(5 images)" in out and "| tiny [bilinear] |" in out
     import json
 
-    assert json.loads((tmp_path / "r.json").read_text())[0]["n_images"] == 5
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [r["refine"] for r in rows] == ["guided", "bilinear"] and rows[0]["n_images"] == 5
+    assert rows[0]["mae"] != rows[1]["mae"]  # the refinement changed the maps that were scored
 
 
 def test_report_latency_column_times_each_recipe_once_and_names_the_cpu(tiny_teacher, data_root, capsys):
@@ -403,7 +406,7 @@ def test_report_latency_column_times_each_recipe_once_and_names_the_cpu(tiny_tea
     )
     out = capsys.readouterr().out
     assert "one thread" in out and "Latency" in out
-    row = next(line for line in out.splitlines() if line.startswith("| a (2 seeds) |"))
+    row = next(line for line in out.splitlines() if line.startswith("| a [guided] (2 seeds) |"))
     assert len(row.split("|")) == 16 and float(row.split("|")[4]) > 0
 
 
@@ -434,9 +437,10 @@ def test_report_pools_seeds_of_a_recipe_and_compares_recipes_seed_by_seed(tiny_t
         == 0
     )
     out = capsys.readouterr().out
-    assert "| base (2 seeds) |" in out and " ± 0.0000 " in out  # the same weights twice: no spread
-    assert "against 'base'" in out and "| other − base | +0.0000 (0/" in out  # a one-run row is no baseline
-    assert "| single − " not in out
+    assert "| base [guided] (2 seeds) |" in out and " ± 0.0000 " in out  # the same weights twice: no spread
+    assert "against 'base [guided]'" in out and "| other [guided] − base [guided] | +0.0000 (0/" in out
+    assert "| single [guided] − " not in out  # a one-run row is no baseline
+    assert "| base [bilinear] − base [guided] |" in out  # the refinement itself, paired by seed
 
 
 def test_paired_deltas_count_a_lower_mae_and_a_higher_fbeta_as_better():
