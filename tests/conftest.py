@@ -10,6 +10,41 @@ import pytest
 
 from dbd.core import DBDError
 
+# A training run small enough for a test: synthetic data at 64², one thread. Test modules take it as
+# `from conftest import TINY`.
+TINY = [
+    "--data",
+    "synthetic",
+    "--synthetic-len",
+    "12",
+    "--val-fraction",
+    "0.25",
+    "--imgsz",
+    "64",
+    "--low-res",
+    "64",
+    "--batch",
+    "4",
+    "--workers",
+    "0",
+    "--threads",
+    "1",
+    "--warmup-steps",
+    "2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """One tiny teacher run for the whole session (distillation, architecture and cache tests)."""
+    from dbd.training.cli import main
+
+    out = tmp_path_factory.mktemp("teacher")
+    assert (
+        main(["teacher", *TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--amp", "off", "--out", str(out)]) == 0
+    )
+    return out / "best.safetensors"
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_distillation_cache import tiny_teacher  # noqa: F401  (a module fixture: one tiny teacher run)
-from test_training import TINY
+from conftest import TINY
 from torch import nn
 
 from dbd.core import DBDError

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_training import TINY
+from conftest import TINY
 
 from dbd.core import DBDError
 from dbd.models import create_model
@@ -32,15 +32,6 @@ from dbd.training.amp import decide_amp
 from dbd.training.cli import main
 from dbd.training.data import AugmentedPairs, PairCache
 from dbd.training.losses import prob_to_logits, teacher_targets
-
-
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("teacher")
-    assert (
-        main(["teacher", *TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--amp", "off", "--out", str(out)]) == 0
-    )
-    return out / "best.safetensors"
 
 
 def _pairs(n=4, size=64):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from safetensors.torch import load_file
 
 from dbd.models import create_model
@@ -24,26 +25,6 @@ from dbd.training.data import AugmentedPairs, PairCache
 from dbd.training.loop import Renormalise, lr_factor
 
 # A few steps at 64x64 on synthetic defocus: seconds, yet every code path of the real run.
-TINY = [
-    "--data",
-    "synthetic",
-    "--synthetic-len",
-    "12",
-    "--val-fraction",
-    "0.25",
-    "--imgsz",
-    "64",
-    "--low-res",
-    "64",
-    "--batch",
-    "4",
-    "--workers",
-    "0",
-    "--threads",
-    "1",
-    "--warmup-steps",
-    "2",
-]
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
@@ -52,18 +33,19 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory) -> Path:
+def teacher_run(tmp_path_factory) -> Path:
+    """A real (tiny) teacher run of this module's own, whose outputs the tests below inspect."""
     out = tmp_path_factory.mktemp("teacher")
     assert main(["teacher", *TINY, "--epochs", "1", "--max-steps-per-epoch", "2", "--out", str(out)]) == 0
     return out / "best.safetensors"
 
 
-def test_teacher_run_writes_checkpoints_card_log_and_config(tiny_teacher):
-    out = tiny_teacher.parent
+def test_teacher_run_writes_checkpoints_card_log_and_config(teacher_run):
+    out = teacher_run.parent
     assert {"best.safetensors", "last.safetensors", "best.json", "last_state.pt", "log.csv", "config.toml"} <= {
         p.name for p in out.iterdir()
     }
-    card = read_card(tiny_teacher)
+    card = read_card(teacher_run)
     assert card["arch"] == "dbd_teacher" and card["training"]["stage"] == "teacher"
     assert card["training"]["command"].startswith("dbd-train teacher")
     assert PreprocessSpec.from_dict(card["preprocess"]).input_size == (64, 64)
@@ -71,14 +53,14 @@ def test_teacher_run_writes_checkpoints_card_log_and_config(tiny_teacher):
     assert "val_mae" in (out / "log.csv").read_text().splitlines()[0]
 
 
-def test_student_distills_with_every_loss_term(tiny_teacher, tmp_path, capsys):
+def test_student_distills_with_every_loss_term(teacher_run, tmp_path, capsys):
     out = tmp_path / "student"
     code, err = run_cli(
         [
             "student",
             *TINY,
             "--teacher",
-            str(tiny_teacher),
+            str(teacher_run),
             "--epochs",
             "1",
             "--max-steps-per-epoch",
@@ -96,7 +78,7 @@ def test_student_distills_with_every_loss_term(tiny_teacher, tmp_path, capsys):
     assert card["arch"] == "dbd_student" and card["training"]["teacher"]["arch"] == "dbd_teacher"
 
 
-def test_student_ablation_switches_terms_off(tiny_teacher, tmp_path, capsys):
+def test_student_ablation_switches_terms_off(teacher_run, tmp_path, capsys):
     out = tmp_path / "alone"
     code, err = run_cli(
         [
@@ -298,11 +280,11 @@ def test_non_utf8_config_is_one_line(tmp_path, capsys):
     _assert_one_line(*run_cli(["teacher", "--config", str(config)], capsys), "UTF-8")
 
 
-def test_existing_run_is_never_overwritten_without_resume(tiny_teacher, capsys):
-    before = tiny_teacher.read_bytes()
-    code, err = run_cli(["teacher", *TINY, "--out", str(tiny_teacher.parent)], capsys)
+def test_existing_run_is_never_overwritten_without_resume(teacher_run, capsys):
+    before = teacher_run.read_bytes()
+    code, err = run_cli(["teacher", *TINY, "--out", str(teacher_run.parent)], capsys)
     _assert_one_line(code, err, "already holds a run", "--resume")
-    assert tiny_teacher.read_bytes() == before
+    assert teacher_run.read_bytes() == before
 
 
 # --- resume and DDP (subprocesses) --------------------------------------------------------------
@@ -375,12 +357,12 @@ def test_ddp_with_two_cpu_processes_trains_one_model(tmp_path):
     assert (out / "best.safetensors").exists() and read_card(out / "best.safetensors")["arch"] == "dbd_teacher"
 
 
-def test_report_prints_the_test_table_for_checkpoints(tiny_teacher, data_root, tmp_path, capsys):
+def test_report_prints_the_test_table_for_checkpoints(teacher_run, data_root, tmp_path, capsys):
     from dbd.training.report import main as report
 
     assert (
         report(
-            [str(tiny_teacher), "--labels", "tiny", "--data", "dut", "--split", "", "--json", str(tmp_path / "r.json")]
+            [str(teacher_run), "--labels", "tiny", "--data", "dut", "--split", "", "--json", str(tmp_path / "r.json")]
         )
         == 0
     )
@@ -395,12 +377,12 @@ def test_report_prints_the_test_table_for_checkpoints(tiny_teacher, data_root, t
     assert rows[0]["mae"] != rows[1]["mae"]  # the refinement changed the maps that were scored
 
 
-def test_report_latency_column_times_each_recipe_once_and_names_the_cpu(tiny_teacher, data_root, capsys):
+def test_report_latency_column_times_each_recipe_once_and_names_the_cpu(teacher_run, data_root, capsys):
     from dbd.training.report import main as report
 
     assert (
         report(
-            [str(tiny_teacher), str(tiny_teacher), "--labels", "a", "a", "--data", "dut", "--split", "", "--latency"]
+            [str(teacher_run), str(teacher_run), "--labels", "a", "a", "--data", "dut", "--split", "", "--latency"]
         )
         == 0
     )
@@ -410,10 +392,10 @@ def test_report_latency_column_times_each_recipe_once_and_names_the_cpu(tiny_tea
     assert len(row.split("|")) == 16 and float(row.split("|")[4]) > 0
 
 
-def test_report_pools_seeds_of_a_recipe_and_compares_recipes_seed_by_seed(tiny_teacher, data_root, capsys):
+def test_report_pools_seeds_of_a_recipe_and_compares_recipes_seed_by_seed(teacher_run, data_root, capsys):
     from dbd.training.report import main as report
 
-    tiny = str(tiny_teacher)
+    tiny = str(teacher_run)
     assert (
         report(
             [
@@ -457,10 +439,10 @@ def test_paired_deltas_count_a_lower_mae_and_a_higher_fbeta_as_better():
     assert paired_deltas(base, [row(7, 0.0, 1.0)]) is None
 
 
-def test_report_with_a_label_per_checkpoint_missing_is_one_line(tiny_teacher, capsys):
+def test_report_with_a_label_per_checkpoint_missing_is_one_line(teacher_run, capsys):
     from dbd.training.report import main as report
 
-    code = report([str(tiny_teacher), str(tiny_teacher), "--labels", "only-one"])
+    code = report([str(teacher_run), str(teacher_run), "--labels", "only-one"])
     _assert_one_line(code, capsys.readouterr().err, "--labels")
 
 
