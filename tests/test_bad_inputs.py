@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 
 from dbd.benchmarks import gate
 from dbd.benchmarks.bench import model_files
@@ -1117,27 +1118,6 @@ def test_110_megapixel_png_predicts_without_warning_or_a_4gb_peak(ckpts, tmp_pat
 
 # ---- dbd-train --resume with a damaged or hostile state ---------------------------------------
 
-TINY_TRAIN = [
-    "--data",
-    "synthetic",
-    "--synthetic-len",
-    "8",
-    "--val-fraction",
-    "0.25",
-    "--imgsz",
-    "64",
-    "--low-res",
-    "64",
-    "--batch",
-    "4",
-    "--workers",
-    "0",
-    "--threads",
-    "1",
-    "--warmup-steps",
-    "1",
-]
-
 
 class _Payload:
     def __init__(self, marker: Path):
@@ -1172,7 +1152,7 @@ def test_resume_from_a_damaged_or_pickled_state_is_one_line(case, fragment, tmp_
     else:
         torch.save([1, 2, 3], state)
     before = _tree(out)
-    assert train_main(["teacher", *TINY_TRAIN, "--resume", "--out", str(out)]) == 2
+    assert train_main(["teacher", *TINY, "--resume", "--out", str(out)]) == 2
     _one_line_error(capsys.readouterr().err, str(state), fragment, "--resume")
     assert not marker.exists()  # the payload never ran
     assert _tree(out) == before
