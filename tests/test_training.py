@@ -381,9 +381,7 @@ def test_report_latency_column_times_each_recipe_once_and_names_the_cpu(teacher_
     from dbd.training.report import main as report
 
     assert (
-        report(
-            [str(teacher_run), str(teacher_run), "--labels", "a", "a", "--data", "dut", "--split", "", "--latency"]
-        )
+        report([str(teacher_run), str(teacher_run), "--labels", "a", "a", "--data", "dut", "--split", "", "--latency"])
         == 0
     )
     out = capsys.readouterr().out
