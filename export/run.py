@@ -97,7 +97,8 @@ def resolve_plan(formats: str | Iterable[str] = "all", precisions: str | Iterabl
     names: list[str] = []
     named: set[str] = set()  # formats named explicitly, not through 'all'
     for name in _names(formats, "--format"):
-        chosen = list_formats() if name == "all" else [get_format(name).name]
+        # 'all': every format whose export tools are installed (an optional format's extra may be absent)
+        chosen = [n for n in list_formats() if get_format(n).exportable()] if name == "all" else [get_format(name).name]
         named.update(chosen if name != "all" else ())
         names += [n for n in chosen if n not in names]
     wanted = _names(precisions, "--precision") if precisions is not None else None

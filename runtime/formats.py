@@ -94,6 +94,9 @@ class FileFormat(ABC):
     default_precision: str = ""
     calibrated_precisions: tuple[str, ...] = ()  # precisions whose export reads calibration images
     runtime_modules: tuple[str, ...] = ()  # the modules its runner imports (checked by available())
+    # The modules its export side imports, for an optional format (its own install extra): where one is
+    # missing, `dbd-export --format all` leaves the format out (naming it explicitly still fails, saying why).
+    export_modules: tuple[str, ...] = ()
     options: tuple[FormatOption, ...] = ()  # settings of this format only (dbd-export flags)
     order: int = 100  # place in listings and in --format all (lower first)
 
@@ -111,6 +114,10 @@ class FileFormat(ABC):
                 f"{', '.join(missing)}, which are not installed (pip install -e '.[export]')",
             )
         return Availability(True)
+
+    def exportable(self) -> bool:
+        """Are the modules of its export side (`export_modules`) installed?"""
+        return all(_importable(name) for name in self.export_modules)
 
     def option(self, job: Any, key: str) -> str:
         """The value of one of this format's `options` for an export job (its default when unset)."""

@@ -23,7 +23,7 @@ from torch import nn
 
 from dbd.core import DBDError
 from dbd.export import onnx_format, tflite_format
-from dbd.export.base import Verification, get_format
+from dbd.export.base import Verification, get_format, list_formats
 from dbd.export.calibration import _is_test_split, load_images, open_calibration_dataset
 from dbd.export.cli import main, make_job
 from dbd.export.pipeline import REPORT_NAME, export_one, replace_path
@@ -668,7 +668,7 @@ def test_read_metadata_refuses_missing_foreign_and_unmarked_files(tflite_export,
         "truncated.tflite": "truncated or not a valid .tflite",
         "unmarked.tflite": "has no 'dbd' metadata",
         "empty.mlpackage": "not a readable .mlpackage",
-        "notes.txt": "a .onnx, .tflite or .mlpackage export",
+        "notes.txt": "a .onnx, .tflite, .mlpackage, .ncnn or .pte export",
         "newer.onnx": "metadata format 'dbd-export/99'",
     }
     for name, expected in cases.items():
@@ -688,7 +688,9 @@ def test_every_format_and_precision_at_full_size(student_ckpt, tmp_path, data_ro
     )
     assert code == 0, stderr + stdout
     report = json.loads((tmp_path / REPORT_NAME).read_text())
-    names = {f"dbd_student_320_{p}{s}" for p in PRECISIONS for s in (".onnx", ".tflite", ".mlpackage")}
+    formats = [get_format(name) for name in list_formats()]  # every registered format (plug-ins included)
+    names = {f"dbd_student_320_{p}{f.suffix}" for f in formats for p in f.precisions}
+    assert {f"dbd_student_320_{p}{s}" for p in PRECISIONS for s in (".onnx", ".tflite", ".mlpackage")} <= names
     assert set(report["files"]) == names
     for name in names:
         meta = read_metadata(tmp_path / name)

@@ -185,7 +185,7 @@ def test_looking_formats_up_imports_no_converter_and_the_interface_no_plug_in():
         "import sys; import dbd.export.base; loaded = sorted(m for m in sys.modules if m.endswith('_format')); "
         "from dbd.runtime.formats import list_formats; names = list_formats(); "
         "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'coremltools', 'litert_torch', 'ai_edge_litert', "
-        "'ai_edge_quantizer') if m in sys.modules]; print(loaded, heavy, names)"
+        "'ai_edge_quantizer', 'ncnn', 'pnnx', 'executorch', 'torchao') if m in sys.modules]; print(loaded, heavy, names)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out.startswith("[] [] ['onnx', 'tflite', 'coreml'"), out
@@ -276,10 +276,11 @@ def test_a_plug_in_format_exports_verifies_predicts_and_benchmarks(toy_formats, 
         report=None,
     )
     rows = {row["id"]: row for row in result.rows}
-    assert set(rows) == {"dbd_student:torch:fp32", "dbd_student:npzmodel:fp32"}  # exports/ found by its suffix
-    row = rows["dbd_student:npzmodel:fp32"]
+    # exports/ found by its suffix; each file scored with its own last step and bilinear
+    assert set(rows) == {f"dbd_student:{f}:fp32:{m}" for f in ("torch", "npzmodel") for m in ("guided", "bilinear")}
+    row = rows["dbd_student:npzmodel:fp32:guided"]
     assert row["file"] == str(path) and row["vs_student"]["psnr"] > 60
-    assert row["metrics"]["mae"] == pytest.approx(rows["dbd_student:torch:fp32"]["metrics"]["mae"], abs=1e-5)
+    assert row["metrics"]["mae"] == pytest.approx(rows["dbd_student:torch:fp32:guided"]["metrics"]["mae"], abs=1e-5)
     assert f"{phone}: not run: npzphone files run only on the phone" in result.notes
 
 
@@ -301,4 +302,4 @@ def test_a_file_of_an_unregistered_format_is_refused_naming_the_installed_ones(t
     path.write_bytes(b"PK")
     with pytest.raises(DBDError) as err:
         read_metadata(path)
-    assert str(path) in str(err.value) and "a .onnx, .tflite or .mlpackage export" in str(err.value)
+    assert str(path) in str(err.value) and "a .onnx, .tflite, .mlpackage, .ncnn or .pte export" in str(err.value)

@@ -1,0 +1,374 @@
+"""ExecuTorch: fp32 and int8 .pte programs (XNNPACK delegate) for apps that ship ExecuTorch instead of LiteRT.
+
+Route: `torch.export` of the float32 student -> `to_edge_transform_and_lower(XnnpackPartitioner())`
+-> `to_executorch()`; every op of the network is delegated to XNNPACK (verify refuses a program
+that leaves any op to the portable kernels). int8: PT2E static quantisation with ExecuTorch's
+`XNNPACKQuantizer` (symmetric per-channel int8 weights, int8 activations whose ranges are the
+99.99th percentile of the calibration values), calibrated on the job's calibration
+images (the same photos as the other int8 files, calibration.py), the modules in `job.int8_float`
+left in float32 (the student's stem, as in the int8 .tflite and .onnx: mixed_precision.py), then
+lowered the same way. Input: NCHW float32 normalised
+per the spec (like ONNX); output: NCHW float32 P(blur).
+
+The "dbd" metadata is embedded in the program as a constant method `dbd_metadata` that returns
+the JSON string (`constant_methods` of the lowering): an app reads it with
+`module.execute("dbd_metadata")`, and dbd reads it from the flatbuffer with the standard library
+alone (the ExecutionPlan named `dbd_metadata`, its String value).
+
+Runtime side: `ExecuTorchRunner` (`executorch.runtime`, CPU) and the metadata reader. Heavy modules
+(torch, executorch, torchao) are imported inside the functions that use them: this module is
+loaded whenever formats are looked up.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dbd.core import DBDError, reraise_interrupt
+from dbd.runtime.formats import Availability, FileFormat
+from dbd.runtime.metadata import METADATA_KEY, read_metadata
+from dbd.runtime.runners import ExportedRunner
+
+from .base import ExportJob, Verification, check_io, quiet
+from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
+
+INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"  # documentation only: a .pte addresses I/O by position
+METHOD = "forward"
+METADATA_METHOD = f"{METADATA_KEY}_metadata"  # the constant method that returns the "dbd" JSON
+INSTALL_HINT = "pip install -e '.[executorch]'"
+QUANTIZATION_WORDS = {
+    "fp32": "none (float32, XNNPACK delegate)",
+    "int8": "static PT2E (XNNPACKQuantizer): int8 per-channel symmetric weights, int8 activations "
+    "(99.99th-percentile calibration), XNNPACK delegate; float32 input/output",
+}
+_SCALAR_TYPES = {0: "uint8", 1: "int8", 5: "float16", 6: "float32"}  # ExecuTorch ScalarType codes
+
+# ---- the metadata with the standard library: just enough flatbuffer (schema/program.fbs) ----------------
+
+_PROGRAM_PLANS = 1  # table Program { version; execution_plan: [ExecutionPlan]; ... }
+_PLAN_NAME, _PLAN_VALUES, _PLAN_OPERATORS, _PLAN_DELEGATES = 0, 2, 6, 7  # table ExecutionPlan
+_EVALUE_TYPE, _EVALUE_VAL = 0, 1  # table EValue { val: KernelTypes } (a union: type, then value)
+_KERNEL_TYPE_STRING = 6  # union KernelTypes { Null, Int, Bool, Double, Tensor, String, ... } after NONE = 0
+_FILE_IDENTIFIER = b"ET12"
+
+
+def _u32(data: bytes, pos: int) -> int:
+    return struct.unpack_from("<I", data, pos)[0]
+
+
+def _field(data: bytes, table: int, index: int) -> int | None:
+    """Absolute position of field `index` of the table at `table`, or None when absent."""
+    vtable = table - struct.unpack_from("<i", data, table)[0]
+    size = struct.unpack_from("<H", data, vtable)[0]
+    if 4 + 2 * index >= size:
+        return None
+    offset = struct.unpack_from("<H", data, vtable + 4 + 2 * index)[0]
+    return table + offset if offset else None
+
+
+def _tables(data: bytes, table: int, index: int) -> list[int]:
+    """The tables of a vector-of-tables field (empty when absent)."""
+    pos = _field(data, table, index)
+    if pos is None:
+        return []
+    vec = pos + _u32(data, pos)
+    length = _u32(data, vec)
+    if vec + 4 + 4 * length > len(data):
+        raise ValueError("vector past the end")
+    return [vec + 4 + 4 * i + _u32(data, vec + 4 + 4 * i) for i in range(length)]
+
+
+def _string(data: bytes, table: int, index: int) -> str | None:
+    pos = _field(data, table, index)
+    if pos is None:
+        return None
+    start = pos + _u32(data, pos)
+    length = _u32(data, start)
+    if start + 4 + length > len(data):
+        raise ValueError("string past the end")
+    return data[start + 4 : start + 4 + length].decode("utf-8")
+
+
+def _plans(data: bytes, path: Path) -> dict[str, int]:
+    """{name: ExecutionPlan table} of a .pte's program."""
+    if len(data) < 8 or data[4:8] != _FILE_IDENTIFIER:
+        raise DBDError(
+            f"'{path}' is not an ExecuTorch program (no {_FILE_IDENTIFIER.decode()} identifier); re-export it"
+        )
+    root = _u32(data, 0)
+    return {_string(data, plan, _PLAN_NAME) or "": plan for plan in _tables(data, root, _PROGRAM_PLANS)}
+
+
+def metadata_entry(data: bytes, path: Path) -> str | None:
+    """The JSON string the `dbd_metadata` constant method returns (None when the program has none)."""
+    plan = _plans(data, path).get(METADATA_METHOD)
+    if plan is None:
+        return None
+    values = _tables(data, plan, _PLAN_VALUES)
+    if len(values) != 1:
+        raise ValueError(f"{METADATA_METHOD} holds {len(values)} values")
+    kind = _field(data, values[0], _EVALUE_TYPE)
+    if kind is None or data[kind] != _KERNEL_TYPE_STRING:
+        raise ValueError(f"{METADATA_METHOD} does not return a string")
+    value = _field(data, values[0], _EVALUE_VAL)
+    string_table = value + _u32(data, value)
+    return _string(data, string_table, 0)  # table String { string_val: string }
+
+
+def program_summary(data: bytes, path: Path) -> dict[str, Any]:
+    """Operators left to ExecuTorch's kernels and the delegates of the forward method."""
+    plan = _plans(data, path).get(METHOD)
+    if plan is None:
+        raise DBDError(f"'{path}' has no '{METHOD}' method; re-export it with dbd-export")
+    operators = [
+        f"{_string(data, op, 0)}" + (f".{_string(data, op, 1)}" if _string(data, op, 1) else "")
+        for op in _tables(data, plan, _PLAN_OPERATORS)
+    ]
+    delegates = [_string(data, d, 0) or "?" for d in _tables(data, plan, _PLAN_DELEGATES)]
+    return {"operators": operators, "delegates": delegates}
+
+
+CALIBRATION_PERCENTILE = 99.99  # int8 activation ranges: this percentile of the calibration values
+_OBSERVER: list = []  # the percentile observer class, made once (torchao is imported only when exporting int8)
+
+
+def percentile_observer():
+    """torchao's HistogramObserver with the range cut at the CALIBRATION_PERCENTILE of the calibration
+    values on each side, instead of its L2 search: on the shipped student with 64 calibration photos
+    the L2 search kept the few extreme activations (map PSNR 26.8 dB on the parity images, like
+    MinMax); 99.99 gave 33.8 dB, 99.999 29.6 dB and 99.9 29.1 dB (docs/export.md, "Optional formats")."""
+    if not _OBSERVER:
+        import torch
+        from torchao.quantization.pt2e.observer import HistogramObserver
+
+        class PercentileHistogramObserver(HistogramObserver):
+            def _non_linear_param_search(self):
+                histogram = self.histogram.double()
+                total = float(histogram.sum())
+                if total <= 0 or float(self.max_val) <= float(self.min_val):
+                    return self.min_val, self.max_val
+                cdf = torch.cumsum(histogram, 0) / total
+                tail = torch.tensor([1 - CALIBRATION_PERCENTILE / 100, CALIBRATION_PERCENTILE / 100], dtype=cdf.dtype)
+                low, high = (int(i) for i in torch.searchsorted(cdf, tail).clamp(0, self.bins - 1))
+                width = (self.max_val - self.min_val) / self.bins
+                return self.min_val + width * low, self.min_val + width * (high + 1)
+
+        _OBSERVER.append(PercentileHistogramObserver)
+    return _OBSERVER[0]
+
+
+def _import_runtime():
+    with quiet():  # torchao prints load failures of its CUDA kernels; ExecuTorch logs cpuinfo probes
+        from executorch.runtime import Runtime
+
+        return Runtime.get()
+
+
+# ---- runtime side ----------------------------------------------------------------------------------
+
+
+class ExecuTorchRunner(ExportedRunner):
+    """The ExecuTorch runtime (XNNPACK) on the CPU; one image per execute (fixed batch 1)."""
+
+    format = "executorch"
+
+    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
+        super().__init__(path)  # refuses a program without the dbd metadata before loading it
+        if device != "cpu":
+            raise DBDError(f"'{path}': ExecuTorch runs on the CPU here (XNNPACK); use --device cpu")
+        runtime = _import_runtime()
+        try:
+            with quiet():
+                self.program = runtime.load_program(Path(path))
+                self.method = self.program.load_method(METHOD)
+                meta = self.program.metadata(METHOD)
+        except Exception as err:  # noqa: BLE001 - the runtime raises RuntimeError/ValueError for bad programs
+            reraise_interrupt(err)
+            raise DBDError(
+                f"ExecuTorch cannot load '{path}' ({(str(err).splitlines() or [''])[0][:120]}); re-export it"
+            ) from None
+        if meta.num_inputs() != 1 or meta.num_outputs() != 1:
+            raise DBDError(
+                f"'{path}' takes {meta.num_inputs()} inputs and gives {meta.num_outputs()} outputs; re-export it"
+            )
+        self.check_input_shape(list(meta.input_tensor_meta(0).sizes()))
+        self.threads = threads
+        self._lock = threading.Lock()
+
+    def run_one(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with self._lock:  # one method owns one set of planned buffers
+            if self.threads:
+                _set_threads(int(self.threads))
+            out = self.method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])[0]
+            return out.numpy().copy()
+
+
+def _set_threads(threads: int) -> None:
+    """Size ExecuTorch's process-wide thread pool (XNNPACK runs on it; torch's threads are not used).
+    Its Python API for that is marked experimental: where it is missing, the pool keeps its size."""
+    try:
+        from executorch.extension.pybindings import portable_lib
+    except ImportError:
+        return
+    get = getattr(portable_lib, "_threadpool_get_thread_count", None)
+    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+    if get is not None and reset is not None and get() != threads:
+        with quiet():  # it logs the reset on stderr
+            reset(threads)
+
+
+# ---- export side -----------------------------------------------------------------------------------
+
+
+class ExecuTorchFormat(FileFormat):
+    name = "executorch"
+    suffix = ".pte"
+    precisions = ("fp32", "int8")
+    default_precision = "fp32"
+    calibrated_precisions = ("int8",)  # static PT2E reads the calibration images
+    runtime_modules = ("executorch.runtime", "torch")  # what the runner imports (dbd-bench measures memory above them)
+    export_modules = ("executorch", "torchao")  # the optional extra: --format all skips the format without it
+    order = 50
+
+    def available(self) -> Availability:
+        if not super().available():
+            return Availability(
+                False,
+                f"running .pte programs needs the Python package executorch, which is not installed ({INSTALL_HINT})",
+            )
+        return Availability(True)
+
+    def read_metadata(self, path: Path) -> str | None:
+        return metadata_entry(Path(path).read_bytes(), Path(path))
+
+    def runner(self, path: Path, threads: int | None = None, device: str = "cpu") -> ExecuTorchRunner:
+        return ExecuTorchRunner(Path(path), threads, device)
+
+    def tools(self) -> dict[str, str]:
+        return package_versions("torch", "executorch", "torchao")
+
+    def prepare(self, job: ExportJob) -> None:
+        self._program(job)
+
+    def _program(self, job: ExportJob):
+        """The float32 `torch.export` program (exported once per job)."""
+        if "executorch_program" not in job._cache:
+            import torch
+
+            if not super().available():
+                raise DBDError(f"exporting ExecuTorch programs needs the package executorch ({INSTALL_HINT})")
+            with quiet(not job.verbose):
+                job._cache["executorch_program"] = torch.export.export(job.model.eval(), (job.example_input(),))
+        return job._cache["executorch_program"]
+
+    def _quantized(self, job: ExportJob):
+        """The int8 program: PT2E with the XNNPACK quantizer, calibrated, float modules left out."""
+        import torch
+
+        from .calibration import normalised_nchw
+
+        with quiet(not job.verbose):
+            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+                XNNPACKQuantizer,
+                get_symmetric_quantization_config,
+            )
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+            from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+            config = get_symmetric_quantization_config(is_per_channel=True)
+            observer = percentile_observer().with_args(eps=2**-12)
+            activations = {
+                role: dataclasses.replace(getattr(config, role), observer_or_fake_quant_ctr=observer)
+                for role in ("input_activation", "output_activation")
+            }
+            quantizer = XNNPACKQuantizer().set_global(dataclasses.replace(config, **activations))
+            in_float = [get_module_name_filter(name) for name in job.int8_float]
+            if in_float:  # the quantizer annotates only the nodes this returns True for
+                quantizer.set_filter_function(lambda node: not any(f(node) for f in in_float))
+            graph = torch.export.export(job.model.eval(), (job.example_input(),)).module()
+            prepared = prepare_pt2e(graph, quantizer)
+            with torch.no_grad():
+                for i in range(len(job.calibration)):
+                    prepared(torch.from_numpy(normalised_nchw(job.calibration.unit[i : i + 1], job.spec)))
+            converted = convert_pt2e(prepared)
+            return torch.export.export(converted, (job.example_input(),))
+
+    def export(self, job: ExportJob, precision: str, dest: Path) -> dict[str, Any]:
+        if precision not in self.precisions:
+            raise DBDError(f"executorch has no precision '{precision}'; choose from {', '.join(self.precisions)}")
+        program = self._program(job) if precision == "fp32" else self._quantized(job)
+        meta = build_metadata(
+            job,
+            self.name,
+            precision,
+            QUANTIZATION_WORDS[precision],
+            input_entry(job, INPUT_NAME, "NCHW", "float32", folded=False, quantization=None),
+            output_entry(job, OUTPUT_NAME, "NCHW", "float32", quantization=None),
+            self.tools(),
+            calibrated=self.needs_calibration(precision),
+        )
+        with quiet(not job.verbose):
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
+
+            lowered = to_edge_transform_and_lower(
+                program, partitioner=[XnnpackPartitioner()], constant_methods={METADATA_METHOD: dumps(meta)}
+            ).to_executorch()
+        Path(dest).write_bytes(lowered.buffer)
+        return meta
+
+    def _io(self, path: Path) -> tuple[list[dict], list[dict]]:
+        runtime = _import_runtime()
+        with quiet():
+            meta = runtime.load_program(Path(path)).metadata(METHOD)
+        rows = []
+        for count, info in ((meta.num_inputs(), meta.input_tensor_meta), (meta.num_outputs(), meta.output_tensor_meta)):
+            rows.append([])
+            for i in range(count):
+                tensor = info(i)
+                dtype = _SCALAR_TYPES.get(int(tensor.dtype()), f"ScalarType {int(tensor.dtype())}")
+                rows[-1].append({"name": None, "shape": list(tensor.sizes()), "dtype": dtype, "quantization": None})
+        return rows[0], rows[1]
+
+    def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
+        from . import parity
+
+        meta = read_metadata(path)
+        if meta["file"]["format"] != self.name or meta["file"]["precision"] != precision:
+            raise DBDError(
+                f"'{path}' says it is a {meta['file']['format']} {meta['file']['precision']} file; re-export"
+            )
+        summary = program_summary(Path(path).read_bytes(), Path(path))
+        if summary["operators"] or not summary["delegates"]:
+            left = ", ".join(summary["operators"][:3]) or "no delegate at all"
+            raise DBDError(f"'{path}' leaves ops outside the XNNPACK delegate ({left}); the lowering is incomplete")
+        inputs, outputs = self._io(path)
+        for row, role in ((inputs, "input"), (outputs, "output")):  # a .pte names no tensors: compare by position
+            for entry in row:
+                entry["name"] = meta[role]["name"]
+        check_io(path, meta, inputs, outputs)
+        figures = parity.measure(job.reference_maps(), ExecuTorchRunner(path).run(job.parity.unit), job.parity.masks)
+        return Verification(figures, parity.check(precision, figures, job.budget))
+
+    def describe(self, path: Path) -> dict[str, Any]:
+        summary = program_summary(Path(path).read_bytes(), Path(path))
+        inputs, outputs = self._io(path)
+        return {
+            # every op runs inside the delegate(s): the program's own ops are the delegate calls
+            "ops": dict(collections.Counter(summary["operators"] + [f"delegate {d}" for d in summary["delegates"]])),
+            "inputs": inputs,
+            "outputs": outputs,
+            "methods": sorted(_plans(Path(path).read_bytes(), Path(path))),
+        }
+
+
+FORMAT = ExecuTorchFormat()  # the object the dbd.formats entry point names

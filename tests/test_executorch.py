@@ -1,0 +1,152 @@
+"""The ExecuTorch format plug-in (dbd.export.executorch_format): `dbd-export --format executorch`
+lowers the shipped student to fp32 and int8 (PT2E, XNNPACK quantizer, calibrated on CUHK-TR-1,
+stem kept in float) .pte programs, every op delegated to XNNPACK, the "dbd" metadata embedded as
+the constant method `dbd_metadata`; they pass their parity budgets on real photos, run through
+Predictor, dbd-predict and a dbd-bench row, and a program without the metadata is refused in one line.
+
+One export (module fixture) of the shipped student's weights at 64x64 with 8 calibration and 4
+parity images (about a minute: `slow`). Skipped, naming the extra, only where the `executorch` extra
+is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dbd.core import DBDError
+from dbd.export.cli import main as export_main
+from dbd.export.pipeline import REPORT_NAME
+from dbd.models.checkpoint import load_checkpoint, save_checkpoint
+from dbd.models.released import released_checkpoint
+from dbd.runtime import Predictor, read_metadata
+from dbd.runtime.formats import get_format
+from dbd.runtime.spec import PreprocessSpec
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("executorch") is None,
+    reason="the executorch extra is not installed (pip install -e '.[executorch]')",
+)
+
+SIZE = 64
+
+
+def quietly(main, argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory) -> Path:
+    """The shipped student's weights with a 64x64 input size (the size Predictor and dbd-bench run it at)."""
+    model, card = load_checkpoint(released_checkpoint("dbd_student"))
+    spec = dataclasses.replace(PreprocessSpec.from_dict(card["preprocess"]), input_size=(SIZE, SIZE))
+    path = tmp_path_factory.mktemp("ckpt") / "dbd_student.safetensors"
+    save_checkpoint(path, model, {**card, "preprocess": spec.to_dict()})
+    return path
+
+
+@pytest.fixture(scope="module")
+def pte_export(student, tmp_path_factory, data_root) -> Path:
+    out = tmp_path_factory.mktemp("executorch")
+    argv = ["--format", "executorch", "--precision", "all", "--weights", str(student), "--calib-n", "8"]
+    code, stdout, stderr = quietly(export_main, [*argv, "--parity-n", "4", "--out", str(out)])
+    assert code == 0, stderr + stdout
+    return out
+
+
+@pytest.mark.slow  # torch.export + XNNPACK lowering of two programs and int8 calibration: about a minute
+def test_executorch_fp32_and_int8_pass_parity_fully_delegated_with_embedded_metadata(pte_export, student):
+    report = json.loads((pte_export / REPORT_NAME).read_text())
+    fmt = get_format("executorch")
+    assert fmt.precisions == ("fp32", "int8") and fmt.needs_calibration("int8") and not fmt.needs_calibration("fp32")
+    sizes = {}
+    for precision in ("fp32", "int8"):
+        path = pte_export / f"dbd_student_{SIZE}_{precision}.pte"
+        assert path.is_file() and not path.with_suffix(".json").exists()  # no sidecar: the metadata is inside
+        entry = report["files"][path.name]
+        assert entry["format"] == "executorch" and entry["verified"] == "parity"
+        parity = entry["parity"]
+        assert parity["n_images"] == 4
+        if precision == "fp32":
+            assert parity["max_abs"] <= 1e-4 and entry["calibration"] is None
+        else:
+            assert parity["psnr_db"] >= 30 and abs(parity["d_fbeta"]) <= 0.005
+            assert entry["calibration"]["n_images"] == 8
+        meta = read_metadata(path)
+        assert meta["file"]["format"] == "executorch" and meta["file"]["precision"] == precision
+        assert meta["input"]["shape"] == [1, 3, SIZE, SIZE] and meta["input"]["layout"] == "NCHW"
+        assert set(meta["file"]["tools"]) >= {"executorch", "torch", "torchao"}
+        if precision == "int8":  # the student's stem stays float, as in the other int8 files
+            assert meta["file"]["float_modules"] == ["encoder.features.0", "encoder.features.1"]
+        description = fmt.describe(path)
+        assert description["ops"] == {"delegate XnnpackBackend": 1}
+        assert description["methods"] == ["dbd_metadata", "forward"]
+        assert description["inputs"][0]["shape"] == [1, 3, SIZE, SIZE]
+        sizes[precision] = path.stat().st_size
+    assert sizes["int8"] < 0.35 * sizes["fp32"]
+
+
+@pytest.mark.slow
+def test_executorch_runs_through_predictor_dbd_predict_and_a_bench_row(pte_export, student, data_root, tmp_path):
+    from dbd.benchmarks import run
+    from dbd.runtime.cli import main as predict_main
+
+    fp32 = pte_export / f"dbd_student_{SIZE}_fp32.pte"
+    int8 = pte_export / f"dbd_student_{SIZE}_int8.pte"
+    image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    reference = Predictor(weights=student, threads=1).predict(image)
+    got = Predictor(weights=fp32, threads=1).predict(image)
+    assert got.shape == (90, 120) and got.dtype == np.float32 and np.abs(got - reference).max() < 1e-4
+    quantised = Predictor(weights=int8, threads=1).predict(image)
+    assert quantised.shape == (90, 120) and np.isfinite(quantised).all()
+
+    photo = sorted((data_root / "photos").rglob("*.jpg"))[0]
+    code, stdout, stderr = quietly(
+        predict_main, [str(photo), "--weights", str(int8), "--out", str(tmp_path / "pred"), "--save", "map"]
+    )
+    assert code == 0, stderr + stdout
+    assert [p.name for p in (tmp_path / "pred").rglob("*_blur.png")] == [f"{photo.stem}_blur.png"]
+
+    result = run(teacher=student, student=student, exports=None, weights=[fp32], runs=0, limit=3, report=None)
+    rows = [row for row in result.rows if row.get("file") == str(fp32)]
+    assert rows and all(row["id"].startswith("dbd_student:executorch:fp32") for row in rows)
+    assert all(row["vs_student"]["psnr"] > 60 for row in rows)  # the same maps as the checkpoint's
+
+
+@pytest.mark.slow
+def test_a_program_without_its_metadata_is_refused_naming_it(pte_export, student, tmp_path):
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    model, _ = load_checkpoint(student)
+    program = torch.export.export(model.eval(), (torch.zeros(1, 3, SIZE, SIZE),))
+    bare = tmp_path / "bare.pte"
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+    bare.write_bytes(lowered.buffer)
+    for attempt in (lambda: Predictor(weights=bare), lambda: read_metadata(bare)):
+        with pytest.raises(DBDError) as err:
+            attempt()
+        message = str(err.value)
+        assert str(bare) in message and "has no 'dbd' metadata" in message and "\n" not in message
+    noise = tmp_path / "noise.pte"
+    noise.write_bytes(b"\0" * 64)
+    with pytest.raises(DBDError, match="not an ExecuTorch program"):
+        read_metadata(noise)
+
+
+def test_executorch_offers_no_fp16_and_says_so(tmp_path):
+    code, stdout, stderr = quietly(
+        export_main, ["--format", "executorch", "--precision", "fp16", "--out", str(tmp_path)]
+    )
+    assert code == 2 and "unknown precision 'fp16'" in stderr and "(for executorch)" in stderr
