@@ -26,11 +26,11 @@ from dbd.models import create_model
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured, downscaler_of
 from dbd.runtime.datasets import open_dataset
-from dbd.runtime.evaluate import evaluate
+from dbd.runtime.evaluate import evaluate, score_maps
 from dbd.runtime.formats import find_format
 from dbd.runtime.formats import suffixes as export_suffixes
 from dbd.runtime.hardware import cpu_info
-from dbd.runtime.metrics import DecisionMetrics, LiteratureMetrics
+from dbd.runtime.metrics import DecisionMetrics
 from dbd.runtime.refine import RefineSpec, refine_map
 from dbd.runtime.runners import open_runner
 from dbd.runtime.spec import PreprocessSpec
@@ -102,8 +102,10 @@ def bench_row(
     warmup: int,
     robustness: bool,
     tta: TTARecipe | None = None,
-) -> dict[str, Any]:
-    """One row; with `tta`, the teacher as distillation uses it (accuracy only: it never ships).
+) -> list[dict[str, Any]]:
+    """The file's row (its own last step), then the same maps scored with the other last step
+    (`other_refine_row`); with `tta`, only the teacher as distillation uses it (accuracy only: it
+    never ships).
     Its `_maps` (the blur maps, for the comparisons) is removed by `run` before reporting."""
     with PeakMemory() as memory:  # in this process: only the fallback (memory freed by earlier rows is reused)
         runner = open_runner(path, threads=max(threads), device=device)
@@ -127,6 +129,7 @@ def bench_row(
         "precision": runner.precision,
         "refine": refine,  # the map's last step: "guided" (edge-aware) or "bilinear"
         "refine_spec": runner.spec.refine.to_dict(),
+        "input_size": list(runner.size),
         "file": str(path),
         "size_mb": file_size_mb(path),
         "params_m": params,
@@ -153,7 +156,6 @@ def bench_row(
         }
     row["curves"] = {k: [round(float(x), 5) for x in v] for k, v in metrics.curves().items()}
     row["_maps"] = maps
-    row["_spec"] = runner.spec
     for t in threads if runs and tta is None else []:
         timed = runner if t == max(threads) else open_runner(path, threads=t, device=device)
         lat = measure_latency(timed, t, runs=runs, warmup=warmup)
@@ -168,7 +170,7 @@ def bench_row(
             # above 100 % of the fp32 GEMM peak: not a measurement to trust as is
             "peak_fraction_reliable": rate <= peaks[t],
         }
-    return row
+    return [row] if tta is not None else [row, other_refine_row(row, runner.spec, pairs)]
 
 
 def refine_label(spec: RefineSpec) -> str:
@@ -180,12 +182,7 @@ def other_refine_row(row: dict[str, Any], runner_spec: PreprocessSpec, pairs: li
     a file whose contract refines, the default guided filter for one exported before refinement.
     Accuracy only: the model's latency is the row's it was made from."""
     other = RefineSpec.none() if runner_spec.refine.enabled else RefineSpec()
-    spec = runner_spec.with_refine(other)
-    metrics, decisions = LiteratureMetrics(), DecisionMetrics()
-    for prob, (photo, mask) in zip(row["_maps"], pairs):
-        photo_map = spec.postprocess(prob, photo)
-        metrics.update(photo_map, mask.astype(np.float32))
-        decisions.update(photo_map, mask.astype(np.float32))
+    metrics, decisions = score_maps(row["_maps"], pairs, runner_spec.with_refine(other))
     label = refine_label(other)
     return {
         **row,
@@ -339,17 +336,16 @@ def run(
         if availability is not None and not availability:  # e.g. a format whose runtime is macOS-only
             notes.append(f"{path}: not run: {availability.reason}")
             continue
-        rows.append(bench_row(path, pairs, threads, peaks, **settings))
-        rows.append(other_refine_row(rows[-1], rows[-1]["_spec"], pairs))
+        made = bench_row(path, pairs, threads, peaks, **settings)
+        rows += made
         if log:
             log(f"benchmarked {path}")
-        tta = teacher_recipe(rows[-1], teacher_tta)
+        tta = teacher_recipe(made[0], teacher_tta)
         if tta is not None:
-            rows.append(bench_row(path, pairs, threads, peaks, **settings, tta=tta))
+            rows += bench_row(path, pairs, threads, peaks, **settings, tta=tta)
             if log:
                 log(f"benchmarked {path} with TTA {tta}")
 
-    # The teacher as distillation uses it (with its TTA) is what every row is compared with.
     # Each row is compared with the teacher as distillation uses it (its TTA) and with the fp32
     # student, both with the same last step (guided with guided, bilinear with bilinear).
     def reference(model: str, refine: str) -> dict | None:
@@ -367,7 +363,7 @@ def run(
         )
         r["vs_teacher"], r["vs_student"] = compare(r, teacher_row), compare(r, student_row)
     for r in rows:
-        del r["_maps"], r["_spec"]
+        del r["_maps"]
         if gemm is not None and not gemm.reliable:  # more threads measured slower: the machine was busy
             for lat in r["latency"].values():
                 lat["peak_fraction_reliable"] = False
@@ -398,8 +394,10 @@ def run(
     ]
     header, body = accuracy_table(rows)
     if runs:  # the refinement's own cost, beside the models' latency on one thread
-        student_spec = next((r["refine_spec"] for r in rows if r["refine"] == "guided"), RefineSpec().to_dict())
-        machine["refine_ms"] = refine_cost(RefineSpec.from_dict(student_spec), (320, 320))
+        refined = next((r for r in rows if r["refine"] == "guided"), None)  # every file has a guided row
+        if refined is not None:
+            spec = RefineSpec.from_dict(refined["refine_spec"])
+            machine["refine_ms"] = refine_cost(spec, tuple(refined["input_size"]))
     sections = [
         ("Size and speed", *speed_table(rows, threads if runs else [])),
         (

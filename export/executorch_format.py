@@ -37,7 +37,7 @@ from dbd.runtime.metadata import METADATA_KEY, read_metadata
 from dbd.runtime.runners import ExportedRunner
 
 from .base import ExportJob, Verification, check_io, quiet
-from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
+from .metadata import dumps, float_nchw_metadata, package_versions
 
 INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"  # documentation only: a .pte addresses I/O by position
 METHOD = "forward"
@@ -306,13 +306,12 @@ class ExecuTorchFormat(FileFormat):
         if precision not in self.precisions:
             raise DBDError(f"executorch has no precision '{precision}'; choose from {', '.join(self.precisions)}")
         program = self._program(job) if precision == "fp32" else self._quantized(job)
-        meta = build_metadata(
+        meta = float_nchw_metadata(
             job,
             self.name,
             precision,
             QUANTIZATION_WORDS[precision],
-            input_entry(job, INPUT_NAME, "NCHW", "float32", folded=False, quantization=None),
-            output_entry(job, OUTPUT_NAME, "NCHW", "float32", quantization=None),
+            (INPUT_NAME, OUTPUT_NAME),
             self.tools(),
             calibrated=self.needs_calibration(precision),
         )

@@ -155,6 +155,22 @@ def build_metadata(
     return doc
 
 
+def float_nchw_metadata(
+    job: ExportJob,
+    file_format: str,
+    precision: str,
+    quantization: str,
+    names: tuple[str, str],
+    tools: dict[str, str],
+    calibrated: bool,
+) -> dict[str, Any]:
+    """The metadata of a file that takes the normalised float32 NCHW tensor (input `names[0]`) and
+    returns float32 P(blur) (output `names[1]`): every format but the camera-native .tflite."""
+    inp = input_entry(job, names[0], "NCHW", "float32", folded=False, quantization=None)
+    out = output_entry(job, names[1], "NCHW", "float32", quantization=None)
+    return build_metadata(job, file_format, precision, quantization, inp, out, tools, calibrated=calibrated)
+
+
 def dumps(doc: dict[str, Any]) -> str:
     """The compact JSON string that goes into the file."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)

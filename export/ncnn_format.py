@@ -48,7 +48,7 @@ from dbd.runtime.metadata import read_metadata
 from dbd.runtime.runners import ExportedRunner
 
 from .base import ExportJob, Verification, quiet
-from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
+from .metadata import dumps, float_nchw_metadata, package_versions
 
 INPUT_NAME, OUTPUT_NAME = "in0", "out0"  # pnnx's blob names
 PARAM_FILE, BIN_FILE, METADATA_FILE = "model.param", "model.bin", "metadata.json"
@@ -254,13 +254,12 @@ class NcnnFormat(FileFormat):
         dest = Path(dest)
         dest.mkdir(parents=True)
         self._pnnx(job, precision, dest)
-        meta = build_metadata(
+        meta = float_nchw_metadata(
             job,
             self.name,
             precision,
             QUANTIZATION_WORDS[precision],
-            input_entry(job, INPUT_NAME, "NCHW", "float32", folded=False, quantization=None),
-            output_entry(job, OUTPUT_NAME, "NCHW", "float32", quantization=None),
+            (INPUT_NAME, OUTPUT_NAME),
             self.tools(),
             calibrated=self.needs_calibration(precision),
         )

@@ -38,7 +38,7 @@ from dbd.runtime.metadata import METADATA_KEY, check_graph_io, read_metadata
 from dbd.runtime.runners import ExportedRunner
 
 from .base import ExportJob, Verification, check_io, quiet
-from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
+from .metadata import dumps, float_nchw_metadata, package_versions
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"
@@ -227,13 +227,12 @@ class OnnxFormat(FileFormat):
         else:
             raise DBDError(f"onnx has no precision '{precision}'")
         tools = {**self.tools(), "exporter": exporter}
-        meta = build_metadata(
+        meta = float_nchw_metadata(
             job,
             "onnx",
             precision,
             QUANTIZATION_WORDS[precision],
-            input_entry(job, INPUT_NAME, "NCHW", "float32", folded=False, quantization=None),
-            output_entry(job, OUTPUT_NAME, "NCHW", "float32", quantization=None),
+            (INPUT_NAME, OUTPUT_NAME),
             tools,
             calibrated=self.needs_calibration(precision),
         )

@@ -16,6 +16,7 @@ from dbd.core import DBDError
 from .metrics import DecisionMetrics, LiteratureMetrics
 from .refine import RefineSpec
 from .runners import Runner
+from .spec import PreprocessSpec
 
 
 def evaluate(
@@ -63,3 +64,16 @@ def evaluate(
     if images:
         flush()
     return metrics, (np.stack(maps) if keep_maps else None)
+
+
+def score_maps(
+    maps: Iterable[np.ndarray], pairs: Iterable[tuple[np.ndarray, np.ndarray]], spec: PreprocessSpec
+) -> tuple[LiteratureMetrics, DecisionMetrics]:
+    """Score maps a model already made (at its input size) with `spec`'s last step against (photo,
+    mask) pairs: another refinement of the same model run, without running the model again."""
+    metrics, decisions = LiteratureMetrics(), DecisionMetrics()
+    for prob, (photo, mask) in zip(maps, pairs):
+        photo_map = spec.postprocess(prob, photo)
+        metrics.update(photo_map, mask.astype(np.float32))
+        decisions.update(photo_map, mask.astype(np.float32))
+    return metrics, decisions

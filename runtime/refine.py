@@ -107,9 +107,6 @@ class RefineSpec:
             raise DBDError(f"preprocessing spec 'refine' has unknown fields {unknown}; it was written by a newer dbd")
         return cls(**data)
 
-    def replace(self, **changes: Any) -> "RefineSpec":
-        return type(self)(**{**self.to_dict(), **changes})
-
 
 def _real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))

@@ -4,6 +4,9 @@ exactly what is missing, rather than silently skipping coverage."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,29 @@ def data_root() -> Path:
         return find_data_root()
     except DBDError as err:
         pytest.fail(f"benchmark data missing: {err}")
+
+
+def quietly(main, argv: list[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of a CLI's main called in-process. Test modules take it as
+    `from conftest import quietly`."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+SMALL_SIZE = 64  # the input size of `small_shipped_student`
+
+
+@pytest.fixture(scope="session")
+def small_shipped_student(tmp_path_factory) -> Path:
+    """The shipped student's weights with a 64x64 input size (quick exports of the real network)."""
+    from dbd.models.checkpoint import load_checkpoint, save_checkpoint
+    from dbd.models.released import released_checkpoint
+    from dbd.runtime.spec import PreprocessSpec
+
+    model, card = load_checkpoint(released_checkpoint("dbd_student"))
+    spec = dataclasses.replace(PreprocessSpec.from_dict(card["preprocess"]), input_size=(SMALL_SIZE, SMALL_SIZE))
+    path = tmp_path_factory.mktemp("ckpt") / "dbd_student.safetensors"
+    save_checkpoint(path, model, {**card, "preprocess": spec.to_dict()})
+    return path

@@ -11,61 +11,40 @@ is not installed.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import importlib.util
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL_SIZE, quietly
 
 from dbd.core import DBDError
 from dbd.export.cli import main as export_main
 from dbd.export.pipeline import REPORT_NAME
-from dbd.models.checkpoint import load_checkpoint, save_checkpoint
-from dbd.models.released import released_checkpoint
+from dbd.models.checkpoint import load_checkpoint
 from dbd.runtime import Predictor, read_metadata
 from dbd.runtime.formats import get_format
-from dbd.runtime.spec import PreprocessSpec
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("executorch") is None,
     reason="the executorch extra is not installed (pip install -e '.[executorch]')",
 )
 
-SIZE = 64
-
-
-def quietly(main, argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
+SIZE = SMALL_SIZE
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory) -> Path:
-    """The shipped student's weights with a 64x64 input size (the size Predictor and dbd-bench run it at)."""
-    model, card = load_checkpoint(released_checkpoint("dbd_student"))
-    spec = dataclasses.replace(PreprocessSpec.from_dict(card["preprocess"]), input_size=(SIZE, SIZE))
-    path = tmp_path_factory.mktemp("ckpt") / "dbd_student.safetensors"
-    save_checkpoint(path, model, {**card, "preprocess": spec.to_dict()})
-    return path
-
-
-@pytest.fixture(scope="module")
-def pte_export(student, tmp_path_factory, data_root) -> Path:
+def pte_export(small_shipped_student, tmp_path_factory, data_root) -> Path:
     out = tmp_path_factory.mktemp("executorch")
-    argv = ["--format", "executorch", "--precision", "all", "--weights", str(student), "--calib-n", "8"]
+    argv = ["--format", "executorch", "--precision", "all", "--weights", str(small_shipped_student), "--calib-n", "8"]
     code, stdout, stderr = quietly(export_main, [*argv, "--parity-n", "4", "--out", str(out)])
     assert code == 0, stderr + stdout
     return out
 
 
 @pytest.mark.slow  # torch.export + XNNPACK lowering of two programs and int8 calibration: about a minute
-def test_executorch_fp32_and_int8_pass_parity_fully_delegated_with_embedded_metadata(pte_export, student):
+def test_executorch_fp32_and_int8_pass_parity_fully_delegated_with_embedded_metadata(pte_export, small_shipped_student):
     report = json.loads((pte_export / REPORT_NAME).read_text())
     fmt = get_format("executorch")
     assert fmt.precisions == ("fp32", "int8") and fmt.needs_calibration("int8") and not fmt.needs_calibration("fp32")
@@ -97,14 +76,16 @@ def test_executorch_fp32_and_int8_pass_parity_fully_delegated_with_embedded_meta
 
 
 @pytest.mark.slow
-def test_executorch_runs_through_predictor_dbd_predict_and_a_bench_row(pte_export, student, data_root, tmp_path):
+def test_executorch_runs_through_predictor_dbd_predict_and_a_bench_row(
+    pte_export, small_shipped_student, data_root, tmp_path
+):
     from dbd.benchmarks import run
     from dbd.runtime.cli import main as predict_main
 
     fp32 = pte_export / f"dbd_student_{SIZE}_fp32.pte"
     int8 = pte_export / f"dbd_student_{SIZE}_int8.pte"
     image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    reference = Predictor(weights=student, threads=1).predict(image)
+    reference = Predictor(weights=small_shipped_student, threads=1).predict(image)
     got = Predictor(weights=fp32, threads=1).predict(image)
     assert got.shape == (90, 120) and got.dtype == np.float32 and np.abs(got - reference).max() < 1e-4
     quantised = Predictor(weights=int8, threads=1).predict(image)
@@ -117,19 +98,27 @@ def test_executorch_runs_through_predictor_dbd_predict_and_a_bench_row(pte_expor
     assert code == 0, stderr + stdout
     assert [p.name for p in (tmp_path / "pred").rglob("*_blur.png")] == [f"{photo.stem}_blur.png"]
 
-    result = run(teacher=student, student=student, exports=None, weights=[fp32], runs=0, limit=3, report=None)
+    result = run(
+        teacher=small_shipped_student,
+        student=small_shipped_student,
+        exports=None,
+        weights=[fp32],
+        runs=0,
+        limit=3,
+        report=None,
+    )
     rows = [row for row in result.rows if row.get("file") == str(fp32)]
     assert rows and all(row["id"].startswith("dbd_student:executorch:fp32") for row in rows)
     assert all(row["vs_student"]["psnr"] > 60 for row in rows)  # the same maps as the checkpoint's
 
 
 @pytest.mark.slow
-def test_a_program_without_its_metadata_is_refused_naming_it(pte_export, student, tmp_path):
+def test_a_program_without_its_metadata_is_refused_naming_it(pte_export, small_shipped_student, tmp_path):
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    model, _ = load_checkpoint(student)
+    model, _ = load_checkpoint(small_shipped_student)
     program = torch.export.export(model.eval(), (torch.zeros(1, 3, SIZE, SIZE),))
     bare = tmp_path / "bare.pte"
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()

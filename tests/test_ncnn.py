@@ -9,10 +9,7 @@ Skipped, naming the extra, only where the `ncnn` extra (ncnn + pnnx) is not inst
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -20,46 +17,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL_SIZE, quietly
 
 from dbd.core import DBDError
 from dbd.export.cli import main as export_main
 from dbd.export.pipeline import REPORT_NAME
-from dbd.models.checkpoint import load_checkpoint, save_checkpoint
-from dbd.models.released import released_checkpoint
 from dbd.runtime import Predictor, read_metadata
 from dbd.runtime.formats import get_format
-from dbd.runtime.spec import PreprocessSpec
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("ncnn") is None or importlib.util.find_spec("pnnx") is None,
     reason="the ncnn extra is not installed (pip install -e '.[ncnn]')",
 )
 
-SIZE = 64
+SIZE = SMALL_SIZE
 FILES = {"model.param", "model.bin", "metadata.json"}
 
 
-def quietly(main, argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def student(tmp_path_factory) -> Path:
-    """The shipped student's weights with a 64x64 input size (the size Predictor and dbd-bench run it at)."""
-    model, card = load_checkpoint(released_checkpoint("dbd_student"))
-    spec = dataclasses.replace(PreprocessSpec.from_dict(card["preprocess"]), input_size=(SIZE, SIZE))
-    path = tmp_path_factory.mktemp("ckpt") / "dbd_student.safetensors"
-    save_checkpoint(path, model, {**card, "preprocess": spec.to_dict()})
-    return path
-
-
-@pytest.fixture(scope="module")
-def ncnn_export(student, tmp_path_factory, data_root) -> Path:
+def ncnn_export(small_shipped_student, tmp_path_factory, data_root) -> Path:
     out = tmp_path_factory.mktemp("ncnn")
-    argv = ["--format", "ncnn", "--precision", "all", "--weights", str(student)]
+    argv = ["--format", "ncnn", "--precision", "all", "--weights", str(small_shipped_student)]
     # a relative --out, as `make gate` passes: pnnx runs in a folder of its own and once wrote there
     cwd = os.getcwd()
     os.chdir(out.parent)
@@ -72,7 +50,7 @@ def ncnn_export(student, tmp_path_factory, data_root) -> Path:
 
 
 @pytest.mark.slow  # the pnnx conversions take about 25 s
-def test_ncnn_fp32_and_fp16_folders_pass_parity_and_carry_the_metadata(ncnn_export, student):
+def test_ncnn_fp32_and_fp16_folders_pass_parity_and_carry_the_metadata(ncnn_export, small_shipped_student):
     report = json.loads((ncnn_export / REPORT_NAME).read_text())
     fmt = get_format("ncnn")
     assert fmt.precisions == ("fp32", "fp16") and fmt.directory and not fmt.needs_calibration("fp16")
@@ -102,14 +80,16 @@ def test_ncnn_fp32_and_fp16_folders_pass_parity_and_carry_the_metadata(ncnn_expo
 
 
 @pytest.mark.slow  # the pnnx conversions take about 25 s
-def test_ncnn_runs_through_predictor_dbd_predict_and_a_bench_row(ncnn_export, student, data_root, tmp_path):
+def test_ncnn_runs_through_predictor_dbd_predict_and_a_bench_row(
+    ncnn_export, small_shipped_student, data_root, tmp_path
+):
     from dbd.benchmarks import run
     from dbd.runtime.cli import main as predict_main
 
     fp32 = ncnn_export / f"dbd_student_{SIZE}_fp32.ncnn"
     fp16 = ncnn_export / f"dbd_student_{SIZE}_fp16.ncnn"
     image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    reference = Predictor(weights=student, threads=1).predict(image)
+    reference = Predictor(weights=small_shipped_student, threads=1).predict(image)
     for path, tolerance in ((fp32, 1e-4), (fp16, 0.05)):
         got = Predictor(weights=path, threads=1).predict(image)
         assert got.shape == (90, 120) and got.dtype == np.float32
@@ -122,7 +102,15 @@ def test_ncnn_runs_through_predictor_dbd_predict_and_a_bench_row(ncnn_export, st
     assert code == 0, stderr + stdout
     assert [p.name for p in (tmp_path / "pred").rglob("*_blur.png")] == [f"{photo.stem}_blur.png"]
 
-    result = run(teacher=student, student=student, exports=None, weights=[fp32], runs=0, limit=3, report=None)
+    result = run(
+        teacher=small_shipped_student,
+        student=small_shipped_student,
+        exports=None,
+        weights=[fp32],
+        runs=0,
+        limit=3,
+        report=None,
+    )
     rows = [row for row in result.rows if row.get("file") == str(fp32)]
     assert rows and all(row["id"].startswith("dbd_student:ncnn:fp32") for row in rows)
     assert all(row["vs_student"]["psnr"] > 60 for row in rows)  # the same maps as the checkpoint's
@@ -143,6 +131,6 @@ def test_an_ncnn_folder_without_its_metadata_is_refused_naming_it(ncnn_export, t
         read_metadata(bare)
 
 
-def test_ncnn_offers_no_int8_and_says_so(student, tmp_path):
+def test_ncnn_offers_no_int8_and_says_so(small_shipped_student, tmp_path):
     code, stdout, stderr = quietly(export_main, ["--format", "ncnn", "--precision", "int8", "--out", str(tmp_path)])
     assert code == 2 and "unknown precision 'int8'" in stderr and "(for ncnn)" in stderr

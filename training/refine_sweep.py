@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import itertools
 
-import numpy as np
-
 from dbd.core import DBDError, cli_entry
-from dbd.runtime.metrics import DecisionMetrics, LiteratureMetrics
+from dbd.runtime.evaluate import score_maps
 from dbd.runtime.refine import RefineSpec
 from dbd.runtime.runners import open_runner
 
@@ -46,12 +44,7 @@ def sweep(weights: str, specs: list[RefineSpec], data: str = "cuhk", split: str 
     maps = [runner.run(runner.model_inputs([photo]))[0] for photo, _ in pairs]
     rows = []
     for spec in specs:
-        full = runner.spec.with_refine(spec)
-        metrics, decisions = LiteratureMetrics(), DecisionMetrics()
-        for prob, (photo, mask) in zip(maps, pairs):
-            photo_map = full.postprocess(prob, photo)
-            metrics.update(photo_map, mask.astype(np.float32))
-            decisions.update(photo_map, mask.astype(np.float32))
+        metrics, decisions = score_maps(maps, pairs, runner.spec.with_refine(spec))
         rows.append({"refine": spec, **metrics.compute(), **decisions.compute()})
     return rows
 
