@@ -205,25 +205,12 @@ class ExecuTorchRunner(ExportedRunner):
     def run_one(self, x: np.ndarray) -> np.ndarray:
         import torch
 
+        # ExecuTorch's XNNPACK thread pool is process-wide and keeps the size it started with: its
+        # Python resize (_unsafe_reset_threadpool) deadlocked a long test session after the pool had
+        # run, so `threads` is recorded but not applied.
         with self._lock:  # one method owns one set of planned buffers
-            if self.threads:
-                _set_threads(int(self.threads))
             out = self.method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])[0]
             return out.numpy().copy()
-
-
-def _set_threads(threads: int) -> None:
-    """Size ExecuTorch's process-wide thread pool (XNNPACK runs on it; torch's threads are not used).
-    Its Python API for that is marked experimental: where it is missing, the pool keeps its size."""
-    try:
-        from executorch.extension.pybindings import portable_lib
-    except ImportError:
-        return
-    get = getattr(portable_lib, "_threadpool_get_thread_count", None)
-    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
-    if get is not None and reset is not None and get() != threads:
-        with quiet():  # it logs the reset on stderr
-            reset(threads)
 
 
 # ---- export side -----------------------------------------------------------------------------------
