@@ -1364,10 +1364,10 @@ def test_every_cli_reports_a_bad_flag_on_one_line_without_usage(cli, args, capsy
     assert "usage:" not in line
 
 
-def test_one_tflite_predictor_shared_by_threads_gives_each_its_own_result():
+def test_one_tflite_predictor_shared_by_threads_gives_each_its_own_result(small_int8_tflite):
     from concurrent.futures import ThreadPoolExecutor
 
-    predictor = Predictor(REPO / "exports" / "dbd_student_320_int8.tflite", threads=1)
+    predictor = Predictor(small_int8_tflite, threads=1)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (48 + 8 * i, 64, 3), dtype=np.uint8) for i in range(8)]
     expected = [predictor.predict(image) for image in images]
@@ -1500,6 +1500,15 @@ def small_onnx(ckpts, tmp_path_factory) -> Path:
     return next(out.glob("*.onnx"))
 
 
+@pytest.fixture(scope="module")
+def small_int8_tflite(ckpts, tmp_path_factory) -> Path:
+    """An int8 .tflite exported in the test (a fresh clone has no exports/ folder)."""
+    out = tmp_path_factory.mktemp("tflite")
+    args = ["--format", "tflite", "--precision", "int8", "--weights", str(ckpts["good"]), "--calib", "dut"]
+    assert export_main([*args, "--calib-n", "2", "--parity-n", "1", "--out", str(out)]) == 0
+    return next(out.glob("*.tflite"))
+
+
 def _edited(src: Path, dest: Path, change) -> Path:
     from dbd.export.metadata import dumps
     from dbd.runtime.metadata import read_metadata
@@ -1541,9 +1550,11 @@ EDITS = {
 
 
 @pytest.mark.parametrize("edit", sorted(EDITS))
-def test_an_export_whose_metadata_contradicts_itself_or_its_graph_is_refused(edit, small_onnx, tmp_path, capsys):
+def test_an_export_whose_metadata_contradicts_itself_or_its_graph_is_refused(
+    edit, small_onnx, small_int8_tflite, tmp_path, capsys
+):
     change, fragment = EDITS[edit]
-    src = small_onnx if edit.startswith("onnx") else REPO / "exports" / "dbd_student_320_int8.tflite"
+    src = small_onnx if edit.startswith("onnx") else small_int8_tflite
     edited = _edited(src, tmp_path / f"edited{src.suffix}", change)
     Predictor(src, threads=1)  # the file as exported loads
     with pytest.raises(DBDError, match="re-export it") as err:

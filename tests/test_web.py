@@ -27,6 +27,7 @@ The tools missing are the only reason to skip, and only outside CI (`CI` set: fa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import http.server
 import io
@@ -820,7 +821,7 @@ def test_page_refines_the_map_like_python_refine_map_on_real_photos(browser, exp
     from dbd.runtime.refine import RefineSpec, refine_map
     from dbd.runtime.resize import resize_bilinear
 
-    spec = RefineSpec().replace(radius=0.03, eps=5e-4)
+    spec = dataclasses.replace(RefineSpec(), radius=0.03, eps=5e-4)
     models = tmp_path / "models"
     models.mkdir()
     model = _with_metadata(
@@ -829,7 +830,7 @@ def test_page_refines_the_map_like_python_refine_map_on_real_photos(browser, exp
         lambda m: m["preprocess"].update(refine=spec.to_dict()),
     )
     photos = _refine_photos(data_root, tmp_path)
-    others = [RefineSpec.none(), spec.replace(max_side=400), spec.replace(grid=0, radius=0.1)]
+    others = [RefineSpec.none(), dataclasses.replace(spec, max_side=400), dataclasses.replace(spec, grid=0, radius=0.1)]
     out = tmp_path / "page"
     result = run_page(
         browser, ROOT, models, out, model.name, photos, styles=("tint",), refine_specs=[o.to_dict() for o in others]
