@@ -6,7 +6,7 @@ torch or any other stage.
 
 from .checks import MAX_THREADS, check_float, check_int
 from .errors import ArgumentParser, DBDError, Terminated, cli_entry, reraise_interrupt
-from .files import atomic_write, check_writable, sha256_file
+from .files import atomic_write, check_writable, remove_stale_temps, sha256_file, temp_path
 
 __all__ = [
     "ArgumentParser",
@@ -17,6 +17,8 @@ __all__ = [
     "atomic_write",
     "check_writable",
     "sha256_file",
+    "remove_stale_temps",
+    "temp_path",
     "check_int",
     "check_float",
     "MAX_THREADS",

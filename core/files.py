@@ -9,6 +9,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
+import secrets
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -108,3 +111,38 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# The temporary names outputs are written under before the final rename, one pattern for every
+# writer: atomic_write's `.NAME.XXXX.tmp`, an export's `.NAME.XXXXXXXX.tmp.SUFFIX` (converters want
+# the suffix) and a video's `.NAME.tmp.mp4`. A later run removes those a killed run left.
+_TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.(?:[A-Za-z0-9_]+\.tmp(?:\.[A-Za-z0-9]+)?|tmp\.mp4)$")
+
+
+def temp_path(final: Path) -> Path:
+    """A fresh temporary name beside `final` that keeps its suffix (for writers that dispatch on it)."""
+    return final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp{final.suffix}")
+
+
+def remove_stale_temps(finals: Iterable[Path], started: float) -> None:
+    """Delete what earlier, killed runs left while writing these outputs: temporary files or folders
+    named after one of `finals`, older than `started` (a concurrent run's fresh ones are kept)."""
+    by_folder: dict[Path, set[str]] = {}
+    for path in finals:
+        by_folder.setdefault(Path(path).parent, set()).add(Path(path).name)
+    for folder, names in by_folder.items():
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            match = _TEMP_NAME.match(entry.name)
+            if not match or match["final"] not in names:
+                continue
+            try:
+                if entry.lstat().st_mtime >= started:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            except OSError:  # gone meanwhile, or not ours to remove: the run goes on
+                pass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import glob
 import json
 import os
 import secrets
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbd.core import DBDError, atomic_write, reraise_interrupt
+from dbd.core import DBDError, atomic_write, remove_stale_temps, reraise_interrupt, temp_path
 
 from .base import ExportFormat, ExportJob
 from .metadata import sha256_path, size_of
@@ -62,22 +61,6 @@ def output_path(out_dir: Path, job: ExportJob, fmt: ExportFormat, precision: str
 
 
 _STARTED = time.time()  # this process's start (about): temporary files older than it are stale
-
-
-def _temp_path(final: Path) -> Path:
-    return final.with_name(f".{final.stem}.{secrets.token_hex(4)}.tmp{final.suffix}")
-
-
-def remove_stale_temps(final: Path) -> None:
-    """Remove what a killed export of `final` left (`.STEM.XXXXXXXX.tmp.SUFFIX`, older than this run)."""
-    if not final.parent.is_dir():
-        return
-    for stale in final.parent.glob(f".{glob.escape(final.stem)}.*.tmp{glob.escape(final.suffix)}"):
-        try:
-            if stale.lstat().st_mtime < _STARTED:
-                _remove(stale)
-        except OSError:
-            pass
 
 
 RUN_TEMP_PREFIX = "dbd-export-"  # $TMPDIR/dbd-export-PID-XXXXXXXX: one export run's temporary folders
@@ -161,8 +144,8 @@ def _one_line(err: BaseException) -> str:
 def export_one(job: ExportJob, fmt: ExportFormat, precision: str, out_dir: Path, prepare_s: float = 0.0) -> Outcome:
     final = output_path(out_dir, job, fmt, precision)
     outcome = Outcome(fmt.name, precision, final, prepare_s=prepare_s, calibrated=fmt.needs_calibration(precision))
-    remove_stale_temps(final)
-    tmp = _temp_path(final)
+    remove_stale_temps([final], _STARTED)
+    tmp = temp_path(final)
     try:
         start = time.perf_counter()
         outcome.metadata = fmt.export(job, precision, tmp)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dbd.core import MAX_THREADS, DBDError, atomic_write, check_int, check_writable
+from dbd.core import MAX_THREADS, DBDError, atomic_write, check_int, check_writable, remove_stale_temps
 
 from .datasets import IMAGE_EXTENSIONS, find_data_root
 from .imageio import read_image
@@ -217,25 +216,6 @@ def output_names(stem: Path, video: bool, save: Iterable[str]) -> dict[str, Path
     """{kind: path relative to `out`} of what one input produces."""
     suffixes = VIDEO_SUFFIXES if video else IMAGE_SUFFIXES
     return {kind: Path(f"{stem}{suffix}") for kind, suffix in suffixes.items() if kind in save}
-
-
-# The temporary files a killed run leaves: atomic_write's `.NAME.XXXX.tmp` and the videos'
-# `.NAME.tmp.mp4`; a later run removes those of the outputs it writes.
-_TEMP_OF = re.compile(r"^\.(?P<final>.+)\.(?:[A-Za-z0-9_]+\.tmp|tmp\.mp4)$")
-
-
-def remove_stale_temps(outputs: list[Path], started: float) -> None:
-    """Delete the temporary files an earlier, killed run left beside these outputs (older than this run)."""
-    by_folder: dict[Path, set[str]] = {}
-    for path in outputs:
-        by_folder.setdefault(path.parent, set()).add(path.name)
-    for folder, names in by_folder.items():
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            match = _TEMP_OF.match(entry.name)
-            if match and match["final"] in names and entry.is_file() and entry.stat().st_mtime < started:
-                entry.unlink(missing_ok=True)
 
 
 # ---- writing ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dbd.models.attention import SelectiveReceptiveField, SeparatedAttention, Su
 from dbd.models.checkpoint import load_checkpoint, save_checkpoint
 from dbd.models.layers import SeparableConvBNAct, upsample_like
 from dbd.training.cli import main
-from dbd.training.loop import warm_start
+from dbd.training.networks import warm_start
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights"
 
@@ -126,6 +126,26 @@ def test_the_student_takes_a_three_level_decoder_and_trains_a_step_with_feature_
     net, card = load_checkpoint(out / "best.safetensors")
     assert card["config"]["decoder_channels"] == [64, 48, 32] and net.feature_strides == (16, 8, 4)
     assert "train_kd_feat" in (out / "log.csv").read_text().splitlines()[0]
+
+
+def test_a_registered_decoder_trains_as_the_student_by_arch_with_a_student_as_its_teacher(tiny_teacher, tmp_path):
+    """The architecture is a training setting: `--arch NAME` trains any registered DBD network in
+    either stage, and any DBD network may teach (here the shipped student, self-distillation)."""
+    out = tmp_path / "three_level"
+    args = [
+        "student",
+        *TINY,
+        "--arch",
+        "dbd_student_three_level",
+        "--teacher",
+        str(WEIGHTS / "dbd_student.safetensors"),
+    ]
+    args += ["--kd-feat", "0", "--adv-gt", "0", "--adv-teacher", "0", "--epochs", "1", "--max-steps-per-epoch", "1"]
+    assert main([*args, "--amp", "off", "--out", str(out)]) == 0
+    net, card = load_checkpoint(out / "last.safetensors")
+    assert net.arch == "dbd_student_three_level" and card["training"]["teacher"]["arch"] == "dbd_student"
+    assert card["training"]["config"]["arch"] == "dbd_student_three_level"
+    assert "train_kd_out" in (out / "log.csv").read_text().splitlines()[0]
 
 
 def test_feature_distillation_between_decoders_of_different_strides_is_one_line(

@@ -823,23 +823,20 @@ def test_interrupted_onnx_export_stops_keeps_previous_file_and_leaves_no_temp(si
 
 
 def test_stale_export_temp_files_are_removed_and_fresh_ones_kept(tmp_path):
-    from dbd.export.pipeline import remove_stale_temps
+    from dbd.core import remove_stale_temps, temp_path
 
     final = tmp_path / "dbd_student_320_fp32.onnx"
-    stale, fresh = (
-        tmp_path / ".dbd_student_320_fp32.1a2b3c4d.tmp.onnx",
-        tmp_path / ".dbd_student_320_fp32.5e6f7a8b.tmp.onnx",
-    )
-    stale_pkg = tmp_path / ".dbd_student_320_fp16.1a2b3c4d.tmp.mlpackage"
-    other = tmp_path / ".dbd_teacher_320_fp32.1a2b3c4d.tmp.onnx"  # another export's: not ours to judge
+    stale, fresh = temp_path(final), temp_path(final)
+    assert stale.suffix == ".onnx" and stale.name.startswith(".dbd_student_320_fp32.onnx.") and stale != fresh
+    stale_pkg = temp_path(tmp_path / "dbd_student_320_fp16.mlpackage")
+    other = temp_path(tmp_path / "dbd_teacher_320_fp32.onnx")  # another export's: not ours to judge
     for path in (stale, fresh, other):
         path.write_bytes(b"partial")
     (stale_pkg / "Data").mkdir(parents=True)
     old = time.time() - 3600
     for path in (stale, other, stale_pkg):
         os.utime(path, (old, old))
-    remove_stale_temps(final)
-    remove_stale_temps(tmp_path / "dbd_student_320_fp16.mlpackage")
+    remove_stale_temps([final, tmp_path / "dbd_student_320_fp16.mlpackage"], time.time() - 60)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, other.name])
 
 

@@ -151,12 +151,12 @@ def test_refined_teacher_maps_are_cached_under_their_own_key_and_bilinear_keys_a
 
 
 def test_student_trains_from_the_cache_without_a_teacher_forward(tiny_teacher, tmp_path, capsys, monkeypatch):
-    import dbd.training.loop as loop
+    import dbd.training.networks as networks
 
     def no_forward(*args, **kwargs):
         raise AssertionError("a teacher forward ran although the maps are cached")
 
-    monkeypatch.setattr(loop.Renormalise, "forward", no_forward)
+    monkeypatch.setattr(networks.Renormalise, "forward", no_forward)
     out = tmp_path / "student"
     code = main(
         [

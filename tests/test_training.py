@@ -22,7 +22,8 @@ from dbd.runtime.spec import PreprocessSpec
 from dbd.runtime.synthetic import SyntheticDefocus
 from dbd.training.cli import main
 from dbd.training.data import AugmentedPairs, PairCache
-from dbd.training.loop import Renormalise, lr_factor
+from dbd.training.networks import Renormalise
+from dbd.training.step import lr_factor
 
 # A few steps at 64x64 on synthetic defocus: seconds, yet every code path of the real run.
 
@@ -181,11 +182,20 @@ def test_missing_data_folder_is_one_line(tmp_path, capsys):
     _assert_one_line(code, err, str(missing))
 
 
-def test_wrong_teacher_checkpoint_is_one_line(tmp_path, capsys):
-    wrong = tmp_path / "student.safetensors"
-    save_checkpoint(wrong, create_model("dbd_student"))
+def test_a_teacher_checkpoint_that_is_no_blur_map_network_is_one_line(tmp_path, capsys):
+    """The teacher is checked by the network contract (a DBDNet), not by its name: an ImageNet
+    backbone's checkpoint is refused, naming the file."""
+    wrong = tmp_path / "backbone.safetensors"
+    save_checkpoint(wrong, create_model("mobilenetv2_100"))
     code, err = run_cli(["student", *TINY, "--teacher", str(wrong), "--out", str(tmp_path / "o")], capsys)
-    _assert_one_line(code, err, str(wrong), "dbd_teacher")
+    _assert_one_line(code, err, str(wrong), "'mobilenetv2_100', not a DBD network")
+
+
+def test_an_unknown_or_non_dbd_arch_is_one_line(tmp_path, capsys):
+    code, err = run_cli(["teacher", *TINY, "--arch", "dbd_studnet", "--out", str(tmp_path / "o")], capsys)
+    _assert_one_line(code, err, "unknown --arch 'dbd_studnet'", "did you mean 'dbd_student'?")
+    code, err = run_cli(["teacher", *TINY, "--arch", "mobilenetv2_100", "--out", str(tmp_path / "o")], capsys)
+    _assert_one_line(code, err, "--arch mobilenetv2_100 is a 'mobilenetv2_100', not a DBD network")
 
 
 def test_pickled_teacher_checkpoint_is_one_line(tmp_path, capsys):

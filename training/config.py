@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,6 +31,9 @@ STAGE_DEFAULTS = {
 @dataclass
 class TrainConfig:
     stage: str = "teacher"
+    # the network: any registered DBD network (dbd.models.list_models); the stage decides the losses
+    # only. "" = the stage's own (dbd_teacher / dbd_student). A new decoder is one registered model.
+    arch: str = ""
     # data
     data: str = "cuhk"  # catalogue name, a folder with images/ + masks/, or "synthetic"
     split: str | None = "train"  # CUHK-TR-1; the test split is never used for training or selection
@@ -78,9 +82,8 @@ class TrainConfig:
     workers: int = 2
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
-    @property
-    def arch(self) -> str:
-        return f"dbd_{self.stage}"
+    def __post_init__(self) -> None:
+        self.arch = self.arch or f"dbd_{self.stage}"
 
     @property
     def needs_teacher(self) -> bool:
@@ -124,6 +127,12 @@ class TrainConfig:
         self.check_types()
         if self.stage not in STAGES:
             raise DBDError(f"unknown stage '{self.stage}'; use one of {', '.join(STAGES)}")
+        from dbd.models import list_models
+
+        if self.arch not in list_models():
+            close = difflib.get_close_matches(self.arch, list_models(), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise DBDError(f"unknown --arch '{self.arch}'; {hint}registered models: {', '.join(list_models())}")
         if self.teacher_refine not in ("none", "guided"):
             raise DBDError(f"--teacher-refine must be none or guided, got {self.teacher_refine!r}")
         if self.needs_teacher and not self.teacher:
