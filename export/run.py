@@ -205,9 +205,7 @@ def make_job(
             f"checkpoint '{weights}' holds a '{card.get('arch')}', which is not a blur-detection network; "
             f"pass a dbd_student or dbd_teacher checkpoint"
         )
-    base_spec = (
-        PreprocessSpec.from_dict(card["preprocess"]) if "preprocess" in card else PreprocessSpec.for_model(model)
-    )
+    base_spec = PreprocessSpec.from_card(card, weights) if "preprocess" in card else PreprocessSpec.for_model(model)
     spec = dataclasses.replace(base_spec, input_size=parse_imgsz(imgsz, base_spec.input_size), layout="NCHW")
     h, w = spec.input_size
     held = ((calib_n if calibrate else 0) + parity_n) * h * w * 3 * 4

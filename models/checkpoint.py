@@ -142,13 +142,6 @@ def read_card(path: str | Path) -> dict[str, Any]:
                 f"checkpoint '{path}' has a model card whose '{key}' is a {type(card[key]).__name__}, "
                 f"not a {'JSON object' if kind is dict else 'string'}; re-save it"
             )
-    if "preprocess" in card:
-        from dbd.runtime.spec import PreprocessSpec  # late: models/ does not depend on runtime/ at import
-
-        try:
-            PreprocessSpec.from_dict(card["preprocess"])
-        except DBDError as err:
-            raise DBDError(f"checkpoint '{path}': {err}") from None
     return ModelCard(card, path)
 
 

@@ -78,11 +78,7 @@ class TorchRunner(Runner):
                 f"{{'preprocess': PreprocessSpec.for_model(model).to_dict()}})"
             )
         self.model, self.device, self.torch = model.to(device).eval(), torch.device(device), torch
-        try:
-            spec = PreprocessSpec.from_dict(card["preprocess"])
-        except DBDError as err:
-            raise DBDError(f"checkpoint '{path}': {err}") from None
-        super().__init__(path, spec, card)
+        super().__init__(path, PreprocessSpec.from_card(card, path), card)
 
     @classmethod
     def from_model(cls, model, spec: PreprocessSpec, device="cpu") -> "TorchRunner":

@@ -108,6 +108,15 @@ class PreprocessSpec:
         return replace(self, refine=refine)
 
     @classmethod
+    def from_card(cls, card: dict[str, Any], path: Any) -> "PreprocessSpec":
+        """The spec of a checkpoint's model card; a malformed one is one line naming the file. (models/
+        reads cards without interpreting the spec: it sits below runtime/.)"""
+        try:
+            return cls.from_dict(card["preprocess"])
+        except DBDError as err:
+            raise DBDError(f"checkpoint '{path}': {err}") from None
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessSpec":
         if not isinstance(data, dict):
             raise DBDError(f"preprocessing spec is a {type(data).__name__}, not a JSON object; re-save the model")

@@ -92,7 +92,7 @@ def build_networks(cfg: TrainConfig, device: torch.device) -> Networks:
         if cfg.needs_live_teacher:
             teacher = teacher.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
             # The teacher's encoder was pretrained with another normalisation than the student's.
-            renorm = Renormalise(spec, PreprocessSpec.from_dict(teacher_card["preprocess"])).to(device)
+            renorm = Renormalise(spec, PreprocessSpec.from_card(teacher_card, first_teacher)).to(device)
         else:
             teacher = None  # the maps come from the cache: no teacher forward in a step
     if cfg.stage == "student":
