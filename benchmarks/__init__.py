@@ -1,5 +1,5 @@
 """Benchmarking dbd models: `run` (what dbd-bench does: size, speed and accuracy of every model
-file, the reports and the accuracy-regression gate) and its parts (`measure`, `report`, `gate`).
+file, the reports and the accuracy-regression gate) and its parts (`measure`, `tables`, `gate`).
 
     from dbd.benchmarks import run
     result = run(runs=0, limit=20, report=None)      # accuracy only, first 20 pairs, no report files

@@ -22,27 +22,26 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from dbd.core import MAX_THREADS, DBDError, check_int, check_writable
+from dbd.data.capture import CAPTURE_CONDITIONS, captured, downscaler_of
+from dbd.data.datasets import open_dataset
+from dbd.evaluation.metrics import DecisionMetrics
+from dbd.evaluation.scoring import evaluate
+from dbd.evaluation.tta import TTARecipe, TTARunner
 from dbd.models import create_model
 from dbd.models.summary import count_macs, count_params
-from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured, downscaler_of
-from dbd.runtime.datasets import open_dataset
-from dbd.runtime.evaluate import evaluate, score_maps
 from dbd.runtime.formats import find_format
 from dbd.runtime.formats import suffixes as export_suffixes
 from dbd.runtime.hardware import cpu_info
-from dbd.runtime.metrics import DecisionMetrics
-from dbd.runtime.refine import RefineSpec, refine_map
+from dbd.runtime.refine import RefineSpec
 from dbd.runtime.runners import open_runner
-from dbd.runtime.spec import PreprocessSpec
-from dbd.runtime.tta import TTARecipe, TTARunner
 
 from . import gate
 from .measure import PeakMemory, gemm_peaks, map_psnr, measure_latency, peak_memory_mb
-from .report import accuracy_table, anatomy_table, refine_table, robustness_table, speed_table, write_reports
+from .refine_rows import other_refine_row, refine_cost, refine_label
+from .tables import accuracy_table, anatomy_table, refine_table, robustness_table, speed_table, write_reports
 
 REPORT_FILES = ("bench.md", "bench.json", "curves.png", "latency_accuracy.png")  # what write_reports writes
 MIN_RUNS = 50  # fewer timed runs give unstable percentiles
-REFINE_SIZES = {"640x427": (427, 640), "1920x1080": (1080, 1920), "12 MP": (3000, 4000)}
 
 
 def model_files(
@@ -53,7 +52,7 @@ def model_files(
 ) -> list[Path]:
     """Teacher, student (default: the shipped ones), every export in `exports`, then `weights`:
     each file once, in that order."""
-    from dbd.models.released import released_checkpoint
+    from dbd.models.shipped import released_checkpoint
 
     found = [teacher or released_checkpoint("dbd_teacher"), student or released_checkpoint("dbd_student")]
     if exports is not None and Path(exports).is_dir():
@@ -173,52 +172,6 @@ def bench_row(
     return [row] if tta is not None else [row, other_refine_row(row, runner.spec, pairs)]
 
 
-def refine_label(spec: RefineSpec) -> str:
-    return "guided" if spec.enabled else "bilinear"
-
-
-def other_refine_row(row: dict[str, Any], runner_spec: PreprocessSpec, pairs: list) -> dict[str, Any]:
-    """The same file's maps (kept at the model's size) scored with the other last step: bilinear for
-    a file whose contract refines, the default guided filter for one exported before refinement.
-    Accuracy only: the model's latency is the row's it was made from."""
-    other = RefineSpec.none() if runner_spec.refine.enabled else RefineSpec()
-    metrics, decisions = score_maps(row["_maps"], pairs, runner_spec.with_refine(other))
-    label = refine_label(other)
-    return {
-        **row,
-        "id": row["id"].rsplit(":", 1)[0] + f":{label}",
-        "refine": label,
-        "refine_spec": other.to_dict(),
-        "accuracy_only": True,  # scored from the maps of the row it was made from
-        "peak_mem_mb": None,
-        "memory": {"method": None, "runtime_mb": None},
-        "latency": {},
-        "metrics": {k: v for k, v in metrics.compute().items() if k != "n_images"},
-        "decisions": decisions.compute(),
-        "robustness": None,
-        "curves": {k: [round(float(x), 5) for x in v] for k, v in metrics.curves().items()},
-    }
-
-
-def refine_cost(spec: RefineSpec, model_size: tuple[int, int], runs: int = 10) -> dict[str, float]:
-    """Median ms (this thread) to refine a model map into a photo of each size in REFINE_SIZES."""
-    import time
-
-    rng = np.random.default_rng(0)
-    prob = rng.random(model_size).astype(np.float32)
-    cost = {}
-    for label, hw in REFINE_SIZES.items():
-        photo = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
-        refine_map(prob, photo, spec)  # compile / warm up
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            refine_map(prob, photo, spec)
-            times.append(time.perf_counter() - start)
-        cost[label] = 1000 * float(np.median(times))
-    return cost
-
-
 def compare(row: dict, reference: dict | None) -> dict | None:
     if reference is None or row is reference:
         return None
@@ -280,6 +233,7 @@ def run(
     device: str = "cpu",
     teacher_tta: str | None = None,
     robustness: bool = False,
+    arch: str | None = None,
     report: str | Path | None = "reports/bench",
     check: str | Path | None = None,
     update_baseline: str | Path | None = None,
@@ -292,7 +246,9 @@ def run(
     `threads`: thread counts to time (default: 1 and all cores); `runs`: timed runs per thread count,
     at least 50, or 0 for accuracy only; `teacher_tta`: also score the teacher with this TTA recipe
     (default: the one in its card; 'none' to skip); `robustness`: also score other capture
-    pipelines; `report`: folder of the reports (None: write none); `update_baseline`: write this
+    pipelines; `arch`: also score every .tflite/.ncnn file under emulation of that CPU architecture
+    ("aarch64": `dbd.benchmarks.emulation`, accuracy only); `report`: folder of the reports (None:
+    write none); `update_baseline`: write this
     run as the new baseline there; `check`: compare with that baseline (`result.regressions`; a
     row the baseline has none for is a failure too, unless `allow_new_rows`: then it is listed in
     `result.not_compared`);
@@ -314,6 +270,10 @@ def run(
     if limit < 0:
         raise DBDError(f"--limit must be 0 (every pair) or a number of pairs, got {limit}")
     baseline = gate.load_baseline(Path(check)) if check else None
+    if arch:  # the emulation kit and what it can run are checked before anything is measured
+        from .emulation import check_arch
+
+        kit = check_arch(arch, model_files(teacher, student, exports, weights), gate=bool(check or update_baseline))
     # Where the results go must be writable BEFORE the benchmark, not found out after it.
     if report is not None:
         check_writable(report, "--report", REPORT_FILES)
@@ -345,6 +305,13 @@ def run(
             rows += bench_row(path, pairs, threads, peaks, **settings, tta=tta)
             if log:
                 log(f"benchmarked {path} with TTA {tta}")
+
+    if arch:  # the same files on an emulated phone CPU: rows of the same table, against their x86 rows
+        from .emulation import emulated_rows
+
+        emulated, arch_notes = emulated_rows(rows, pairs, kit, arch=arch, log=log)
+        rows += emulated
+        notes += arch_notes
 
     # Each row is compared with the teacher as distillation uses it (its TTA) and with the fp32
     # student, both with the same last step (guided with guided, bilinear with bilinear).

@@ -5,6 +5,8 @@ against the teacher — for the teacher, the fp32 student and every exported fil
     dbd-bench --weights exports/dbd_student_320_int8.SUFFIX --threads 1
     dbd-bench --check benchmarks/baseline.json     # CI's accuracy-regression gate (non-zero on regression)
     dbd-bench --update-baseline benchmarks/baseline.json
+    dbd-bench --profile                            # where each exported file's time goes, by operator and layer
+    dbd-bench --runs 0 --limit 20 --arch aarch64   # + each .tflite/.ncnn under QEMU on phone cores (make arm-tools)
 
 Writes reports/bench/{bench.md, bench.json, curves.png, latency_accuracy.png}. The same from
 Python: `dbd.benchmarks.run(...)`.
@@ -46,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--robustness", action="store_true", help="also score every row with other downscalers and at JPEG quality 70"
     )
+    parser.add_argument(
+        "--arch",
+        choices=("aarch64",),
+        help="also score every .tflite and .ncnn file on this CPU architecture under QEMU user-mode emulation "
+        "(a little and a big core, each kernel path; accuracy and Δ/flips against x86, no latency; "
+        "needs `make arm-tools`)",
+    )
     parser.add_argument("--student", type=Path, help="fp32 student checkpoint (default: the shipped one)")
     parser.add_argument("--exports", type=Path, default=Path("exports"), help="folder of exported files to include")
     parser.add_argument("--weights", type=Path, nargs="+", help="more checkpoints or exported files")
@@ -62,13 +71,24 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --check: list rows the baseline has no row for instead of failing on them",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the benchmark: each exported file's time by operator type and layer, from its runtime's "
+        "own profiler (--weights, else every file in --exports; --warmup, then --runs profiled runs at each "
+        "--threads; writes profile.md and profile.json into --report)",
+    )
     args = parser.parse_args(argv)
     if args.allow_new_rows and not args.check:
         parser.error("--allow-new-rows applies only with --check BASELINE")
+    if args.profile:  # dbd.benchmarks.profiling checks its own flags
+        from .profiling import run_profile
+
+        return run_profile(args)
 
     # Imported after parsing: the benchmark pulls in torch and every runtime, --help need not.
     from .bench import run
-    from .report import terminal
+    from .tables import terminal
 
     result = run(
         data=args.data,
@@ -85,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         teacher_tta=args.teacher_tta,
         robustness=args.robustness,
+        arch=args.arch,
         report=args.report,
         check=args.check,
         update_baseline=args.update_baseline,

@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from dbd.core import DBDError, atomic_write
+from dbd.evaluation.metrics import METRICS, gated
 
 BASELINE_FORMAT = "dbd-bench-baseline/1"
-HIGHER_IS_BETTER = ("fbeta_fixed", "fbeta_adaptive", "fbeta_max", "iou")
-LOWER_IS_BETTER = ("mae",)
-DEFAULT_TOLERANCES = {"fbeta_fixed": 0.005, "fbeta_adaptive": 0.005, "fbeta_max": 0.005, "iou": 0.005, "mae": 0.003}
 
 
-METRICS = (*HIGHER_IS_BETTER, *LOWER_IS_BETTER)
+def default_tolerances() -> dict[str, float]:
+    """The gated metrics and their tolerances, as dbd.evaluation.metrics.METRICS declares them."""
+    return {key: METRICS[key].tolerance for key in gated()}
+
+
 MAX_TOLERANCE = 0.1  # every metric lies in [0, 1]: a wider tolerance would let any regression pass
 
 
@@ -56,9 +58,9 @@ def load_baseline(path: Path) -> dict[str, Any]:
     if not isinstance(tolerances, dict):
         raise DBDError(f"baseline '{path}': 'tolerances' must be an object of metric: number; {fix}")
     for metric, tol in tolerances.items():
-        if metric not in METRICS:
+        if metric not in gated():
             raise DBDError(
-                f"baseline '{path}': unknown metric 'tolerances.{metric}' (known: {', '.join(METRICS)}); {fix}"
+                f"baseline '{path}': unknown metric 'tolerances.{metric}' (known: {', '.join(gated())}); {fix}"
             )
         if not _number(tol) or not 0 <= tol <= MAX_TOLERANCE:
             raise DBDError(
@@ -69,10 +71,10 @@ def load_baseline(path: Path) -> dict[str, Any]:
         if not isinstance(expected, dict) or not expected:
             raise DBDError(f"baseline '{path}': row '{row_id}' must be a non-empty object of metric: value; {fix}")
         for metric, value in expected.items():
-            if metric not in METRICS:
+            if metric not in gated():
                 raise DBDError(
                     f"baseline '{path}': row '{row_id}' has unknown metric '{metric}' "
-                    f"(known: {', '.join(METRICS)}); {fix}"
+                    f"(known: {', '.join(gated())}); {fix}"
                 )
             if not _number(value):
                 raise DBDError(f"baseline '{path}': '{row_id}.{metric}' must be a finite number, got {value!r}; {fix}")
@@ -120,7 +122,7 @@ def check(
         return [f"baseline was measured on {baseline.get('data')!r} but this run used {data!r}"]
     if not baseline.get("rows"):
         return ["the baseline has no rows: nothing was compared"]
-    tolerances = {**DEFAULT_TOLERANCES, **baseline.get("tolerances", {})}
+    tolerances = {**default_tolerances(), **baseline.get("tolerances", {})}
     current = {r["id"]: r for r in rows}
     failures = duplicate_rows(rows)
     if not allow_new_rows:
@@ -137,10 +139,11 @@ def check(
             value, tol = row["metrics"].get(metric), tolerances[metric]
             if not _number(value):
                 failures.append(f"{row_id}: {metric} is {value!r} in this run, not a finite number")
-            elif metric in LOWER_IS_BETTER and value > reference + tol:
-                failures.append(f"{row_id}: {metric} rose to {value:.4f} (baseline {reference:.4f}, tolerance +{tol})")
-            elif metric in HIGHER_IS_BETTER and value < reference - tol:
-                failures.append(f"{row_id}: {metric} fell to {value:.4f} (baseline {reference:.4f}, tolerance -{tol})")
+            elif METRICS[metric].regressed(value, reference, tol):
+                moved, sign = ("fell", "-") if METRICS[metric].higher_is_better else ("rose", "+")
+                failures.append(
+                    f"{row_id}: {metric} {moved} to {value:.4f} (baseline {reference:.4f}, tolerance {sign}{tol})"
+                )
     return failures
 
 
@@ -148,15 +151,13 @@ def write_baseline(path: Path, rows: list[dict[str, Any]], data: str, previous: 
     duplicates = duplicate_rows([r for r in rows if r.get("metrics") is not None])
     if duplicates:
         raise DBDError(f"{duplicates[0]}; '{path}' was left as it was")
-    tolerances = (previous or {}).get("tolerances", DEFAULT_TOLERANCES)
+    tolerances = (previous or {}).get("tolerances", default_tolerances())
     doc = {
         "format": BASELINE_FORMAT,
         "data": data,
         "tolerances": tolerances,
         "rows": {
-            r["id"]: {m: round(r["metrics"][m], 5) for m in (*LOWER_IS_BETTER, *HIGHER_IS_BETTER)}
-            for r in rows
-            if r.get("metrics") is not None
+            r["id"]: {m: round(r["metrics"][m], 5) for m in gated()} for r in rows if r.get("metrics") is not None
         },
     }
     if not doc["rows"]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dbd.runtime.metrics import psnr_db
+from dbd.evaluation.metrics import psnr_db
 from dbd.runtime.runners import Runner
 from dbd.runtime.spec import resize_bilinear
 

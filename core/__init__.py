@@ -5,6 +5,7 @@ torch or any other stage.
 """
 
 from .checks import MAX_THREADS, check_float, check_int
+from .data_root import find_data_root
 from .errors import ArgumentParser, DBDError, Terminated, cli_entry, reraise_interrupt
 from .files import atomic_write, check_writable, remove_stale_temps, sha256_file, temp_path
 
@@ -22,4 +23,5 @@ __all__ = [
     "check_int",
     "check_float",
     "MAX_THREADS",
+    "find_data_root",
 ]

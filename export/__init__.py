@@ -13,9 +13,9 @@ from __future__ import annotations
 from dbd.core.lazy import lazy_exports
 
 _LAZY = {
-    "export_model": ".run",
-    "ExportProgress": ".run",
-    "ExportReport": ".run",
+    "export_model": ".api",
+    "ExportProgress": ".api",
+    "ExportReport": ".api",
     "ExportJob": ".base",
     "Verification": ".base",
 }

@@ -9,7 +9,8 @@ once per job and timed on its own; see that class. Formats are found through the
 
 Everything shared (loading the checkpoint, calibration images, reference maps, parity figures and
 budgets, metadata, atomic replacement, the report) lives outside the plug-ins, in `run`,
-`pipeline`, `calibration`, `parity` and `metadata`.
+`pipeline`, `calibration`, `parity` and `metadata`; silencing the converters (`quiet`) and naming
+their versions (`package_versions`) is dbd.runtime.engines.shared's, whose runners need them too.
 
 Plug-in modules import this module when formats are looked up, also at prediction time, so it
 imports nothing heavy (torch, the converters) at module level.
@@ -17,14 +18,9 @@ imports nothing heavy (torch, the converters) at module level.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -101,7 +97,6 @@ __all__ = [
     "get_format",
     "list_formats",
     "quant_dict",
-    "quiet",
     "register_format",
     "same_quant",
     "unknown_choice",
@@ -109,41 +104,6 @@ __all__ = [
 
 
 # ---- helpers the format modules share ---------------------------------------------------------
-
-
-@contextlib.contextmanager
-def quiet(enabled: bool = True) -> Iterator[None]:
-    """Silence the converters' progress bars, banners and C++ logs (file descriptors 1 and 2).
-
-    On an exception the captured tail is attached to it as a note, so nothing useful is lost.
-    """
-    if not enabled:
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException as err:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            sink.seek(0)
-            tail = sink.read()[-4000:].decode("utf-8", "replace")
-            if tail.strip() and hasattr(err, "add_note"):
-                err.add_note("converter output (tail):\n" + tail)
-            raise
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 def quant_dict(scale: float, zero_point: int) -> dict[str, float | int]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dbd.core import DBDError
-from dbd.runtime.datasets import PairedDataset, open_dataset
+from dbd.data.datasets import PairedDataset, open_dataset
 from dbd.runtime.spec import PreprocessSpec
 
 DEFAULT_CALIB = "cuhk"

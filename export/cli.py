@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dbd.core import ArgumentParser, cli_entry
 
-from .run import (
+from .api import (
     DEFAULT_CALIB,
     DEFAULT_CALIB_N,
     DEFAULT_OUT,
@@ -198,8 +198,8 @@ class _Printer(ExportProgress):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .api import export_model
     from .parity import ParityBudget
-    from .run import export_model
 
     options = {name[len("option_") :]: value for name, value in vars(args).items() if name.startswith("option_")}
     report = export_model(

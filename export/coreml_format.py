@@ -12,16 +12,15 @@ the package and spec load (`skip_model_load=True`), I/O names, shapes and types 
 metadata, the op set is counted and the weight dtypes are what the precision promises. On macOS
 the parity check runs as for the other formats.
 
-Runtime side: `CoreMLRunner` (coremltools; it predicts on macOS only, which `available()` reports)
-and the metadata reader, which finds `user_defined_metadata["dbd"]` in the package's model spec with the
-standard library alone (protowire). Heavy modules (torch, coremltools) are imported inside the
-functions that use them: this module is loaded whenever formats are looked up.
+This module is the export side (the `CoreMLFormat` plug-in). Running the files (`CoreMLRunner`,
+macOS only, which `available()` reports) and reading their metadata are dbd.runtime.engines.coreml,
+which the plug-in's `runner` and `read_metadata` hand over to. Heavy modules (torch, coremltools) are
+imported inside the functions that use them: this module is loaded whenever formats are looked up.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import platform
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from dbd.core import DBDError, reraise_interrupt
-from dbd.runtime import protowire
+from dbd.runtime.engines.coreml import CoreMLRunner, metadata_entry
+from dbd.runtime.engines.shared import package_versions, quiet
 from dbd.runtime.formats import Availability, FileFormat
 from dbd.runtime.metadata import METADATA_KEY, read_metadata
-from dbd.runtime.runners import ExportedRunner
 
-from .base import ExportJob, Verification, check_io, quiet
-from .metadata import dumps, float_nchw_metadata, package_versions
+from .base import ExportJob, Verification, check_io
+from .metadata import dumps, float_nchw_metadata
 
 INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"
 QUANTIZATION_WORDS = {
@@ -45,53 +44,6 @@ QUANTIZATION_WORDS = {
 }
 _ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32", 131080: "int8"}
 _CONST_OPS = ("const", "constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense")
-
-
-# ---- runtime side ----------------------------------------------------------------------------------
-
-
-class CoreMLRunner(ExportedRunner):
-    format = "coreml"
-
-    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
-        super().__init__(path)
-        import coremltools as ct
-
-        self.model = ct.models.MLModel(str(path))
-        self.input_name, self.output_name = self.info["input"]["name"], self.info["output"]["name"]
-
-    def run_one(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - macOS only
-        return self.model.predict({self.input_name: x})[self.output_name]
-
-
-def metadata_entry(path: Path) -> str | None:
-    """`user_defined_metadata["dbd"]` of the .mlpackage folder's model spec (None when absent)."""
-    manifest_path = path / "Manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        root = manifest["rootModelIdentifier"]
-        spec_path = path / "Data" / manifest["itemInfoEntries"][root]["path"]
-        spec = spec_path.read_bytes()
-    except (OSError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DBDError(
-            f"'{path}' is not a readable .mlpackage (Manifest.json or model spec: {type(err).__name__}); "
-            f"re-export it with dbd-export"
-        ) from None
-    try:
-        # Model: description = 2; ModelDescription: metadata = 100; Metadata: userDefined = 100 (map).
-        found = None
-        for description in protowire.submessages(spec, 2):
-            for metadata in protowire.submessages(description, 100):
-                for entry in protowire.submessages(metadata, 100):
-                    key, value = protowire.string_map_entry(entry)
-                    if key == METADATA_KEY:
-                        found = value
-        return found
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DBDError(f"'{path}' holds a corrupt CoreML model spec ({err}); re-export it with dbd-export") from None
-
-
-# ---- export side -----------------------------------------------------------------------------------
 
 
 def _ct():

@@ -15,33 +15,41 @@ the JSON string (`constant_methods` of the lowering): an app reads it with
 `module.execute("dbd_metadata")`, and dbd reads it from the flatbuffer with the standard library
 alone (the ExecutionPlan named `dbd_metadata`, its String value).
 
-Runtime side: `ExecuTorchRunner` (`executorch.runtime`, CPU) and the metadata reader. Heavy modules
-(torch, executorch, torchao) are imported inside the functions that use them: this module is
-loaded whenever formats are looked up.
+This module is the export side (the `ExecuTorchFormat` plug-in). Running the programs
+(`ExecuTorchRunner`), reading their metadata and ExecuTorch's profiler are dbd.runtime.engines.executorch,
+which the plug-in's `runner`, `read_metadata` and `profile` hand over to. Heavy modules (torch,
+executorch, torchao) are imported inside the functions that use them: this module is loaded whenever
+formats are looked up.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import struct
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dbd.core import DBDError, reraise_interrupt
-from dbd.runtime.formats import Availability, FileFormat
-from dbd.runtime.metadata import METADATA_KEY, read_metadata
-from dbd.runtime.runners import ExportedRunner
+from dbd.core import DBDError
+from dbd.runtime.engines.executorch import (
+    METADATA_METHOD,
+    METHOD,
+    ExecuTorchRunner,
+    _import_runtime,
+    _plans,
+    metadata_entry,
+    profile_executorch,
+    program_summary,
+)
+from dbd.runtime.engines.shared import package_versions, quiet
+from dbd.runtime.formats import Availability, FileFormat, ProfiledRun
+from dbd.runtime.metadata import read_metadata
 
-from .base import ExportJob, Verification, check_io, quiet
-from .metadata import dumps, float_nchw_metadata, package_versions
+from .base import ExportJob, Verification, check_io
+from .metadata import dumps, float_nchw_metadata
 
 INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"  # documentation only: a .pte addresses I/O by position
-METHOD = "forward"
-METADATA_METHOD = f"{METADATA_KEY}_metadata"  # the constant method that returns the "dbd" JSON
 INSTALL_HINT = "pip install -e '.[executorch]'"
 QUANTIZATION_WORDS = {
     "fp32": "none (float32, XNNPACK delegate)",
@@ -49,90 +57,6 @@ QUANTIZATION_WORDS = {
     "(99.99th-percentile calibration), XNNPACK delegate; float32 input/output",
 }
 _SCALAR_TYPES = {0: "uint8", 1: "int8", 5: "float16", 6: "float32"}  # ExecuTorch ScalarType codes
-
-# ---- the metadata with the standard library: just enough flatbuffer (schema/program.fbs) ----------------
-
-_PROGRAM_PLANS = 1  # table Program { version; execution_plan: [ExecutionPlan]; ... }
-_PLAN_NAME, _PLAN_VALUES, _PLAN_OPERATORS, _PLAN_DELEGATES = 0, 2, 6, 7  # table ExecutionPlan
-_EVALUE_TYPE, _EVALUE_VAL = 0, 1  # table EValue { val: KernelTypes } (a union: type, then value)
-_KERNEL_TYPE_STRING = 6  # union KernelTypes { Null, Int, Bool, Double, Tensor, String, ... } after NONE = 0
-_FILE_IDENTIFIER = b"ET12"
-
-
-def _u32(data: bytes, pos: int) -> int:
-    return struct.unpack_from("<I", data, pos)[0]
-
-
-def _field(data: bytes, table: int, index: int) -> int | None:
-    """Absolute position of field `index` of the table at `table`, or None when absent."""
-    vtable = table - struct.unpack_from("<i", data, table)[0]
-    size = struct.unpack_from("<H", data, vtable)[0]
-    if 4 + 2 * index >= size:
-        return None
-    offset = struct.unpack_from("<H", data, vtable + 4 + 2 * index)[0]
-    return table + offset if offset else None
-
-
-def _tables(data: bytes, table: int, index: int) -> list[int]:
-    """The tables of a vector-of-tables field (empty when absent)."""
-    pos = _field(data, table, index)
-    if pos is None:
-        return []
-    vec = pos + _u32(data, pos)
-    length = _u32(data, vec)
-    if vec + 4 + 4 * length > len(data):
-        raise ValueError("vector past the end")
-    return [vec + 4 + 4 * i + _u32(data, vec + 4 + 4 * i) for i in range(length)]
-
-
-def _string(data: bytes, table: int, index: int) -> str | None:
-    pos = _field(data, table, index)
-    if pos is None:
-        return None
-    start = pos + _u32(data, pos)
-    length = _u32(data, start)
-    if start + 4 + length > len(data):
-        raise ValueError("string past the end")
-    return data[start + 4 : start + 4 + length].decode("utf-8")
-
-
-def _plans(data: bytes, path: Path) -> dict[str, int]:
-    """{name: ExecutionPlan table} of a .pte's program."""
-    if len(data) < 8 or data[4:8] != _FILE_IDENTIFIER:
-        raise DBDError(
-            f"'{path}' is not an ExecuTorch program (no {_FILE_IDENTIFIER.decode()} identifier); re-export it"
-        )
-    root = _u32(data, 0)
-    return {_string(data, plan, _PLAN_NAME) or "": plan for plan in _tables(data, root, _PROGRAM_PLANS)}
-
-
-def metadata_entry(data: bytes, path: Path) -> str | None:
-    """The JSON string the `dbd_metadata` constant method returns (None when the program has none)."""
-    plan = _plans(data, path).get(METADATA_METHOD)
-    if plan is None:
-        return None
-    values = _tables(data, plan, _PLAN_VALUES)
-    if len(values) != 1:
-        raise ValueError(f"{METADATA_METHOD} holds {len(values)} values")
-    kind = _field(data, values[0], _EVALUE_TYPE)
-    if kind is None or data[kind] != _KERNEL_TYPE_STRING:
-        raise ValueError(f"{METADATA_METHOD} does not return a string")
-    value = _field(data, values[0], _EVALUE_VAL)
-    string_table = value + _u32(data, value)
-    return _string(data, string_table, 0)  # table String { string_val: string }
-
-
-def program_summary(data: bytes, path: Path) -> dict[str, Any]:
-    """Operators left to ExecuTorch's kernels and the delegates of the forward method."""
-    plan = _plans(data, path).get(METHOD)
-    if plan is None:
-        raise DBDError(f"'{path}' has no '{METHOD}' method; re-export it with dbd-export")
-    operators = [
-        f"{_string(data, op, 0)}" + (f".{_string(data, op, 1)}" if _string(data, op, 1) else "")
-        for op in _tables(data, plan, _PLAN_OPERATORS)
-    ]
-    delegates = [_string(data, d, 0) or "?" for d in _tables(data, plan, _PLAN_DELEGATES)]
-    return {"operators": operators, "delegates": delegates}
 
 
 CALIBRATION_PERCENTILE = 99.99  # int8 activation ranges: this percentile of the calibration values
@@ -164,58 +88,6 @@ def percentile_observer():
     return _OBSERVER[0]
 
 
-def _import_runtime():
-    with quiet():  # torchao prints load failures of its CUDA kernels; ExecuTorch logs cpuinfo probes
-        from executorch.runtime import Runtime
-
-        return Runtime.get()
-
-
-# ---- runtime side ----------------------------------------------------------------------------------
-
-
-class ExecuTorchRunner(ExportedRunner):
-    """The ExecuTorch runtime (XNNPACK) on the CPU; one image per execute (fixed batch 1)."""
-
-    format = "executorch"
-
-    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
-        super().__init__(path)  # refuses a program without the dbd metadata before loading it
-        if device != "cpu":
-            raise DBDError(f"'{path}': ExecuTorch runs on the CPU here (XNNPACK); use --device cpu")
-        runtime = _import_runtime()
-        try:
-            with quiet():
-                self.program = runtime.load_program(Path(path))
-                self.method = self.program.load_method(METHOD)
-                meta = self.program.metadata(METHOD)
-        except Exception as err:  # noqa: BLE001 - the runtime raises RuntimeError/ValueError for bad programs
-            reraise_interrupt(err)
-            raise DBDError(
-                f"ExecuTorch cannot load '{path}' ({(str(err).splitlines() or [''])[0][:120]}); re-export it"
-            ) from None
-        if meta.num_inputs() != 1 or meta.num_outputs() != 1:
-            raise DBDError(
-                f"'{path}' takes {meta.num_inputs()} inputs and gives {meta.num_outputs()} outputs; re-export it"
-            )
-        self.check_input_shape(list(meta.input_tensor_meta(0).sizes()))
-        self.threads = threads
-        self._lock = threading.Lock()
-
-    def run_one(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        # ExecuTorch's XNNPACK thread pool is process-wide and keeps the size it started with: its
-        # Python resize (_unsafe_reset_threadpool) deadlocked a long test session after the pool had
-        # run, so `threads` is recorded but not applied.
-        with self._lock:  # one method owns one set of planned buffers
-            out = self.method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])[0]
-            return out.numpy().copy()
-
-
-# ---- export side -----------------------------------------------------------------------------------
-
-
 class ExecuTorchFormat(FileFormat):
     name = "executorch"
     suffix = ".pte"
@@ -239,6 +111,11 @@ class ExecuTorchFormat(FileFormat):
 
     def runner(self, path: Path, threads: int | None = None, device: str = "cpu") -> ExecuTorchRunner:
         return ExecuTorchRunner(Path(path), threads, device)
+
+    def profile(self, path: Path, x: np.ndarray, threads: int, runs: int, warmup: int) -> ProfiledRun:
+        # XNNPACK's thread pool is process-wide and keeps its size (ExecuTorchRunner): the profile runs
+        # with that pool, whatever `threads` asks; ProfiledRun.threads says its size.
+        return profile_executorch(path, x, runs, warmup)
 
     def tools(self) -> dict[str, str]:
         return package_versions("torch", "executorch", "torchao")

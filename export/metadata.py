@@ -28,16 +28,6 @@ def dbd_version() -> str:
         return "unknown"
 
 
-def package_versions(*names: str) -> dict[str, str]:
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def sha256_path(path: Path) -> str:
     """sha256 of a file, or of a folder (a package format): relative paths and contents in sorted order."""
     path = Path(path)

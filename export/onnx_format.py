@@ -16,10 +16,10 @@ Activation ranges come from the 99.999th percentile of the calibration values, n
 a few extreme logits of students with steep maps (the DOF-edge term) stretched the MinMax range of
 the head until the ONNX int8 file failed its parity budget (docs/export.md, "Formats").
 
-Runtime side: `OnnxRunner` (onnxruntime; CUDA with device="cuda") and the metadata reader, which
-finds the "dbd" entry of `ModelProto.metadata_props` with the standard library alone (protowire).
-Heavy modules (torch, onnx, onnxruntime, the exporters) are imported inside the functions that
-use them: this module is loaded whenever formats are looked up.
+This module is the export side (the `OnnxFormat` plug-in). Running the files (`OnnxRunner`), reading
+their metadata and onnxruntime's profiler are dbd.runtime.engines.onnx, which the plug-in's `runner`,
+`read_metadata` and `profile` hand over to. Heavy modules (torch, onnx, onnxruntime, the exporters)
+are imported inside the functions that use them: this module is loaded whenever formats are looked up.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 
 from dbd.core import DBDError, reraise_interrupt
-from dbd.runtime import protowire
-from dbd.runtime.formats import FileFormat, FormatOption
-from dbd.runtime.metadata import METADATA_KEY, check_graph_io, read_metadata
-from dbd.runtime.runners import ExportedRunner
+from dbd.runtime.engines.onnx import OnnxRunner, metadata_entry, profile_onnx
+from dbd.runtime.engines.shared import package_versions, quiet
+from dbd.runtime.formats import FileFormat, FormatOption, ProfiledRun
+from dbd.runtime.metadata import METADATA_KEY, read_metadata
 
-from .base import ExportJob, Verification, check_io, quiet
-from .metadata import dumps, float_nchw_metadata, package_versions
+from .base import ExportJob, Verification, check_io
+from .metadata import dumps, float_nchw_metadata
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"
@@ -55,72 +55,8 @@ QUANTIZATION_WORDS = {
 }
 
 
-# ---- runtime side ----------------------------------------------------------------------------------
-
-
 CALIBRATION_PERCENTILE = 99.999  # int8 activation ranges: this percentile of the calibration values
 CALIB_CHUNK = 64  # calibration images whose activations onnxruntime holds at once
-
-
-ONNX_TYPES = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-}
-
-
-class OnnxRunner(ExportedRunner):
-    """onnxruntime on the CPU (or CUDA); one image per run (fixed batch 1)."""
-
-    format = "onnx"
-
-    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
-        super().__init__(path)
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as err:  # onnxruntime raises its own exception types for corrupt files
-            reraise_interrupt(err)  # ...and may wrap a Ctrl-C received while it loads
-            raise DBDError(
-                f"onnxruntime cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it"
-            ) from None
-        self.input_name = self.info["input"]["name"]
-        self.check_input_shape(self.session.get_inputs()[0].shape)
-        # what the metadata says to feed and read must be what the graph takes and gives
-        for key, arg in (("input", self.session.get_inputs()[0]), ("output", self.session.get_outputs()[0])):
-            graph = ONNX_TYPES.get(arg.type)
-            if graph is None:
-                raise DBDError(f"'{path}': the graph's {key} is a {arg.type}, which dbd does not feed; re-export it")
-            check_graph_io(self.info, path, key, graph)
-
-    def run_one(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
-
-
-def metadata_entry(data: bytes) -> str | None:
-    """The "dbd" entry of a serialised ModelProto's metadata_props (None when absent)."""
-    # ModelProto: ir_version = 1 (varint, always first in files onnx writes), graph = 7, metadata_props = 14.
-    seen_graph = False
-    found = None
-    for number, wire, field in protowire.fields(data):
-        if number == 7 and wire == 2:
-            seen_graph = True
-        elif number == 14 and wire == 2:
-            key, value = protowire.string_map_entry(field)
-            if key == METADATA_KEY:
-                found = value
-    if not seen_graph:
-        raise ValueError("no graph")
-    return found
-
-
-# ---- export side -----------------------------------------------------------------------------------
 
 
 def _export_torch(job: ExportJob, path: Path) -> str:
@@ -185,6 +121,9 @@ class OnnxFormat(FileFormat):
 
     def runner(self, path: Path, threads: int | None = None, device: str = "cpu") -> OnnxRunner:
         return OnnxRunner(path, threads, device)
+
+    def profile(self, path: Path, x: np.ndarray, threads: int, runs: int, warmup: int) -> ProfiledRun:
+        return profile_onnx(path, x, threads, runs, warmup)
 
     def tools(self) -> dict[str, str]:
         return package_versions("torch", "onnx", "onnxsim", "onnxruntime", "onnxscript")

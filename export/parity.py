@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dbd.runtime.metrics import PSNR_CAP_DB, BlurMapMetrics, psnr_db
+from dbd.evaluation.metrics import PSNR_CAP_DB, BlurMapMetrics, psnr_db
 from dbd.runtime.spec import PreprocessSpec
 
 from .calibration import normalised_nchw

@@ -14,38 +14,46 @@ Transpose), then ai-edge-quantizer on that flatbuffer: weight-only FLOAT_CASTING
 goes into the flatbuffer's `metadata` (entry "dbd"), written with the schema's object API.
 Verification refuses any non-builtin op (Flex / select-TF / custom) and layout Transposes.
 
-Runtime side: `TFLiteRunner` (LiteRT with XNNPACK, CPU) and the metadata reader, which walks the
-flatbuffer to the "dbd" metadata entry with the standard library alone. Heavy modules (torch,
-litert-torch, ai-edge-quantizer, the LiteRT interpreter) are imported inside the functions that
-use them: this module is loaded whenever formats are looked up.
+This module is the export side (the `TFLiteFormat` plug-in: conversion, quantisation, verification);
+the flatbuffer editing it uses is tflite_flatbuffer.py. Running the files (`TFLiteRunner`), reading
+their metadata and LiteRT's profiler are dbd.runtime.engines.tflite, which the plug-in's `runner`,
+`read_metadata` and `profile` hand over to. Heavy modules (torch, litert-torch, ai-edge-quantizer,
+the LiteRT interpreter) are imported inside the functions that use them: this module is loaded
+whenever formats are looked up.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import os
 import re
-import struct
 import tempfile
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from dbd.core import DBDError, reraise_interrupt
-from dbd.runtime.formats import FileFormat
-from dbd.runtime.metadata import METADATA_KEY, check_graph_io, read_metadata
-from dbd.runtime.runners import ExportedRunner
+from dbd.runtime.engines.shared import package_versions, quiet
+from dbd.runtime.engines.tflite import TFLiteRunner, metadata_entry, profile_litert
+from dbd.runtime.formats import FileFormat, ProfiledRun
+from dbd.runtime.metadata import read_metadata
 from dbd.runtime.spec import PreprocessSpec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-from .base import ExportJob, Verification, check_io, quant_dict, quiet
-from .metadata import build_metadata, dumps, input_entry, output_entry, package_versions
+from .base import ExportJob, Verification, check_io, quant_dict
+from .metadata import build_metadata, dumps, input_entry, output_entry
+from .tflite_flatbuffer import (
+    _schema,
+    check_ops,
+    embed_metadata,
+    is_layout_transpose,
+    op_histogram,
+    op_scopes,
+    read_model,
+)
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "blur_prob"
 SIGNATURE = "serving_default"
@@ -57,141 +65,6 @@ QUANTIZATION_WORDS = {
     "int8": "full integer: int8 per-channel symmetric weights, int8 activations (static, MinMax calibration), "
     "int8 input (pixel - 128) and int8 output (scale 1/256)",
 }
-
-
-# ---- runtime side ----------------------------------------------------------------------------------
-
-
-class TFLiteRunner(ExportedRunner):
-    """LiteRT interpreter (XNNPACK delegate by default); one image per invoke (fixed batch 1)."""
-
-    format = "tflite"
-
-    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
-        super().__init__(path)
-        if device != "cpu":
-            raise DBDError(f"'{path}': TFLite runs on the CPU here (GPU delegates are for phones); use --device cpu")
-        with _quiet_stderr():
-            from ai_edge_litert.interpreter import Interpreter
-
-            try:
-                self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
-                self.interpreter.allocate_tensors()
-            except (ValueError, RuntimeError) as err:
-                raise DBDError(
-                    f"LiteRT cannot load '{path}' ({str(err).splitlines()[0][:120]}); re-export it"
-                ) from None
-        details = self.interpreter.get_input_details()[0]
-        self.check_input_shape([int(v) for v in details["shape"]])
-        output = self.interpreter.get_output_details()[0]
-        # what the metadata says to feed and read must be what the graph takes and gives
-        check_graph_io(self.info, path, "input", details["dtype"], details["quantization"])
-        check_graph_io(self.info, path, "output", output["dtype"], output["quantization"])
-        self.input_index = details["index"]
-        self.output_index = output["index"]
-        self._lock = threading.Lock()
-
-    def run_one(self, x: np.ndarray) -> np.ndarray:
-        # One interpreter owns one set of tensors: two threads sharing a Predictor must take turns
-        # (LiteRT refuses set_tensor while another thread holds a view of its output).
-        with self._lock:
-            self.interpreter.set_tensor(self.input_index, x)
-            self.interpreter.invoke()
-            return self.interpreter.get_tensor(self.output_index).copy()
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """LiteRT prints an INFO line about XNNPACK on stderr from C++; keep the CLI output clean."""
-    try:
-        fd = os.dup(2)
-    except OSError:
-        yield
-        return
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(fd, 2)
-            os.close(fd)
-
-
-# The "dbd" metadata with the standard library: just enough flatbuffer to reach Model.metadata and
-# Model.buffers (field indices of schema.fbs).
-_TFL_MODEL_BUFFERS, _TFL_MODEL_METADATA = 4, 6  # `table Model`
-_TFL_METADATA_NAME, _TFL_METADATA_BUFFER = 0, 1  # `table Metadata`
-_TFL_BUFFER_DATA, _TFL_BUFFER_OFFSET, _TFL_BUFFER_SIZE = 0, 1, 2  # `table Buffer`
-
-
-def _u32(data: bytes, pos: int) -> int:
-    return struct.unpack_from("<I", data, pos)[0]
-
-
-def _fb_field(data: bytes, table: int, index: int) -> int | None:
-    """Absolute position of field `index` of the table at `table`, or None when absent."""
-    vtable = table - struct.unpack_from("<i", data, table)[0]
-    vt_size = struct.unpack_from("<H", data, vtable)[0]
-    if 4 + 2 * index >= vt_size:
-        return None
-    offset = struct.unpack_from("<H", data, vtable + 4 + 2 * index)[0]
-    return table + offset if offset else None
-
-
-def _fb_vector(data: bytes, table: int, index: int) -> tuple[int, int]:
-    """(start, length) of a vector field; (0, 0) when absent."""
-    pos = _fb_field(data, table, index)
-    if pos is None:
-        return 0, 0
-    vec = pos + _u32(data, pos)
-    length = _u32(data, vec)
-    if vec + 4 + length > len(data):
-        raise ValueError("vector past the end")
-    return vec + 4, length
-
-
-def _fb_table_at(data: bytes, pos: int) -> int:
-    return pos + _u32(data, pos)
-
-
-def metadata_entry(data: bytes, path: Path) -> str | None:
-    """The "dbd" metadata entry of a TFLite flatbuffer (None when absent)."""
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise DBDError(
-            f"'{path}' is not a TFLite flatbuffer (no TFL3 identifier); pass a .tflite written by dbd-export"
-        )
-    model = _fb_table_at(data, 0)
-    meta_start, meta_len = _fb_vector(data, model, _TFL_MODEL_METADATA)
-    buf_start, buf_len = _fb_vector(data, model, _TFL_MODEL_BUFFERS)
-    for i in range(meta_len):
-        entry = _fb_table_at(data, meta_start + 4 * i)
-        name_pos = _fb_field(data, entry, _TFL_METADATA_NAME)
-        if name_pos is None:
-            continue
-        name_start = name_pos + _u32(data, name_pos)
-        name = data[name_start + 4 : name_start + 4 + _u32(data, name_start)].decode("utf-8")
-        if name != METADATA_KEY:
-            continue
-        index_pos = _fb_field(data, entry, _TFL_METADATA_BUFFER)
-        index = _u32(data, index_pos) if index_pos is not None else 0
-        if index >= buf_len:
-            raise ValueError("metadata buffer index out of range")
-        buffer = _fb_table_at(data, buf_start + 4 * index)
-        start, length = _fb_vector(data, buffer, _TFL_BUFFER_DATA)
-        if length:
-            return data[start : start + length].decode("utf-8")
-        # Buffers of large models may live after the flatbuffer: Buffer.offset / Buffer.size.
-        off_pos = _fb_field(data, buffer, _TFL_BUFFER_OFFSET)
-        size_pos = _fb_field(data, buffer, _TFL_BUFFER_SIZE)
-        if off_pos is not None and size_pos is not None:
-            offset, size = (struct.unpack_from("<Q", data, p)[0] for p in (off_pos, size_pos))
-            if offset > 1 and offset + size <= len(data):
-                return data[offset : offset + size].decode("utf-8")
-        raise ValueError("empty metadata buffer")
-    return None
-
-
-# ---- export side -----------------------------------------------------------------------------------
 
 
 def folded_pixels(model, spec: PreprocessSpec):
@@ -218,122 +91,6 @@ def folded_pixels(model, spec: PreprocessSpec):
             return {OUTPUT_NAME: self.model(x).permute(0, 2, 3, 1)}
 
     return FoldedPixels(model, spec)
-
-
-# ---- the flatbuffer, through the schema's object API --------------------------------------------
-
-
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
-def _op_names() -> dict[int, str]:
-    schema = _schema()
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-def read_model(data: bytes):
-    """The flatbuffer as a ModelT; buffers stored after the flatbuffer (offset/size) are pulled inline."""
-    schema = _schema()
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise DBDError("not a TFLite flatbuffer (no TFL3 identifier)")
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    for buffer in model.buffers or []:
-        if buffer.offset and buffer.offset > 1:  # ai-edge-quantizer writes constants this way
-            end = buffer.offset + buffer.size
-            if end > len(data):
-                raise DBDError("TFLite buffer points past the end of the file (truncated?)")
-            buffer.data = np.frombuffer(data, np.uint8, count=buffer.size, offset=buffer.offset).copy()
-            buffer.offset = buffer.size = 0
-    return model
-
-
-def write_model(model) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1 << 20)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def embed_metadata(data: bytes, text: str) -> bytes:
-    """The flatbuffer with `text` as its metadata entry "dbd" (replacing an older one)."""
-    schema = _schema()
-    model = read_model(data)
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(text.encode("utf-8"), np.uint8).copy()
-    model.buffers = list(model.buffers or []) + [buffer]
-    entry = schema.MetadataT()
-    entry.name = METADATA_KEY
-    entry.buffer = len(model.buffers) - 1
-    kept = [
-        m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_KEY
-    ]
-    model.metadata = kept + [entry]
-    return write_model(model)
-
-
-def op_histogram(data: bytes) -> tuple[collections.Counter, list[str], list[list[int]]]:
-    """(op name -> count over all subgraphs, custom op codes, perms of rank-4 TRANSPOSE ops)."""
-    schema = _schema()
-    model = read_model(data)
-    names = _op_names()
-    counts: collections.Counter = collections.Counter()
-    custom, transposes = [], []
-    for subgraph in model.subgraphs or []:
-        for op in subgraph.operators or []:
-            code = model.operatorCodes[op.opcodeIndex]
-            builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-            if builtin == schema.BuiltinOperator.CUSTOM:
-                name = (code.customCode or b"?").decode("utf-8", "replace")
-                custom.append(name)
-                counts[f"CUSTOM:{name}"] += 1
-                continue
-            counts[names.get(builtin, f"BUILTIN_{builtin}")] += 1
-            if builtin == schema.BuiltinOperator.TRANSPOSE and op.inputs is not None and len(op.inputs) > 1:
-                perm_tensor = subgraph.tensors[op.inputs[1]]
-                data_ = model.buffers[perm_tensor.buffer].data if perm_tensor.buffer < len(model.buffers) else None
-                perm = np.frombuffer(bytes(data_), np.int32).tolist() if data_ is not None else []
-                transposes.append(perm)
-    return counts, custom, transposes
-
-
-def op_scopes(data: bytes) -> list[str]:
-    """Each operator's scope as ai-edge-quantizer matches it: its output tensor names, joined."""
-    model = read_model(data)
-    return [
-        ";".join(sg.tensors[i].name.decode("utf-8", "replace") for i in op.outputs if i >= 0)
-        for sg in model.subgraphs or []
-        for op in sg.operators or []
-    ]
-
-
-def is_layout_transpose(perm: list[int]) -> bool:
-    """NHWC <-> NCHW (or unknown perm): what a layout conversion leaves behind."""
-    return not perm or perm in ([0, 3, 1, 2], [0, 2, 3, 1])
-
-
-def check_ops(path: Path, data: bytes) -> collections.Counter:
-    """Builtin ops only and no layout Transpose; returns the op histogram."""
-    counts, custom, transposes = op_histogram(data)
-    if custom:
-        flex = [c for c in custom if c.startswith("Flex")]
-        kinds = collections.Counter(custom)
-        listed = ", ".join(f"{k} x{v}" for k, v in kinds.most_common(3))
-        what = "select-TensorFlow (Flex) ops" if flex else "custom ops"
-        raise DBDError(
-            f"'{path}' contains {what} ({listed}), which the phone's builtin TFLite runtime cannot run; "
-            f"the model must use builtin ops only (replace the layer that produces them)"
-        )
-    layout = [p for p in transposes if is_layout_transpose(p)]
-    if layout:
-        raise DBDError(
-            f"'{path}' contains {len(layout)} layout Transpose op(s) (NCHW<->NHWC) inside the graph, "
-            f"which cost time on the phone; export through the NHWC wrapper (litert_torch.to_channel_last_io)"
-        )
-    return counts
 
 
 def _details(interpreter) -> tuple[list[dict], list[dict]]:
@@ -379,6 +136,9 @@ class TFLiteFormat(FileFormat):
 
     def runner(self, path: Path, threads: int | None = None, device: str = "cpu") -> TFLiteRunner:
         return TFLiteRunner(path, threads, device)
+
+    def profile(self, path: Path, x: np.ndarray, threads: int, runs: int, warmup: int) -> ProfiledRun:
+        return profile_litert(path, x, threads, runs, warmup)
 
     def tools(self) -> dict[str, str]:
         return package_versions("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert")

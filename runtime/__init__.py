@@ -1,6 +1,7 @@
 """Running dbd models: `Predictor` (photo in, blur map out, any model file), `predict` (images,
 folders and videos in, blur maps, masks and overlays written out: what dbd-predict runs), the
-runners, the datasets and the metrics.
+runners and the preprocessing contract. Data (datasets, synthetic data, capture variation) is in
+dbd.data, scoring (metrics, TTA) in dbd.evaluation.
 
     from dbd.runtime import Predictor, predict, read_image
     blur = Predictor().predict(read_image("photo.jpg"))
@@ -17,8 +18,8 @@ from dbd.core.lazy import lazy_exports
 _LAZY = {
     "Predictor": ".predictor",
     "default_weights": ".predictor",
-    "predict": ".prediction",
-    "PredictionResult": ".prediction",
+    "predict": ".predict_files",
+    "PredictionResult": ".predict_files",
     "open_runner": ".runners",
     "read_image": ".imageio",
     "read_mask": ".imageio",

@@ -24,7 +24,7 @@ from pathlib import Path
 from dbd.core import ArgumentParser, cli_entry
 
 from .overlay import OVERLAY_STYLES
-from .prediction import OUTPUTS, predict
+from .predict_files import OUTPUTS, predict
 
 
 @cli_entry("dbd-predict")

@@ -29,14 +29,13 @@ import importlib.util
 import re
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dbd.core import DBDError, reraise_interrupt
 
-if TYPE_CHECKING:  # the runner base classes import this module
-    from .runners import Runner
+from .runner_base import Runner
 
 ENTRY_POINT_GROUP = "dbd.formats"
 CHECKPOINT_SUFFIX = ".safetensors"  # PyTorch checkpoints: read by the runtime itself, never a plug-in
@@ -52,6 +51,22 @@ class Availability:
 
     def __bool__(self) -> bool:
         return self.ok
+
+
+class ProfilingUnavailable(DBDError):
+    """A format's runtime offers no per-operator profiler here (the message says why, in one line)."""
+
+
+@dataclass
+class ProfiledRun:
+    """What a runtime's own profiler recorded over `runs` inferences of one file (`FileFormat.profile`)."""
+
+    profiler: str  # which profiler, in words
+    runs: int
+    threads: int | None  # the threads the runtime ran with (None: not known)
+    nodes: list[tuple[str, str, list[float]]]  # (layer, op type, its ms in each run), in execution order
+    total_ms: list[float] | None = None  # the runtime's own time for each whole inference
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -75,7 +90,8 @@ class FileFormat(ABC):
     """One exported-file format. Subclass it, fill in the attributes and the abstract methods,
     and register an instance (entry point or `register_format`).
 
-    Runtime side: `read_metadata(path)` and `runner(path, threads, device)`.
+    Runtime side: `read_metadata(path)`, `runner(path, threads, device)` and, optionally, `profile(...)`
+    (per-operator times from the runtime's own profiler, for `dbd-bench --profile`).
     Export side (`job` is a `dbd.export.base.ExportJob`):
 
     * `prepare(job)`: optional, the conversion every precision shares (cached on `job._cache`),
@@ -138,8 +154,8 @@ class FileFormat(ABC):
         """
 
     @abstractmethod
-    def runner(self, path: Path, threads: int | None = None, device: str = "cpu") -> "Runner":
-        """A runner (dbd.runtime.runners.Runner) over the file; `available()` has been checked."""
+    def runner(self, path: Path, threads: int | None = None, device: str = "cpu") -> Runner:
+        """A runner over the file; `available()` has been checked."""
 
     # ---- export side ---------------------------------------------------------------------------
 
@@ -161,6 +177,11 @@ class FileFormat(ABC):
     def tools(self) -> dict[str, str]:
         """Versions of the conversion tools, for the metadata and the report."""
         return {}
+
+    def profile(self, path: Path, x: Any, threads: int, runs: int, warmup: int) -> ProfiledRun:
+        """Optional (`dbd-bench --profile`): run the file `warmup` times, then `runs` times under its
+        runtime's own profiler, on `x` (one input as `run_one` takes it: the file's layout and dtype)."""
+        raise ProfilingUnavailable(f"no per-operator profiler is hooked up for {self.suffix} files")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.suffix}>"
@@ -345,6 +366,8 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "FileFormat",
     "FormatOption",
+    "ProfiledRun",
+    "ProfilingUnavailable",
     "describe_suffixes",
     "find_format",
     "format_of",

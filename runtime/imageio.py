@@ -23,6 +23,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dbd.core import DBDError, reraise_interrupt
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+"""Accepted for images and masks alike, in any letter case (CUHK has both .jpg and .JPG)."""
+
 POLARITIES = ("blur_white", "sharp_white")
 """How a mask file stores its labels: white = blurred (CUHK, CTCUG, SZU-BD) or white = sharp (DUT)."""
 

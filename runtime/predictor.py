@@ -26,7 +26,7 @@ from .runners import Runner, open_runner
 
 
 def default_weights() -> Path:
-    from dbd.models.released import released_checkpoint
+    from dbd.models.shipped import released_checkpoint
 
     return released_checkpoint("dbd_student")
 

@@ -1,5 +1,5 @@
 """Runners behind one interface: PyTorch checkpoints here, and the base class of the runners that
-format plug-ins (dbd.runtime.formats) provide for their exported files.
+format plug-ins (dbd.runtime.formats) provide for their exported files (dbd's own: dbd.runtime.engines).
 
 A runner takes images already resized to the model's input size, as (N, H, W, 3) float RGB in
 [0, 1], and returns (N, H, W) float32 P(blur). Everything format-specific — normalisation,
@@ -9,53 +9,17 @@ checkpoint's model card, so a caller cannot feed a file wrongly.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from dbd.core import DBDError
 
-from .acquisition import downscale
 from .formats import CHECKPOINT_SUFFIX, format_of
 from .metadata import decode_output, encode_input, read_metadata
-from .refine import RefineSpec
+from .runner_base import Runner
 from .spec import PreprocessSpec
-
-
-class Runner(ABC):
-    format: str
-    precision: str
-
-    def __init__(self, path: Path | None, spec: PreprocessSpec, info: dict[str, Any]):
-        self.path, self.spec, self.info = path, spec, info
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.spec.input_size
-
-    @abstractmethod
-    def run(self, unit_rgb: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) float RGB in [0, 1] at the model size -> (N, H, W) float32 P(blur)."""
-
-    def model_inputs(self, photos: list[np.ndarray], downscaler: str | None = None) -> np.ndarray:
-        """RGB uint8 photos of any size -> (N, H, W, 3) float RGB in [0, 1] at the model size: what
-        `run` takes (PreprocessSpec.model_input of each; with `downscaler`, another capture
-        pipeline's kernel on the uint8 pixels instead, dbd.runtime.acquisition)."""
-        if downscaler is None:
-            return np.stack([self.spec.model_input(p) for p in photos])
-        return np.stack([self.spec.to_unit(downscale(p, self.size, downscaler)) for p in photos])
-
-    def predict_photos(
-        self, photos: list[np.ndarray], refine: RefineSpec | str | None = None, downscaler: str | None = None
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """RGB uint8 photos of any size -> (maps at the model's input size (N, H, W), the same maps
-        at each photo's own size): the contract's resize (or `downscaler`'s), the model, the refined
-        resize back (`refine`: another last step than the file's own, e.g. "none" for bilinear)."""
-        spec = self.spec.with_refine(refine)
-        maps = self.run(self.model_inputs(photos, downscaler))
-        return maps, [spec.postprocess(m, p) for m, p in zip(maps, photos)]
 
 
 class TorchRunner(Runner):

@@ -51,7 +51,7 @@ def tiny_teacher(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    from dbd.runtime.datasets import find_data_root
+    from dbd.data.datasets import find_data_root
 
     try:
         return find_data_root()
@@ -75,7 +75,7 @@ SMALL_SIZE = 64  # the input size of `small_shipped_student`
 def small_shipped_student(tmp_path_factory) -> Path:
     """The shipped student's weights with a 64x64 input size (quick exports of the real network)."""
     from dbd.models.checkpoint import load_checkpoint, save_checkpoint
-    from dbd.models.released import released_checkpoint
+    from dbd.models.shipped import released_checkpoint
     from dbd.runtime.spec import PreprocessSpec
 
     model, card = load_checkpoint(released_checkpoint("dbd_student"))

@@ -555,7 +555,7 @@ def test_ci_fails_when_kotlin_preprocessing_or_the_model_contract_drifts(
     drift, toolchain, core_jar, golden, int8_model, tmp_path
 ):
     from dbd.export.metadata import dumps
-    from dbd.export.tflite_format import embed_metadata
+    from dbd.export.tflite_flatbuffer import embed_metadata
     from dbd.runtime.metadata import read_metadata
 
     bad = tmp_path / "golden"
@@ -615,17 +615,17 @@ def _contract_models() -> list[Path]:
 def test_exported_tflite_keeps_the_contract_the_app_relies_on(which, int8_model, kotlin_run):
     """One subgraph, builtin ops only, camera-native int8 I/O with the app's quantisation, a signature,
     metadata that agrees with the graph, and the same contract read by the Kotlin core."""
-    from dbd.export import tflite_format
+    from dbd.export import tflite_flatbuffer
     from dbd.runtime.metadata import read_metadata
 
     path = int8_model if which == "fresh_export" else ROOT / "exports" / which
     data = path.read_bytes()
-    model = tflite_format.read_model(data)
+    model = tflite_flatbuffer.read_model(data)
     assert len(model.subgraphs) == 1
-    counts, custom, transposes = tflite_format.op_histogram(data)
+    counts, custom, transposes = tflite_flatbuffer.op_histogram(data)
     assert not custom, f"custom/Flex ops would crash the phone's builtin runtime: {custom}"
     assert not [k for k in counts if k.startswith(("CUSTOM", "BUILTIN_"))], counts
-    tflite_format.check_ops(path, data)  # also: no NCHW<->NHWC layout transposes
+    tflite_flatbuffer.check_ops(path, data)  # also: no NCHW<->NHWC layout transposes
     meta = read_metadata(path)
     h, w = meta["input"]["size"]
     interpreter = _interpreter(path)

@@ -1160,7 +1160,7 @@ def test_resume_from_a_damaged_or_pickled_state_is_one_line(case, fragment, tmp_
 
 def _fail_if_loaded(monkeypatch) -> None:
     """Any number must be refused before the checkpoint and the images are loaded."""
-    import dbd.export.run as export_run
+    import dbd.export.api as export_run
 
     monkeypatch.setattr(export_run, "make_job", lambda *a, **k: pytest.fail("loaded the model before checking"))
 
@@ -1241,7 +1241,7 @@ def test_killed_exports_temp_folders_are_removed_by_the_next_run(tmp_path, monke
 
 
 def test_thread_counts_are_bounded_before_any_native_pool_starts(ckpts, tmp_path, capsys):
-    from dbd.runtime.prediction import predict
+    from dbd.runtime.predict_files import predict
 
     photo = _image(tmp_path / "in" / "a.png", 32, 32)
     assert predict_main([str(photo), "--weights", str(ckpts["good"]), "--threads", "100000"]) == 2
@@ -1519,7 +1519,7 @@ def _edited(src: Path, dest: Path, change) -> Path:
         next(p for p in model.metadata_props if p.key == "dbd").value = dumps(meta)
         onnx.save(model, str(dest))
     else:
-        from dbd.export.tflite_format import embed_metadata
+        from dbd.export.tflite_flatbuffer import embed_metadata
 
         dest.write_bytes(embed_metadata(src.read_bytes(), dumps(meta)))
     return dest

@@ -74,8 +74,8 @@ def test_bench_prints_a_row_per_model_and_writes_every_report(models, tmp_path, 
 
 def test_the_bilinear_row_scores_the_same_maps_as_evaluating_without_refinement(models, tmp_path):
     from dbd.benchmarks import run
-    from dbd.runtime.datasets import open_dataset
-    from dbd.runtime.evaluate import evaluate
+    from dbd.data.datasets import open_dataset
+    from dbd.evaluation.scoring import evaluate
     from dbd.runtime.runners import TorchRunner
 
     result = run(
@@ -113,7 +113,7 @@ def test_gate_passes_on_its_own_baseline_and_fails_on_a_degraded_model(models, t
 def test_run_as_a_library_call_scores_the_shipped_checkpoints(tmp_path):
     from dbd.benchmarks import run
     from dbd.models.checkpoint import read_card
-    from dbd.models.released import released_checkpoint
+    from dbd.models.shipped import released_checkpoint
 
     teacher, student = released_checkpoint("dbd_teacher"), released_checkpoint("dbd_student")
     done = []
@@ -214,7 +214,7 @@ def test_gemm_peak_is_the_best_of_interleaved_runs_and_a_busy_machine_is_flagged
 
 
 def test_a_peak_fraction_above_100_percent_is_never_printed_without_a_flag():
-    from dbd.benchmarks.report import speed_table
+    from dbd.benchmarks.tables import speed_table
 
     def row(fraction, reliable=True):
         return {

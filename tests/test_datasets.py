@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dbd.core import DBDError
-from dbd.runtime import datasets
-from dbd.runtime.datasets import CATALOGUE, PairedDataset, find_data_root, open_dataset
-from dbd.runtime.synthetic import SyntheticDefocus, disc_blur, disc_kernel
+from dbd.core import DBDError, find_data_root
+from dbd.core import data_root as data_root_module
+from dbd.data.datasets import CATALOGUE, PairedDataset, open_dataset
+from dbd.data.synthetic import SyntheticDefocus, disc_blur, disc_kernel
 
 
 def region_sharpness(image: np.ndarray, blur_mask: np.ndarray, margin: int = 7) -> tuple[float, float]:
@@ -312,13 +312,13 @@ def test_data_root_falls_back_to_beside_the_repo(
 ) -> None:
     monkeypatch.delenv("DBD_DATA", raising=False)
     monkeypatch.chdir(tmp_path)  # ../shared/data from here does not exist
-    assert find_data_root() == (datasets.REPO_ROOT / "../shared/data").resolve()
+    assert find_data_root() == (data_root_module.REPO_ROOT / "../shared/data").resolve()
 
 
 def test_no_data_anywhere_lists_places_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DBD_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(datasets, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(data_root_module, "REPO_ROOT", tmp_path / "repo")
     with pytest.raises(DBDError) as err:
         find_data_root()
     message = assert_clear_error(err, (tmp_path / "../shared/data").resolve())

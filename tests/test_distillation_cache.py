@@ -12,9 +12,7 @@ import torch
 from conftest import TINY
 
 from dbd.core import DBDError
-from dbd.models import create_model
-from dbd.models.checkpoint import read_card
-from dbd.runtime.acquisition import (
+from dbd.data.capture import (
     CAPTURE_CONDITIONS,
     CaptureAugment,
     captured,
@@ -22,11 +20,13 @@ from dbd.runtime.acquisition import (
     downscaler_of,
     jpeg_recompress,
 )
-from dbd.runtime.metrics import DecisionMetrics
+from dbd.data.synthetic import SyntheticDefocus
+from dbd.evaluation.metrics import DecisionMetrics
+from dbd.evaluation.tta import TTARecipe, TTARunner
+from dbd.models import create_model
+from dbd.models.checkpoint import read_card
 from dbd.runtime.runners import TorchRunner
 from dbd.runtime.spec import PreprocessSpec
-from dbd.runtime.synthetic import SyntheticDefocus
-from dbd.runtime.tta import TTARecipe, TTARunner
 from dbd.training import teacher_cache
 from dbd.training.amp import decide_amp
 from dbd.training.cli import main

@@ -40,11 +40,11 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # Folders that commands write (git-ignored, or absent from a checkout), each with the names the docs
 # may give inside it: a path there is an output of a command (runs/: dbd-train and the recipe, in
 # folders the user names; exports/: dbd-export's MODEL_SIZE_PRECISION files and its report;
-# reports/: dbd-bench; predictions/: dbd-predict's default --out).
+# reports/: dbd-bench and its --profile; predictions/: dbd-predict's default --out).
 OUTPUTS = {
     "runs": r"runs/.*",
     "exports": r"exports/((dbd_student|dbd_teacher)_\d+_(fp32|fp16|int8)\.(onnx|tflite|mlpackage)|export_report\.json)?",
-    "reports": r"reports/bench/((bench\.(md|json)|curves\.png|latency_accuracy\.png))?",
+    "reports": r"reports/bench/((bench\.(md|json)|profile\.(md|json)|curves\.png|latency_accuracy\.png))?",
     "predictions": r"predictions/",
 }
 

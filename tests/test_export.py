@@ -22,14 +22,14 @@ import torch
 from torch import nn
 
 from dbd.core import DBDError
-from dbd.export import onnx_format, tflite_format
+from dbd.data.datasets import open_dataset
+from dbd.export import onnx_format, tflite_flatbuffer, tflite_format
 from dbd.export.base import Verification, get_format, list_formats
 from dbd.export.calibration import _is_test_split, load_images, open_calibration_dataset
 from dbd.export.cli import main, make_job
 from dbd.export.pipeline import REPORT_NAME, export_one, replace_path
 from dbd.models import create_model
 from dbd.models.checkpoint import load_checkpoint, read_card, save_checkpoint
-from dbd.runtime.datasets import open_dataset
 from dbd.runtime.metadata import METADATA_FORMAT, decode_output, encode_input, read_metadata
 from dbd.runtime.spec import PreprocessSpec
 
@@ -153,11 +153,11 @@ def test_tflite_is_camera_native_builtin_only_and_int8_is_pixel_minus_128(tflite
         path = out / f"dbd_student_64_{precision}.tflite"
         data = path.read_bytes()
         # The metadata, read with the schema's object API, is what the stdlib reader returns.
-        model = tflite_format.read_model(data)
+        model = tflite_flatbuffer.read_model(data)
         entry = next(m for m in model.metadata if m.name == b"dbd")
         assert json.loads(bytes(model.buffers[entry.buffer].data).decode()) == read_metadata(path)
-        ops, custom, transposes = tflite_format.op_histogram(data)
-        assert not custom and not any(tflite_format.is_layout_transpose(p) for p in transposes)
+        ops, custom, transposes = tflite_flatbuffer.op_histogram(data)
+        assert not custom and not any(tflite_flatbuffer.is_layout_transpose(p) for p in transposes)
         assert report["files"][path.name]["ops"] == dict(ops.most_common())
         meta = read_metadata(path)
         assert meta["input"]["normalization"] == "folded" and meta["input"]["layout"] == "NHWC"
@@ -263,7 +263,7 @@ def test_float_modules_are_located_by_their_converter_names():
 
 
 def _dequantize_ops(path: Path) -> int:
-    return tflite_format.op_histogram(path.read_bytes())[0].get("DEQUANTIZE", 0)
+    return tflite_flatbuffer.op_histogram(path.read_bytes())[0].get("DEQUANTIZE", 0)
 
 
 def test_int8_keeps_the_student_stem_in_float_and_none_means_full_int8(tflite_export, onnx_export, small_job, tmp_path):
@@ -384,7 +384,7 @@ def test_tflite_wrong_folded_normalisation_fails_parity(tflite_export, small_job
     from ai_edge_litert import schema_py_generated as schema
 
     _, good_dir, _, _ = tflite_export
-    model = tflite_format.read_model((good_dir / "dbd_student_64_fp32.tflite").read_bytes())
+    model = tflite_flatbuffer.read_model((good_dir / "dbd_student_64_fp32.tflite").read_bytes())
     subgraph = model.subgraphs[0]
     add = [
         op
@@ -394,7 +394,7 @@ def test_tflite_wrong_folded_normalisation_fails_parity(tflite_export, small_job
     bias = _const_input(model, subgraph, add[0])
     assert bias is not None
     bias.data = np.zeros(3, np.float32).view(np.uint8)  # forget the "- mean / std" of the wrapper
-    job = _job_with_float_graph(small_job, tflite_format.write_model(model))
+    job = _job_with_float_graph(small_job, tflite_flatbuffer.write_model(model))
     outcome = export_one(job, get_format("tflite"), "fp32", tmp_path)
     assert not outcome.ok and outcome.error.startswith("parity check failed") and "max|Δ|" in outcome.error
     assert outcome.parity["max_abs"] > 1e-4
@@ -402,9 +402,9 @@ def test_tflite_wrong_folded_normalisation_fails_parity(tflite_export, small_job
 
 
 def _mutated(data: bytes, mutate) -> bytes:
-    model = tflite_format.read_model(data)
+    model = tflite_flatbuffer.read_model(data)
     mutate(model)
-    return tflite_format.write_model(model)
+    return tflite_flatbuffer.write_model(model)
 
 
 def _set_op_code(model, op_index: int, builtin: int, custom: bytes | None = None) -> None:
@@ -425,7 +425,7 @@ def test_flex_custom_and_layout_transpose_ops_are_refused(tflite_export, tmp_pat
     _, good_dir, _, _ = tflite_export
     good = good_dir / "dbd_student_64_fp32.tflite"
     data = good.read_bytes()
-    tflite_format.check_ops(good, data)  # the real export passes
+    tflite_flatbuffer.check_ops(good, data)  # the real export passes
 
     flex = _mutated(data, lambda m: _set_op_code(m, 5, schema.BuiltinOperator.CUSTOM, b"FlexConv2D"))
     path = tmp_path / "flex.tflite"
@@ -435,7 +435,7 @@ def test_flex_custom_and_layout_transpose_ops_are_refused(tflite_export, tmp_pat
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     custom = _mutated(data, lambda m: _set_op_code(m, 5, schema.BuiltinOperator.CUSTOM, b"MyOp"))
     with pytest.raises(DBDError, match="custom ops"):
-        tflite_format.check_ops(path, custom)
+        tflite_flatbuffer.check_ops(path, custom)
 
     def to_transpose(perm):
         def mutate(model):
@@ -455,8 +455,8 @@ def test_flex_custom_and_layout_transpose_ops_are_refused(tflite_export, tmp_pat
         return mutate
 
     with pytest.raises(DBDError, match="layout Transpose"):
-        tflite_format.check_ops(path, _mutated(data, to_transpose([0, 3, 1, 2])))
-    counts = tflite_format.check_ops(path, _mutated(data, to_transpose([0, 2, 1])))  # not a layout change
+        tflite_flatbuffer.check_ops(path, _mutated(data, to_transpose([0, 3, 1, 2])))
+    counts = tflite_flatbuffer.check_ops(path, _mutated(data, to_transpose([0, 2, 1])))  # not a layout change
     assert counts["TRANSPOSE"] == 1
 
 
@@ -558,7 +558,7 @@ def test_bad_flags_are_answered_with_one_line(args, expected, student_ckpt, tmp_
 def test_default_weights_are_the_shipped_student(data_root, tmp_path):
     import hashlib
 
-    from dbd.models.released import released_checkpoint
+    from dbd.models.shipped import released_checkpoint
 
     code, stdout, stderr = run_quietly(
         [

@@ -27,10 +27,11 @@ import torch
 from dbd.core import DBDError
 from dbd.export import export_model
 from dbd.export.base import Verification
-from dbd.export.metadata import build_metadata, dumps, input_entry, output_entry, package_versions
+from dbd.export.metadata import build_metadata, dumps, input_entry, output_entry
 from dbd.models import create_model
 from dbd.models.checkpoint import save_checkpoint
 from dbd.runtime import Predictor, read_metadata
+from dbd.runtime.engines.shared import package_versions
 from dbd.runtime.formats import (
     ENTRY_POINT_GROUP,
     Availability,

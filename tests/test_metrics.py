@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dbd.core import DBDError
-from dbd.runtime.metrics import BlurMapMetrics, adaptive_threshold, resize_to
+from dbd.evaluation.metrics import BlurMapMetrics, adaptive_threshold, resize_to
 
 
 def a(rows) -> np.ndarray:
@@ -222,7 +222,7 @@ def test_normalize_option_min_max_scales_prediction_like_py_sod_metrics():
 
 
 def test_literature_metrics_use_each_protocol_positive_class():
-    from dbd.runtime.metrics import LiteratureMetrics
+    from dbd.evaluation.metrics import LiteratureMetrics
 
     # 3/4 of the image is blurred (as in most CUHK photos); a confident, correct map (0.9 / 0.1).
     gt = np.zeros((4, 4))
@@ -239,3 +239,26 @@ def test_literature_metrics_use_each_protocol_positive_class():
     blur_only = BlurMapMetrics(positive="blur")
     blur_only.update(pred, gt)
     assert blur_only.compute()["fbeta_adaptive"] == 0.0
+
+
+def test_a_new_metric_is_one_entry_in_the_table_that_the_gate_and_reports_follow(monkeypatch, tmp_path):
+    """METRICS declares each score's label, direction and tolerance once: a new one (here a
+    lower-is-better error rate with a tolerance) is gated, one-sided, with no other edit."""
+    from dbd.benchmarks import gate
+    from dbd.evaluation.metrics import METRICS, Metric, gated
+
+    monkeypatch.setitem(METRICS, "error_rate", Metric("error_rate", "error rate", False, 0.01))
+    assert "error_rate" in gated() and gate.default_tolerances()["error_rate"] == 0.01
+    scores = {"mae": 0.06, "fbeta_fixed": 0.97, "iou": 0.93, "fbeta_adaptive": 0.8, "fbeta_max": 0.9}
+    rows = [{"id": "m:onnx:fp32", "metrics": {**scores, "error_rate": 0.05}}]
+    path = tmp_path / "baseline.json"
+    gate.write_baseline(path, rows, "cuhk:test")
+    baseline = gate.load_baseline(path)
+    assert baseline["rows"]["m:onnx:fp32"]["error_rate"] == 0.05
+    better = [{"id": "m:onnx:fp32", "metrics": {**scores, "error_rate": 0.01}}]  # improvements never fail
+    worse = [{"id": "m:onnx:fp32", "metrics": {**scores, "error_rate": 0.07}}]
+    assert gate.check(baseline, better, "cuhk:test") == []
+    assert gate.check(baseline, worse, "cuhk:test") == [
+        "m:onnx:fp32: error_rate rose to 0.0700 (baseline 0.0500, tolerance +0.01)"
+    ]
+    assert METRICS["error_rate"].arrow == "↓" and not METRICS["error_rate"].improved(0.02)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from dbd.evaluation.scoring import evaluate
+from dbd.evaluation.tta import TTARecipe, TTARunner
 from dbd.export.calibration import normalised_nchw, open_calibration_dataset, select_images
-from dbd.models.released import released_checkpoint
-from dbd.runtime.evaluate import evaluate
+from dbd.models.shipped import released_checkpoint
 from dbd.runtime.metadata import encode_input
 from dbd.runtime.predictor import Predictor
 from dbd.runtime.runners import TorchRunner, open_runner
-from dbd.runtime.tta import TTARecipe, TTARunner
 from dbd.training.data import AugmentedPairs, PairCache
 
 
@@ -142,7 +142,7 @@ def test_tta_at_the_spec_size_is_the_plain_model(student, photo_and_mask):
 def test_a_capture_downscaler_replaces_only_the_resize_to_the_model(student, photo_and_mask):
     # robustness scoring: another kernel brings the photo to the model, but the map is still refined
     # at the photo's resolution with the photo itself as the guide
-    from dbd.runtime.acquisition import downscale
+    from dbd.data.capture import downscale
 
     photo, _ = photo_and_mask
     maps, photo_maps = student.predict_photos([photo], downscaler="pil_bilinear")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dbd.core import DBDError
-from dbd.models.released import released_checkpoint
+from dbd.models.shipped import released_checkpoint
 from dbd.runtime.imageio import read_image
 from dbd.runtime.refine import RefineSpec, grid_size, refine_map, working_size
 from dbd.runtime.resize import resize_bilinear

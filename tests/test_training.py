@@ -16,10 +16,10 @@ import torch
 from conftest import TINY
 from safetensors.torch import load_file
 
+from dbd.data.synthetic import SyntheticDefocus
 from dbd.models import create_model
 from dbd.models.checkpoint import read_card, save_checkpoint
 from dbd.runtime.spec import PreprocessSpec
-from dbd.runtime.synthetic import SyntheticDefocus
 from dbd.training.cli import main
 from dbd.training.data import AugmentedPairs, PairCache
 from dbd.training.networks import Renormalise
@@ -465,7 +465,7 @@ def test_sharpened_teacher_targets_keep_the_decision_and_drop_the_doubt():
 
 
 def test_decision_columns_separate_wrong_decisions_from_hedging():
-    from dbd.runtime.metrics import DecisionMetrics
+    from dbd.evaluation.metrics import DecisionMetrics
 
     mask = np.zeros((4, 6), np.float32)
     mask[:, :3] = 1

@@ -195,7 +195,7 @@ def _refine_photos(data_root: Path, folder: Path) -> list[Path]:
     grid (grid = full size) and a 900x300 crop of a Canon photo."""
     from PIL import Image
 
-    from dbd.runtime.datasets import open_dataset
+    from dbd.data.datasets import open_dataset
     from dbd.runtime.imageio import read_image
     from dbd.runtime.refine import RefineSpec, grid_size
 
@@ -221,7 +221,7 @@ def test_refine_module_matches_python_refine_map(node, tmp_path, data_root):
     output's range and smoothness, without a model)."""
     import cv2
 
-    from dbd.runtime.datasets import open_dataset
+    from dbd.data.datasets import open_dataset
     from dbd.runtime.imageio import read_image
     from dbd.runtime.refine import RefineSpec, refine_map
 
@@ -550,7 +550,7 @@ def exports(tmp_path_factory, data_root) -> Path:
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, data_root) -> list[Path]:
     """A CUHK-TE-1 image, a smartphone photo (EXIF, ICC profile), a 900x300 crop of a Canon photo."""
-    from dbd.runtime.datasets import open_dataset
+    from dbd.data.datasets import open_dataset
     from dbd.runtime.imageio import read_image
 
     cuhk = open_dataset("cuhk", split="test", root=data_root).samples[0].image_path
@@ -870,7 +870,7 @@ def test_page_refines_the_map_like_python_refine_map_on_real_photos(browser, exp
 
 def _with_metadata(src: Path, dest: Path, change) -> Path:
     from dbd.export.metadata import dumps
-    from dbd.export.tflite_format import embed_metadata, read_model, write_model
+    from dbd.export.tflite_flatbuffer import embed_metadata, read_model, write_model
     from dbd.runtime.metadata import read_metadata
 
     if change is None:  # no "dbd" entry at all

@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import Dataset
 
 from dbd.core import DBDError
-from dbd.runtime.acquisition import CaptureAugment
-from dbd.runtime.datasets import PairedDataset, open_dataset
+from dbd.data.capture import CaptureAugment
+from dbd.data.datasets import PairedDataset, open_dataset
+from dbd.data.synthetic import SyntheticDefocus
 from dbd.runtime.spec import PreprocessSpec, resize_bilinear
-from dbd.runtime.synthetic import SyntheticDefocus
 
 from .config import TrainConfig
 

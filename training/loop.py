@@ -26,11 +26,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dbd.core import DBDError, atomic_write
-from dbd.runtime.acquisition import CaptureAugment
-from dbd.runtime.evaluate import evaluate
+from dbd.data.capture import CaptureAugment
+from dbd.data.synthetic import SyntheticDefocus
+from dbd.evaluation.metrics import selection_score
+from dbd.evaluation.scoring import evaluate
 from dbd.runtime.runners import TorchRunner
 from dbd.runtime.spec import PreprocessSpec
-from dbd.runtime.synthetic import SyntheticDefocus
 
 from .amp import decide_amp
 from .config import TrainConfig, to_toml
@@ -68,7 +69,7 @@ def validate(
         result = evaluate(TorchRunner.from_model(net, spec, device), zip(pairs.images, pairs.masks), batch)[0].compute()
     finally:
         net.train()
-    result["score"] = (result["fbeta_fixed"] + result["iou"] + (1 - result["mae"])) / 3
+    result["score"] = selection_score(result)
     return result
 
 

@@ -14,7 +14,7 @@ import argparse
 import itertools
 
 from dbd.core import DBDError, cli_entry
-from dbd.runtime.evaluate import score_maps
+from dbd.evaluation.scoring import score_maps
 from dbd.runtime.refine import RefineSpec
 from dbd.runtime.runners import open_runner
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 
 from dbd.core import cli_entry
+from dbd.data.datasets import open_dataset
+from dbd.evaluation.scoring import evaluate
+from dbd.evaluation.tta import TTARecipe, TTARunner
 from dbd.models.checkpoint import save_checkpoint
-from dbd.models.released import RELEASED, WEIGHTS_DIR
-from dbd.runtime.datasets import open_dataset
-from dbd.runtime.evaluate import evaluate
+from dbd.models.shipped import RELEASED, WEIGHTS_DIR
 from dbd.runtime.runners import TorchRunner
-from dbd.runtime.tta import TTARecipe, TTARunner
 
 
 @cli_entry("python -m dbd.training.release")

@@ -16,7 +16,7 @@ of all wrong pixels held by the worst 10 % of images, and "unsure" (the fraction
 (0.1, 0.9)). MAE rewards confident maps: a map that decides as well but hedges more scores worse.
 
 A checkpoint argument `PATH@384,448+flip` scores that model the way distillation uses a teacher
-(input sizes resized from the photo, mirrored, averaged; dbd.runtime.tta), and several paths
+(input sizes resized from the photo, mirrored, averaged; dbd.evaluation.tta), and several paths
 joined by commas are an ensemble: `A.safetensors,B.safetensors@384+flip`. `--latency` adds each recipe's PyTorch latency (batch 1, one thread, median; the CPU is named in
 the header), beside its GMACs. `--robustness` adds the capture table: each model fed
 photos downscaled by cv2 linear/area and PIL bilinear/bicubic, and recompressed at JPEG quality 70.
@@ -33,28 +33,16 @@ from pathlib import Path
 import torch
 
 from dbd.core import DBDError, cli_entry
+from dbd.data.capture import CAPTURE_CONDITIONS, captured, downscaler_of
+from dbd.data.datasets import open_dataset
+from dbd.evaluation.metrics import ANATOMY, LITERATURE, METRICS, DecisionMetrics
+from dbd.evaluation.scoring import evaluate
+from dbd.evaluation.tta import TTARecipe, TTARunner
 from dbd.models.summary import count_macs, count_params
-from dbd.runtime.acquisition import CAPTURE_CONDITIONS, captured, downscaler_of
-from dbd.runtime.datasets import open_dataset
-from dbd.runtime.evaluate import evaluate
 from dbd.runtime.hardware import cpu_info
-from dbd.runtime.metrics import DecisionMetrics
 from dbd.runtime.runners import Runner, TorchRunner
-from dbd.runtime.tta import TTARecipe, TTARunner
 
-COLUMNS = (
-    "mae",
-    "fbeta_fixed",
-    "iou",
-    "fbeta_adaptive",
-    "fbeta_max",
-    "error_at_05",
-    "error_boundary",
-    "error_interior",
-    "worst10_share",
-    "unsure",
-)
-LOWER_IS_BETTER = {"mae", "error_at_05", "error_boundary", "error_interior", "worst10_share", "unsure"}
+COLUMNS = (*LITERATURE, *ANATOMY)  # the table's metric columns, as dbd.evaluation.metrics.METRICS defines them
 ROBUSTNESS_COLUMNS = ("fbeta_fixed", "mae", "iou")
 
 
@@ -153,7 +141,7 @@ def paired_deltas(base: list[dict], other: list[dict]) -> dict[str, tuple[float,
     out = {}
     for c in COLUMNS:
         deltas = [o[c] - b[c] for b, o in pairs]
-        better = sum((d < 0) if c in LOWER_IS_BETTER else (d > 0) for d in deltas)
+        better = sum(METRICS[c].improved(d) for d in deltas)
         out[c] = (statistics.mean(deltas), better, len(pairs))
     return out
 
@@ -175,10 +163,9 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
     print(
         "| model | params (M) | GMACs |"
         + (" ms ↓ |" if latency else "")
-        + " MAE ↓ | Fβ@0.5 ↑ | IoU ↑ | Fβ adaptive (in-focus +) ↑ | Fβ max (in-focus +) ↑ "
-        "| error @0.5 ↓ | boundary ≤8px ↓ | interior ↓ | worst 10 % share ↓ | unsure ↓ |"
+        + "".join(f" {METRICS[c].label} {METRICS[c].arrow} |" for c in COLUMNS)
     )
-    print("|---|---:|---:|" + ("---:|" if latency else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|" + ("---:|" if latency else "") + "---:|" * len(COLUMNS))
     for label, group in groups.items():
         name = f"{label} ({len(group)} seeds)" if len(group) > 1 else label
         print(
@@ -202,11 +189,8 @@ def print_tables(rows: list[dict], data: str, split: str) -> None:
             )
     if lines:
         print(f"\nPaired by seed against '{base_label}': mean difference (seeds on which it is better / seeds)\n")
-        print(
-            "| recipe | MAE | Fβ@0.5 | IoU | Fβ adaptive | Fβ max | error @0.5 | boundary | interior | worst 10 % "
-            "| unsure |"
-        )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| recipe |" + "".join(f" {METRICS[c].label} |" for c in COLUMNS))
+        print("|---|" + "---:|" * len(COLUMNS))
         print("\n".join(lines))
 
 

@@ -4,7 +4,7 @@
 teacher's verdict on every view it trains on, for many epochs. Running the teacher (8 M
 parameters, at several sizes with mirroring) inside every student step would cost several times
 the student's own step on a CPU. So the teacher's map of each training photo is computed once, at
-the photo's own resolution, with its TTA recipe and ensemble (dbd.runtime.tta), and stored as
+the photo's own resolution, with its TTA recipe and ensemble (dbd.evaluation.tta), and stored as
 uint8 P(blur). The data loader warps it by exactly the crop, resize and flip of the image and
 mask (dbd.training.data.AugmentedPairs), so a student step runs no teacher forward.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from dbd.core import DBDError, atomic_write, cli_entry, sha256_file
+from dbd.evaluation.tta import TTARecipe, TTARunner
 from dbd.runtime.runners import TorchRunner
-from dbd.runtime.tta import TTARecipe, TTARunner
 
 CACHE_FORMAT = "dbd-teacher-maps/1"
 DEFAULT_FOLDER = "runs/teacher_cache"

@@ -12,11 +12,11 @@ from typing import Iterable
 import numpy as np
 
 from dbd.core import DBDError
+from dbd.runtime.refine import RefineSpec
+from dbd.runtime.runners import Runner
+from dbd.runtime.spec import PreprocessSpec
 
 from .metrics import DecisionMetrics, LiteratureMetrics
-from .refine import RefineSpec
-from .runners import Runner
-from .spec import PreprocessSpec
 
 
 def evaluate(

@@ -17,8 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dbd.core import DBDError
-
-from .runners import Runner
+from dbd.runtime.runners import Runner
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ def make_job(
     """Load the checkpoint and the real images: the ExportJob every format works from."""
     from dbd.models.base import DBDNet
     from dbd.models.checkpoint import load_checkpoint
-    from dbd.models.released import released_checkpoint
+    from dbd.models.shipped import released_checkpoint
     from dbd.runtime.spec import PreprocessSpec
 
     from .base import ExportJob

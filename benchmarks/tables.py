@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dbd.core import atomic_write
+from dbd.evaluation.metrics import ANATOMY, LITERATURE, METRICS
 
 
 def _f(value: Any, fmt: str = ".4f") -> str:
@@ -44,17 +45,27 @@ def speed_table(rows: list[dict[str, Any]], threads: list[int]) -> tuple[list[st
 def accuracy_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Accuracy on the scored pairs and against the teacher and the fp32 student, one row per model
     file and last step (map: guided refinement or bilinear)."""
-    header = ["model", "format", "prec", "map", "MAE", "Fβ@.5", "Fβ adapt (sharp+)", "Fβ max (sharp+)", "IoU"]
+    header = ["model", "format", "prec", "map"] + [METRICS[k].label for k in LITERATURE]
     header += ["ΔFβ teacher", "ΔMAE teacher", "PSNR teacher", "ΔFβ student", "PSNR student"]
+    emulated = any(r.get("vs_x86") for r in rows)  # dbd-bench --arch: the emulated rows against x86
+    if emulated:
+        header += ["ΔFβ x86", "ΔMAE x86", "flips x86", "max ΔP x86"]
     body = []
     for r in rows:
         m, vt, vs = r.get("metrics") or {}, r.get("vs_teacher") or {}, r.get("vs_student") or {}
-        body.append(
+        line = (
             [r["model"], r["format"], r["precision"], r.get("refine", "–")]
-            + [_f(m.get(k)) for k in ("mae", "fbeta_fixed", "fbeta_adaptive", "fbeta_max", "iou")]
+            + [_f(m.get(k), METRICS[k].fmt) for k in LITERATURE]
             + [_f(vt.get("d_fbeta"), "+.4f"), _f(vt.get("d_mae"), "+.4f"), _f(vt.get("psnr"), ".1f")]
             + [_f(vs.get("d_fbeta"), "+.4f"), _f(vs.get("psnr"), ".1f")]
         )
+        if emulated:
+            vx = r.get("vs_x86") or {}
+            flips = vx.get("flips")
+            line += [_f(vx.get("d_fbeta"), "+.4f"), _f(vx.get("d_mae"), "+.4f")]
+            line += [_f(None if flips is None else 100 * flips, ".3f") + ("%" if flips is not None else "")]
+            line += [_f(vx.get("max_abs"), ".2g")]
+        body.append(line)
     return header, body
 
 
@@ -82,13 +93,10 @@ def refine_table(rows: list[dict[str, Any]], refine_ms: dict[str, float] | None)
 
 def anatomy_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Where each model decides wrong (runtime.metrics.DecisionMetrics), as fractions of all pixels."""
-    header = ["model", "format", "prec", "map", "error@.5", "boundary ≤8px", "interior", "worst 10% share", "unsure"]
+    header = ["model", "format", "prec", "map"] + [METRICS[k].label for k in ANATOMY]
     body = [
         [r["model"], r["format"], r["precision"], r.get("refine", "–")]
-        + [
-            _f(r["decisions"].get(k))
-            for k in ("error_at_05", "error_boundary", "error_interior", "worst10_share", "unsure")
-        ]
+        + [_f(r["decisions"].get(k), METRICS[k].fmt) for k in ANATOMY]
         for r in rows
         if r.get("decisions")
     ]

@@ -26,10 +26,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dbd.core import MAX_THREADS, DBDError, atomic_write, check_int, check_writable, remove_stale_temps
+from dbd.core import MAX_THREADS, DBDError, atomic_write, check_int, check_writable, find_data_root, remove_stale_temps
 
-from .datasets import IMAGE_EXTENSIONS, find_data_root
-from .imageio import read_image
+from .imageio import IMAGE_EXTENSIONS, read_image
 from .overlay import OVERLAY_STYLES, blur_map_u8, blur_mask, overlay
 from .predictor import NonFiniteOutput, Predictor
 from .video import VIDEO_EXTENSIONS, VIDEO_SUFFIXES, is_video, predict_video

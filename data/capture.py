@@ -11,32 +11,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from dbd.core import DBDError
-
-from .spec import resize_bilinear
-
-# The contract's own resize first (runtime.spec: bilinear, half-pixel centres, no antialiasing);
-# then what a camera ISP, Android's Bitmap scaling or a browser's canvas typically do instead.
-DOWNSCALERS = ("cv2_linear", "cv2_area", "pil_bilinear", "pil_bicubic")
-_PIL = {"pil_bilinear": Image.Resampling.BILINEAR, "pil_bicubic": Image.Resampling.BICUBIC}
-_CV2 = {"cv2_area": cv2.INTER_AREA}
-
-
-def downscale(image: np.ndarray, size: tuple[int, int], kernel: str) -> np.ndarray:
-    """RGB uint8 HxWx3 -> uint8 at `size` = (height, width) with the named resampling kernel.
-
-    PIL's bilinear and bicubic widen their kernel when reducing (antialiasing); cv2's do not.
-    """
-    h, w = size
-    if kernel == "cv2_linear":  # the contract's own kernel (PreprocessSpec), here on uint8 pixels
-        return resize_bilinear(image, size)
-    if kernel in _CV2:
-        return cv2.resize(image, (w, h), interpolation=_CV2[kernel])
-    if kernel in _PIL:
-        return np.asarray(Image.fromarray(image).resize((w, h), _PIL[kernel]))
-    raise DBDError(f"unknown downscaler '{kernel}'; use one of {', '.join(DOWNSCALERS)}")
+from dbd.runtime.resize import DOWNSCALERS, downscale  # noqa: F401  (capture conditions name them)
 
 
 def jpeg_recompress(image: np.ndarray, quality: int) -> np.ndarray:

@@ -20,31 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dbd.core import DBDError
-from dbd.runtime.imageio import POLARITIES, read_image, read_mask
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-"""Accepted for images and masks alike, in any letter case (CUHK has both .jpg and .JPG)."""
-
-
-def find_data_root() -> Path:
-    """The shared data folder: $DBD_DATA if set, else ../shared/data beside the cwd or the repo."""
-    configured = os.environ.get("DBD_DATA", "").strip()
-    if configured:
-        root = Path(configured).expanduser()
-        if not root.is_dir():
-            raise DBDError(
-                f"DBD_DATA points to '{root}', which is not an existing folder; "
-                f"set DBD_DATA=/path/to/shared/data (or unset it to use ../shared/data)"
-            )
-        return root.resolve()
-    candidates = [Path.cwd() / "../shared/data", REPO_ROOT / "../shared/data"]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
-    looked = ", ".join(f"'{c.resolve()}'" for c in candidates)
-    raise DBDError(f"benchmark data not found (looked in {looked}); set DBD_DATA=/path/to/shared/data")
+from dbd.core import (
+    DBDError,
+    find_data_root,  # noqa: F401  (the data root is found here for every stage)
+)
+from dbd.runtime.imageio import IMAGE_EXTENSIONS, POLARITIES, read_image, read_mask
 
 
 @dataclass(frozen=True, kw_only=True)

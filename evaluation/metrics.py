@@ -29,12 +29,67 @@ Memory: only per-image scalars and per-image ``num_thresholds``-long P/R rows ar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from dbd.core import DBDError
+from dbd.runtime.spec import resize_bilinear
 
-from .spec import resize_bilinear
+
+@dataclass(frozen=True)
+class Metric:
+    """How every table, the gate and model selection treat one score: a new metric is one entry in
+    METRICS plus the code that computes it (LiteratureMetrics or DecisionMetrics)."""
+
+    key: str  # its key in a scores dict
+    label: str  # column header
+    higher_is_better: bool
+    tolerance: float | None = None  # the gate's default: how far it may move the wrong way (None: not gated)
+    fmt: str = ".4f"
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+    def improved(self, delta: float) -> bool:
+        """Whether a change by `delta` (new − old) is for the better."""
+        return delta > 0 if self.higher_is_better else delta < 0
+
+    def regressed(self, value: float, reference: float, tolerance: float) -> bool:
+        """One-sided: worse than `reference` by more than `tolerance` (improvements never regress)."""
+        return value < reference - tolerance if self.higher_is_better else value > reference + tolerance
+
+
+METRICS = {
+    m.key: m
+    for m in (
+        Metric("mae", "MAE", False, 0.003),
+        Metric("fbeta_fixed", "Fβ@0.5", True, 0.005),
+        Metric("iou", "IoU", True, 0.005),
+        Metric("fbeta_adaptive", "Fβ adaptive (in-focus +)", True, 0.005),
+        Metric("fbeta_max", "Fβ max (in-focus +)", True, 0.005),
+        Metric("error_at_05", "error @0.5", False),
+        Metric("error_boundary", "boundary ≤8px", False),
+        Metric("error_interior", "interior", False),
+        Metric("worst10_share", "worst 10 % share", False),
+        Metric("unsure", "unsure", False),
+    )
+}
+LITERATURE = ("mae", "fbeta_fixed", "iou", "fbeta_adaptive", "fbeta_max")  # LiteratureMetrics' scores
+ANATOMY = ("error_at_05", "error_boundary", "error_interior", "worst10_share", "unsure")  # DecisionMetrics'
+
+
+def gated() -> tuple[str, ...]:
+    """The metrics the accuracy-regression gate checks: those with a tolerance."""
+    return tuple(k for k, m in METRICS.items() if m.tolerance is not None)
+
+
+def selection_score(scores: dict[str, float]) -> float:
+    """The one number training's model selection maximises: the D-DFFNet table's three, equally weighted."""
+    return (scores["fbeta_fixed"] + scores["iou"] + (1 - scores["mae"])) / 3
+
 
 PSNR_CAP_DB = 300.0  # identical maps: reported as 300 dB rather than infinity (JSON has no inf)
 
