@@ -41,7 +41,7 @@ from dbd.evaluation.scoring import score_maps
 from dbd.runtime.formats import find_format
 from dbd.runtime.metadata import decode_output, encode_input
 
-from .refine_rows import other_refine_row
+from .refine_rows import accuracy_row, other_refine_row
 
 ARCHES = ("aarch64",)
 CPUS = (("little", "cortex-a55"), ("big", "cortex-a76"))  # (class, QEMU -cpu) of the emulated cores
@@ -321,21 +321,16 @@ def emulated_rows(
             "asimdhp": report.get("asimdhp"),
             "seconds": report.get("seconds"),
         }
-        row = {
-            **base,
-            "id": f"{base['model']}:{fmt}:{base['precision']}:{base['refine']}",
-            "format": fmt,
-            "arch": arch,
-            "emulation": emulation,
-            "accuracy_only": True,  # no latency: emulated time is not a phone's
-            "peak_mem_mb": None,
-            "memory": {"method": None, "runtime_mb": None},
-            "latency": {},
-            "metrics": {k: v for k, v in metrics.compute().items() if k != "n_images"},
-            "decisions": decisions.compute(),
-            "robustness": None,
-            "_maps": maps,
-        }
+        row = accuracy_row(  # no latency: emulated time is not a phone's
+            base,
+            metrics,
+            decisions,
+            id=f"{base['model']}:{fmt}:{base['precision']}:{base['refine']}",
+            format=fmt,
+            arch=arch,
+            emulation=emulation,
+            _maps=maps,
+        )
         other = other_refine_row(row, runner.spec, pairs)
         for r in (row, other):
             r["curves"] = None  # the plots keep the x86 rows

@@ -29,19 +29,30 @@ def other_refine_row(row: dict[str, Any], runner_spec: PreprocessSpec, pairs: li
     other = RefineSpec.none() if runner_spec.refine.enabled else RefineSpec()
     metrics, decisions = score_maps(row["_maps"], pairs, runner_spec.with_refine(other))
     label = refine_label(other)
+    return accuracy_row(
+        row,
+        metrics,
+        decisions,
+        id=row["id"].rsplit(":", 1)[0] + f":{label}",
+        refine=label,
+        refine_spec=other.to_dict(),
+        curves={k: [round(float(x), 5) for x in v] for k, v in metrics.curves().items()},
+    )
+
+
+def accuracy_row(row: dict[str, Any], metrics, decisions, **fields: Any) -> dict[str, Any]:
+    """A row made from `row` that has scores but no timing of its own (a second map of the same model
+    output, or an emulated CPU whose time is not a phone's): `fields` override, latency and memory empty."""
     return {
         **row,
-        "id": row["id"].rsplit(":", 1)[0] + f":{label}",
-        "refine": label,
-        "refine_spec": other.to_dict(),
-        "accuracy_only": True,  # scored from the maps of the row it was made from
+        "accuracy_only": True,
         "peak_mem_mb": None,
         "memory": {"method": None, "runtime_mb": None},
         "latency": {},
         "metrics": {k: v for k, v in metrics.compute().items() if k != "n_images"},
         "decisions": decisions.compute(),
         "robustness": None,
-        "curves": {k: [round(float(x), 5) for x in v] for k, v in metrics.curves().items()},
+        **fields,
     }
 
 
