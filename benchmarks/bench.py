@@ -24,6 +24,7 @@ import numpy as np
 from dbd.core import MAX_THREADS, DBDError, check_int, check_writable
 from dbd.data.capture import CAPTURE_CONDITIONS, captured, downscaler_of
 from dbd.data.datasets import open_dataset
+from dbd.evaluation.latency import measure_latency
 from dbd.evaluation.metrics import DecisionMetrics
 from dbd.evaluation.scoring import evaluate
 from dbd.evaluation.tta import TTARecipe, TTARunner
@@ -36,7 +37,7 @@ from dbd.runtime.refine import RefineSpec
 from dbd.runtime.runners import open_runner
 
 from . import gate
-from .measure import PeakMemory, gemm_peaks, map_psnr, measure_latency, peak_memory_mb
+from .measure import PeakMemory, gemm_peaks, map_psnr, peak_memory_mb
 from .refine_rows import other_refine_row, refine_cost, refine_label
 from .tables import accuracy_table, anatomy_table, refine_table, robustness_table, speed_table, write_reports
 

@@ -1,7 +1,6 @@
 """Measurements behind dbd-bench: latency, peak memory, the machine's compute peak, accuracy.
 
-Latency: warm-up runs, then at least 50 timed runs of one image at the model's input size,
-median and 90th percentile. Peak memory: measured the same way for every runtime, in a fresh
+Latency is measured by dbd.evaluation.latency (one way for the bench and the training report). Peak memory: measured the same way for every runtime, in a fresh
 process (`peak_memory_mb`): the peak resident set (VmHWM, so native allocations of every runtime
 library count as much as torch's) while the file loads and runs one image, above the resident set
 once the runtime library is imported. In this process, memory freed by an earlier row stays
@@ -27,32 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from dbd.evaluation.metrics import psnr_db
-from dbd.runtime.runners import Runner
 from dbd.runtime.spec import resize_bilinear
-
-
-@dataclass
-class Latency:
-    threads: int
-    median_ms: float
-    p90_ms: float
-    runs: int
-
-    @property
-    def fps(self) -> float:
-        return 1000.0 / self.median_ms
-
-
-def measure_latency(runner: Runner, threads: int, runs: int = 50, warmup: int = 10) -> Latency:
-    x = np.random.default_rng(0).random((1, *runner.size, 3), dtype=np.float32)
-    for _ in range(warmup):
-        runner.run(x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        runner.run(x)
-        times.append((time.perf_counter() - start) * 1000)
-    return Latency(threads, float(np.median(times)), float(np.percentile(times, 90)), runs)
 
 
 def _status_kb(field: str) -> int | None:

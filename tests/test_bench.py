@@ -316,3 +316,16 @@ def test_library_run_refuses_a_negative_limit_in_one_line(tmp_path):
     with pytest.raises(DBDError) as err:
         run(runs=0, limit=-1, report=None, exports=tmp_path)
     assert "--limit" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_models_timed_together_take_turns_call_by_call_after_their_warm_up():
+    """One latency measurement for the bench and the training report (dbd.evaluation.latency): the
+    warm-up calls are not timed, and models measured together alternate so a passing load hits each."""
+    from dbd.evaluation.latency import latency, time_calls
+
+    order: list[str] = []
+    times = time_calls({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, runs=3, warmup=2)
+    assert order == ["a", "b"] * 5 and [len(t) for t in times.values()] == [3, 3]
+    measured = latency([1.0, 2.0, 3.0, 4.0, 100.0], threads=1)
+    assert (measured.median_ms, measured.runs, measured.fps) == (3.0, 5, 1000.0 / 3.0)
+    assert measured.p90_ms == pytest.approx(61.6)

@@ -25,9 +25,9 @@ photos downscaled by cv2 linear/area and PIL bilinear/bicubic, and recompressed 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ import torch
 from dbd.core import DBDError, cli_entry
 from dbd.data.capture import CAPTURE_CONDITIONS, captured, downscaler_of
 from dbd.data.datasets import open_dataset
+from dbd.evaluation.latency import latency, time_calls
 from dbd.evaluation.metrics import ANATOMY, LITERATURE, METRICS, DecisionMetrics
 from dbd.evaluation.scoring import evaluate
 from dbd.evaluation.tta import TTARecipe, TTARunner
@@ -89,25 +90,19 @@ def score(checkpoint: str, pairs: list, refine: str | None = None) -> dict:
 
 
 def latencies_ms(checkpoints: dict[str, str], runs: int = 30) -> dict[str, float]:
-    """Median wall time of one forward of each plain model (first member), batch 1, one thread.
-    The models take turns, run by run, so that a load that comes and goes on a shared machine
-    falls on every model alike: the figures compare within one call."""
+    """Median ms of one forward of each plain model (first member), batch 1, one thread, the models
+    taking turns (dbd.evaluation.latency): the figures compare within one call."""
     runners = {label: TorchRunner(Path(str(c).partition("@")[0].split(",")[0])) for label, c in checkpoints.items()}
     inputs = {label: torch.zeros(1, 3, *r.size) for label, r in runners.items()}
-    times: dict[str, list[float]] = {label: [] for label in runners}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.inference_mode():
-            for i in range(runs + 5):
-                for label, runner in runners.items():
-                    start = time.perf_counter()
-                    runner.model(inputs[label])
-                    if i >= 5:  # warm-up runs excluded
-                        times[label].append(time.perf_counter() - start)
+            calls = {label: functools.partial(r.model, inputs[label]) for label, r in runners.items()}
+            times = time_calls(calls, runs, warmup=5)
     finally:
         torch.set_num_threads(threads)
-    return {label: 1000 * statistics.median(t) for label, t in times.items()}
+    return {label: latency(t, 1).median_ms for label, t in times.items()}
 
 
 def robustness(checkpoint: str, pairs: list, refine: str | None = None) -> dict[str, dict[str, float]]:
