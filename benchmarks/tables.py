@@ -19,17 +19,35 @@ def _f(value: Any, fmt: str = ".4f") -> str:
     return format(value, fmt)
 
 
+def _model_cells(rows: list[dict[str, Any]]) -> dict[int, str]:
+    """id(row) -> its model column: the model's name, with its input size where the rows hold that
+    model at several sizes (e.g. a student exported at 256² and at 320²: same name, same row id)."""
+    plain = [r for r in rows if "+tta" not in r["format"]]  # a TTA row's views have sizes of their own
+    sizes: dict[str, set] = {}
+    for r in plain:
+        sizes.setdefault(r["model"], set()).add(tuple(r.get("input_size") or ()))
+    cells = {id(r): r["model"] for r in rows}
+    for r in plain:
+        h, w = (tuple(r.get("input_size") or ()) + (None, None))[:2]
+        several = len(sizes[r["model"]]) > 1 and h is not None
+        cells[id(r)] = (
+            f"{r['model']} {h}²" if several and h == w else f"{r['model']} {h}x{w}" if several else r["model"]
+        )
+    return cells
+
+
 def speed_table(rows: list[dict[str, Any]], threads: list[int]) -> tuple[list[str], list[list[str]]]:
     """Size and speed, one row per model file (the rows scored from another row's maps have none)."""
     header = ["model", "format", "prec", "MB", "params M", "GMACs"]
     for t in threads:
         header += [f"ms@{t}t", f"p90@{t}t", f"FPS@{t}t", f"%peak@{t}t"]
     header += ["peak MB"]
+    model = _model_cells(rows)
     body = []
     for r in rows:
         if r.get("accuracy_only"):
             continue
-        line = [r["model"], r["format"], r["precision"], _f(r["size_mb"], ".2f"), _f(r["params_m"], ".2f")]
+        line = [model[id(r)], r["format"], r["precision"], _f(r["size_mb"], ".2f"), _f(r["params_m"], ".2f")]
         line += [_f(r["gmacs"], ".2f")]
         for t in threads:
             lat = r.get("latency", {}).get(str(t))
@@ -50,11 +68,12 @@ def accuracy_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str
     emulated = any(r.get("vs_x86") for r in rows)  # dbd-bench --arch: the emulated rows against x86
     if emulated:
         header += ["ΔFβ x86", "ΔMAE x86", "flips x86", "max ΔP x86"]
+    model = _model_cells(rows)
     body = []
     for r in rows:
         m, vt, vs = r.get("metrics") or {}, r.get("vs_teacher") or {}, r.get("vs_student") or {}
         line = (
-            [r["model"], r["format"], r["precision"], r.get("refine", "–")]
+            [model[id(r)], r["format"], r["precision"], r.get("refine", "–")]
             + [_f(m.get(k), METRICS[k].fmt) for k in LITERATURE]
             + [_f(vt.get("d_fbeta"), "+.4f"), _f(vt.get("d_mae"), "+.4f"), _f(vt.get("psnr"), ".1f")]
             + [_f(vs.get("d_fbeta"), "+.4f"), _f(vs.get("psnr"), ".1f")]
@@ -94,8 +113,9 @@ def refine_table(rows: list[dict[str, Any]], refine_ms: dict[str, float] | None)
 def anatomy_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Where each model decides wrong (runtime.metrics.DecisionMetrics), as fractions of all pixels."""
     header = ["model", "format", "prec", "map"] + [METRICS[k].label for k in ANATOMY]
+    model = _model_cells(rows)
     body = [
-        [r["model"], r["format"], r["precision"], r.get("refine", "–")]
+        [model[id(r)], r["format"], r["precision"], r.get("refine", "–")]
         + [_f(r["decisions"].get(k), METRICS[k].fmt) for k in ANATOMY]
         for r in rows
         if r.get("decisions")
@@ -110,6 +130,7 @@ def robustness_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[s
         return [], []
     conditions = list(scored[0]["robustness"])
     header = ["model", "format", "prec"] + [f"Fβ {c}" for c in conditions] + ["worst ΔFβ", "worst ΔMAE"]
+    model = _model_cells(rows)
     body = []
     for r in scored:
         rob = r["robustness"]
@@ -117,7 +138,7 @@ def robustness_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[s
         d_f = [rob[c]["fbeta_fixed"] - base["fbeta_fixed"] for c in conditions]
         d_m = [rob[c]["mae"] - base["mae"] for c in conditions]
         body.append(
-            [r["model"], r["format"], r["precision"]]
+            [model[id(r)], r["format"], r["precision"]]
             + [f"{rob[c]['fbeta_fixed']:.4f} ({d:+.4f})" for c, d in zip(conditions, d_f)]
             + [_f(min(d_f), "+.4f"), _f(max(d_m), "+.4f")]
         )

@@ -329,3 +329,17 @@ def test_models_timed_together_take_turns_call_by_call_after_their_warm_up():
     measured = latency([1.0, 2.0, 3.0, 4.0, 100.0], threads=1)
     assert (measured.median_ms, measured.runs, measured.fps) == (3.0, 5, 1000.0 / 3.0)
     assert measured.p90_ms == pytest.approx(61.6)
+
+
+def test_a_model_benchmarked_at_two_input_sizes_is_told_apart_in_the_tables():
+    from dbd.benchmarks.tables import accuracy_table, speed_table
+
+    def row(size: int, fmt: str = "tflite") -> dict:
+        metrics = {"mae": 0.06, "fbeta_fixed": 0.97, "iou": 0.93, "fbeta_adaptive": 0.8, "fbeta_max": 0.9}
+        file = {"model": "dbd_student", "format": fmt, "precision": "int8", "refine": "guided", "size_mb": 2.5}
+        return file | {"params_m": 1.9, "gmacs": 0.7, "latency": {}, "metrics": metrics, "input_size": [size, size]}
+
+    _, body = speed_table([row(256), row(320)], threads=[1])
+    assert [line[0] for line in body] == ["dbd_student 256²", "dbd_student 320²"]
+    _, body = accuracy_table([row(320), row(320, "onnx")])  # one size: the plain name
+    assert [line[0] for line in body] == ["dbd_student", "dbd_student"]
