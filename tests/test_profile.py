@@ -85,7 +85,7 @@ def test_cli_prints_the_tables_and_writes_markdown_and_json_beside_the_bench_rep
     assert onnx_entry["profiled"] and onnx_entry["threads"] == 1 and onnx_entry["runs"] == 3
     assert onnx_entry["op_types"][0]["op"] == "Conv" and len(onnx_entry["layers"]) > 60  # every node
     assert all(" -> 1x" in r["layer"] for r in onnx_entry["layers"])  # each with its output's shape
-    assert 0.5 < onnx_entry["inside_operators"] <= 1.01
+    assert 0.1 < onnx_entry["inside_operators"] <= 1.01  # a timing: see _checked
     assert not checkpoint_entry["profiled"] and "checkpoint" in checkpoint_entry["reason"]
     md = (report / "profile.md").read_text()
     assert "| op type | nodes | ms/inference | % |" in md and "| layer | op type | ms/inference | % |" in md
