@@ -83,3 +83,27 @@ def small_shipped_student(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "dbd_student.safetensors"
     save_checkpoint(path, model, {**card, "preprocess": spec.to_dict()})
     return path
+
+
+def predicts_a_photo_and_benches_like_its_checkpoint(
+    predicted: Path, benched: Path, checkpoint: Path, data_root: Path, out: Path
+) -> None:
+    """What a format plug-in owes the two other commands: dbd-predict writes the blur map of a real
+    photo with `predicted`, and dbd-bench scores `benched` with rows whose maps match `checkpoint`'s
+    (PSNR > 60 dB). Test modules take it as `from conftest import predicts_a_photo_and_benches_like_its_checkpoint`."""
+    from dbd.benchmarks import run
+    from dbd.runtime.cli import main as predict_main
+    from dbd.runtime.formats import format_of
+
+    photo = sorted((data_root / "photos").rglob("*.jpg"))[0]
+    code, stdout, stderr = quietly(
+        predict_main, [str(photo), "--weights", str(predicted), "--out", str(out), "--save", "map"]
+    )
+    assert code == 0, stderr + stdout
+    assert [p.name for p in out.rglob("*_blur.png")] == [f"{photo.stem}_blur.png"]
+
+    result = run(teacher=checkpoint, student=checkpoint, exports=None, weights=[benched], runs=0, limit=3, report=None)
+    rows = [row for row in result.rows if row.get("file") == str(benched)]
+    row_id = f"dbd_student:{format_of(benched).name}:{benched.stem.rsplit('_', 1)[1]}"
+    assert rows and all(row["id"].startswith(row_id) for row in rows)
+    assert all(row["vs_student"]["psnr"] > 60 for row in rows)  # the same maps as the checkpoint's

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_SIZE, quietly
+from conftest import SMALL_SIZE, predicts_a_photo_and_benches_like_its_checkpoint, quietly
 
 from dbd.core import DBDError
 from dbd.export.cli import main as export_main
@@ -83,9 +83,6 @@ def test_ncnn_fp32_and_fp16_folders_pass_parity_and_carry_the_metadata(ncnn_expo
 def test_ncnn_runs_through_predictor_dbd_predict_and_a_bench_row(
     ncnn_export, small_shipped_student, data_root, tmp_path
 ):
-    from dbd.benchmarks import run
-    from dbd.runtime.cli import main as predict_main
-
     fp32 = ncnn_export / f"dbd_student_{SIZE}_fp32.ncnn"
     fp16 = ncnn_export / f"dbd_student_{SIZE}_fp16.ncnn"
     image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
@@ -95,25 +92,7 @@ def test_ncnn_runs_through_predictor_dbd_predict_and_a_bench_row(
         assert got.shape == (90, 120) and got.dtype == np.float32
         assert np.abs(got - reference).max() < tolerance, path.name
 
-    photo = sorted((data_root / "photos").rglob("*.jpg"))[0]
-    code, stdout, stderr = quietly(
-        predict_main, [str(photo), "--weights", str(fp16), "--out", str(tmp_path / "pred"), "--save", "map"]
-    )
-    assert code == 0, stderr + stdout
-    assert [p.name for p in (tmp_path / "pred").rglob("*_blur.png")] == [f"{photo.stem}_blur.png"]
-
-    result = run(
-        teacher=small_shipped_student,
-        student=small_shipped_student,
-        exports=None,
-        weights=[fp32],
-        runs=0,
-        limit=3,
-        report=None,
-    )
-    rows = [row for row in result.rows if row.get("file") == str(fp32)]
-    assert rows and all(row["id"].startswith("dbd_student:ncnn:fp32") for row in rows)
-    assert all(row["vs_student"]["psnr"] > 60 for row in rows)  # the same maps as the checkpoint's
+    predicts_a_photo_and_benches_like_its_checkpoint(fp16, fp32, small_shipped_student, data_root, tmp_path / "pred")
 
 
 @pytest.mark.slow  # the pnnx conversions take about 25 s
