@@ -29,6 +29,7 @@ from dbd.evaluation.metrics import DecisionMetrics
 from dbd.evaluation.scoring import evaluate
 from dbd.evaluation.tta import TTARecipe, TTARunner
 from dbd.models import create_model
+from dbd.models.shipped import role_of
 from dbd.models.summary import count_macs, count_params
 from dbd.runtime.formats import find_format
 from dbd.runtime.formats import suffixes as export_suffixes
@@ -55,7 +56,7 @@ def model_files(
     each file once, in that order."""
     from dbd.models.shipped import released_checkpoint
 
-    found = [teacher or released_checkpoint("dbd_teacher"), student or released_checkpoint("dbd_student")]
+    found = [teacher or released_checkpoint("teacher"), student or released_checkpoint("student")]
     if exports is not None and Path(exports).is_dir():
         # Hidden and temporary files (a killed export's `.NAME.XXXX.tmp.SUFFIX`) are never model files.
         known = export_suffixes()
@@ -125,6 +126,7 @@ def bench_row(
     row: dict[str, Any] = {
         "id": f"{arch}:{fmt}:{runner.precision}:{refine}",
         "model": arch,
+        "role": role_of(info, arch),  # "teacher"/"student" (the card's training stage) or None
         "format": fmt,
         "precision": runner.precision,
         "refine": refine,  # the map's last step: "guided" (edge-aware) or "bilinear"
@@ -183,9 +185,23 @@ def compare(row: dict, reference: dict | None) -> dict | None:
     }
 
 
+def reference_rows(rows: list[dict], refine: str) -> tuple[dict | None, dict | None]:
+    """What the rows with last step `refine` are compared with, found by role (whatever the arch's
+    name): the teacher as distillation uses it (its TTA row, else its torch row) and the fp32 student
+    (its torch row), both with that same last step (guided with guided); None where there is none."""
+    same = [r for r in rows if r["refine"] == refine]
+    teachers = [r for r in same if r.get("role") == "teacher"]
+    teacher = next(
+        (r for r in teachers if r["format"].startswith("torch+tta")),
+        next((r for r in teachers if r["format"] == "torch"), None),
+    )
+    student = next((r for r in same if r.get("role") == "student" and r["format"] == "torch"), None)
+    return teacher, student
+
+
 def teacher_recipe(row: dict, flag: str | None) -> TTARecipe | None:
     """The TTA recipe to score a teacher row with: the flag, else the one its card says distillation used."""
-    if row["model"] != "dbd_teacher" or row["format"] != "torch":
+    if row.get("role") != "teacher" or row["format"] != "torch":
         return None
     if flag is None:
         from dbd.models.checkpoint import read_card
@@ -314,21 +330,8 @@ def run(
         rows += emulated
         notes += arch_notes
 
-    # Each row is compared with the teacher as distillation uses it (its TTA) and with the fp32
-    # student, both with the same last step (guided with guided, bilinear with bilinear).
-    def reference(model: str, refine: str) -> dict | None:
-        same = [r for r in rows if r["model"] == model and r["refine"] == refine]
-        return next(
-            (r for r in same if r["format"].startswith("torch+tta")),
-            next((r for r in same if r["format"] == "torch"), None),
-        )
-
-    for r in rows:
-        teacher_row = reference("dbd_teacher", r["refine"])
-        student_row = next(
-            (s for s in rows if s["model"] == "dbd_student" and s["format"] == "torch" and s["refine"] == r["refine"]),
-            None,
-        )
+    for r in rows:  # against the teacher and the fp32 student with the same last step
+        teacher_row, student_row = reference_rows(rows, r["refine"])
         r["vs_teacher"], r["vs_student"] = compare(r, teacher_row), compare(r, student_row)
     for r in rows:
         del r["_maps"]

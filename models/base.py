@@ -7,23 +7,25 @@ stable BCE), the deep-supervision side outputs and the decoder features that dis
 
 A network is parts, as in segmentation_models_pytorch: a `features_only` encoder (timm style,
 declaring `feature_info` channels and reductions), a context module on its deepest level, a
-top-down decoder generic in its number of levels (one block per level, each fusing the upsampled
-stage with the encoder skip of its stride), and a head. Adding a decoder variant is a block class
-and a registered model function that passes it to `EncoderDecoderNet`.
+top-down decoder generic in its number of levels (`models/decoder.py`: one block per level, each
+fusing the upsampled stage with the encoder skip of its stride), and a head. Adding a decoder
+variant is a block class and a registered model function that passes it to `EncoderDecoderNet`;
+adding a paper's component is a class and one decoder option (`register_decoder_option`), a flag
+of every such network.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from dbd.core import DBDError
 
-from .attention import SelectiveReceptiveField, SeparatedAttention, SupervisionGuidedAttention
-from .layers import upsample_like
+from .decoder import DECODER_OPTIONS, Block, TopDownDecoder
+from .layers import BilinearUpsample, upsample_like
 
 
 @dataclass
@@ -31,6 +33,7 @@ class DBDOutput:
     logits: torch.Tensor  # (B, 1, H, W) at the input resolution
     side_logits: list[torch.Tensor]  # deep supervision, each (B, 1, H, W), deepest first
     features: list[torch.Tensor]  # decoder features at `feature_strides` (for distillation)
+    # Outputs of the decoder's training heads (models/decoder.py, DecoderOption.output), None when off:
     connectivity: torch.Tensor | None = None  # (B, 8, H, W) logits: is each of the 8 neighbours the same class?
 
 
@@ -67,28 +70,20 @@ class DBDNet(nn.Module):
             )
 
 
-Block = Callable[[int, int, int], nn.Module]  # block(channels_in, skip_channels, channels_out)
-
-
 class EncoderDecoderNet(DBDNet):
-    """encoder → context (deepest level) → top-down decoder (one block per level) → head.
+    """encoder → context (deepest level) → `TopDownDecoder` (one block per level) → head.
 
-    Optional components from the papers dbd builds on, each a constructor flag, each starting as
-    the identity so that a trained network can be fine-tuned with it (see `additive_options`):
+    `**options` are the decoder options (`models/decoder.py`, `DECODER_OPTIONS`): the papers'
+    components (srfb, sab, separated_attention, connectivity, ...), each a flag, each starting as
+    the identity so that a trained network can be fine-tuned with it (see `additive_options`).
 
-    * `srfb` (DD): a selective receptive-field block after every decoder stage.
-    * `sab` (DD): every stage is re-weighted by the previous level's side output.
-    * `separated_attention` (Relation-aware network): clear and blurred streams refine the logits.
-    * `connectivity` (Relation-aware network): an 8-neighbour connectivity head, training only.
+    The decoder's parts are registered on the network itself, under the names the shipped
+    checkpoints were written with (`decoder.N` for the blocks, `side_heads.N`, `srfb.N`, `sab.N`,
+    `separated_attention.*`, `connectivity_head.*`), not under a prefix of the decoder's own: the
+    state-dict keys and the module names that exports and `--int8-float` see stay what they were.
+    `self.top_down` runs them; it is not a child module, since its parts already are.
     """
 
-    additive_options = {
-        "connectivity": "connectivity_head.",
-        "srfb": "srfb.",
-        "sab": "sab.",
-        "separated_attention": "separated_attention.",
-    }
-    training_only_options = ("connectivity",)
     distilled_strides = (16, 8, 4)
 
     def __init__(
@@ -99,35 +94,41 @@ class EncoderDecoderNet(DBDNet):
         block: Block,
         decoder_channels: Sequence[int],
         head: nn.Module,
-        *,
-        connectivity: bool = False,
-        srfb: bool = False,
-        sab: bool = False,
-        separated_attention: bool = False,
+        **options: bool,
     ):
         super().__init__()
-        levels = [(f["channels"], f["reduction"]) for f in encoder.feature_info][::-1]  # deepest first
-        if not 1 <= len(decoder_channels) < len(levels):
-            raise DBDError(
-                f"decoder_channels {list(decoder_channels)} needs 1 to {len(levels) - 1} levels: "
-                f"the encoder has {len(levels)} feature levels, the deepest feeds the context"
-            )
-        skips = [c for c, _ in levels[1:]]
-        self.stage_strides = tuple(r for _, r in levels[: len(decoder_channels) + 1])
-        chans = (context_channels, *decoder_channels)
+        top_down = TopDownDecoder(encoder.feature_info, context_channels, block, decoder_channels, **options)
         self.encoder = encoder
         self.context = context
-        self.decoder = nn.ModuleList(block(chans[i], skips[i], chans[i + 1]) for i in range(len(decoder_channels)))
-        self.side_heads = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in chans[:-1])  # deep supervision
+        self.decoder = top_down.blocks
+        self.side_heads = top_down.side_heads
         self.head = head
-        self.srfb = nn.ModuleList(SelectiveReceptiveField(c) for c in decoder_channels) if srfb else None
-        self.sab = nn.ModuleList(SupervisionGuidedAttention(c) for c in decoder_channels) if sab else None
-        self.separated_attention = SeparatedAttention(chans[-1]) if separated_attention else None
-        # Training only: never part of forward(), so never exported.
-        self.connectivity_head = nn.Conv2d(chans[-1], 8, 1) if connectivity else None
-        self.feature_strides = tuple(s for s in self.stage_strides if s in self.distilled_strides)
-        self.feature_channels = tuple(c for c, s in zip(chans, self.stage_strides) if s in self.distilled_strides)
+        self.upsample_logits = BilinearUpsample()  # no weights; an exporter may swap in an equivalent
+        for option in DECODER_OPTIONS.values():  # None when off, as before
+            setattr(self, option.attribute, getattr(top_down, option.attribute))
+        self.__dict__["top_down"] = top_down  # bypasses nn.Module.__setattr__: not a second registration
+        self.decoder_options = dict(top_down.enabled)  # every known option, on or off: the card's record
+        self.stage_strides = top_down.stage_strides
+        distilled = [
+            (s, c) for s, c in zip(top_down.stage_strides, top_down.stage_channels) if s in self.distilled_strides
+        ]
+        self.feature_strides = tuple(s for s, _ in distilled)
+        self.feature_channels = tuple(c for _, c in distilled)
         self.pretrained_cfg = {**encoder.pretrained_cfg, "input_size": (320, 320)}
+
+    # Declared once, by the decoder options; read by --init (training/networks.py warm_start).
+    @property
+    def additive_options(self) -> dict[str, str]:  # option -> prefix of its state-dict keys
+        return {name: f"{o.attribute}." for name, o in DECODER_OPTIONS.items() if o.additive or o.training_only}
+
+    @property
+    def training_only_options(self) -> tuple[str, ...]:
+        return tuple(name for name, o in DECODER_OPTIONS.items() if o.training_only)
+
+    def train(self, mode: bool = True) -> "EncoderDecoderNet":
+        super().train(mode)
+        self.top_down.training = mode  # its parts are switched as children of this network
+        return self
 
     def refine_stage(self, level: int, x: torch.Tensor) -> torch.Tensor:
         """Hook for an architecture's own per-stage module (the teacher's non-local block)."""
@@ -136,29 +137,15 @@ class EncoderDecoderNet(DBDNet):
     def decode(self, x: torch.Tensor, with_sides: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Logits at the input size, every stage (context first) and the low-res side logits."""
         *skips, deepest = self.encoder(x)
-        d = self.context(deepest)
-        stages, sides = [d], []
-        for level, (block, skip) in enumerate(zip(self.decoder, reversed(skips))):
-            if with_sides or self.sab is not None:
-                sides.append(self.side_heads[level](d))
-            d = self.refine_stage(level, block(d, skip))
-            if self.srfb is not None:
-                d = self.srfb[level](d)
-            if self.sab is not None:
-                d = self.sab[level](d, sides[level])
-            stages.append(d)
-        logits = self.head(d)
-        if self.separated_attention is not None:
-            logits = self.separated_attention(d, logits)
-        return upsample_like(logits, x), stages, sides
+        decoded = self.top_down(self.context(deepest), skips, with_sides, self.refine_stage)
+        logits = self.top_down.refine_logits(decoded.features, self.head(decoded.features))
+        return self.upsample_logits(logits, x), decoded.stages, decoded.sides
 
     def forward_train(self, x: torch.Tensor) -> DBDOutput:
         logits, stages, sides = self.decode(x, with_sides=True)
         features = [s for s, stride in zip(stages, self.stage_strides) if stride in self.feature_strides]
-        connectivity = (
-            upsample_like(self.connectivity_head(stages[-1]), x) if self.connectivity_head is not None else None
-        )
-        return DBDOutput(logits, [upsample_like(s, x) for s in sides], features, connectivity)
+        heads = {field: upsample_like(y, x) for field, y in self.top_down.training_outputs(stages[-1]).items()}
+        return DBDOutput(logits, [upsample_like(s, x) for s in sides], features, **heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The exported path: side heads only where an option feeds them back into the decoder.

@@ -68,3 +68,11 @@ def upsample_like(x: torch.Tensor, ref: torch.Tensor | tuple[int, int]) -> torch
     if tuple(x.shape[-2:]) == size:
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class BilinearUpsample(nn.Module):
+    """`upsample_like` as a module, for the network's final logit upsample: an exporter may swap in
+    an equivalent that its runtime's kernels run faster (dbd.export.tflite_rewrites)."""
+
+    def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return upsample_like(x, like)

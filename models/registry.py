@@ -51,7 +51,9 @@ def create_model(name: str, pretrained: bool = False, **config) -> nn.Module:
 def full_config(model: nn.Module, config: dict) -> dict:
     """The config a checkpoint card records: for a DBD network every constructor argument, defaults
     included (JSON types), so a later change of a default cannot silently change what a shipped
-    checkpoint means; for a backbone the arguments given (its registry function fixes the rest)."""
+    checkpoint means, and every decoder option on or off (they arrive as **options, so the
+    signature does not list them); for a backbone the arguments given (its registry function fixes
+    the rest)."""
     from .base import DBDNet
 
     if not isinstance(model, DBDNet):
@@ -62,7 +64,8 @@ def full_config(model: nn.Module, config: dict) -> dict:
         for k, p in params.items()
         if k not in ("self", "pretrained") and p.default is not inspect.Parameter.empty
     }
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **config}.items()}
+    options = getattr(model, "decoder_options", {})
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **options, **config}.items()}
 
 
 def load_imagenet_weights(model: nn.Module, name: str) -> None:

@@ -48,10 +48,7 @@ class DBDStudent(EncoderDecoderNet):
         pretrained: bool = False,
         context_channels: int = 96,
         decoder_channels: tuple[int, ...] = (96, 64, 48, 32),
-        connectivity: bool = False,
-        srfb: bool = False,
-        sab: bool = False,
-        separated_attention: bool = False,
+        **options: bool,  # decoder options (models/decoder.py): srfb, sab, separated_attention, connectivity, ...
     ):
         backbone = create_model(encoder, pretrained=pretrained, features_only=True)
         super().__init__(
@@ -61,10 +58,7 @@ class DBDStudent(EncoderDecoderNet):
             LightDecoderBlock,
             decoder_channels,
             nn.Conv2d(decoder_channels[-1], 1, 1),
-            connectivity=connectivity,
-            srfb=srfb,
-            sab=sab,
-            separated_attention=separated_attention,
+            **options,
         )
 
 

@@ -77,10 +77,7 @@ class DBDTeacher(EncoderDecoderNet):
         pretrained: bool = False,
         context_channels: int = 256,
         decoder_channels: tuple[int, ...] = (128, 96, 64, 32),
-        connectivity: bool = False,
-        srfb: bool = False,
-        sab: bool = False,
-        separated_attention: bool = False,
+        **options: bool,  # decoder options (models/decoder.py): srfb, sab, separated_attention, connectivity, ...
     ):
         backbone = create_model(encoder, pretrained=pretrained, features_only=True)
         context = nn.Sequential(
@@ -96,10 +93,7 @@ class DBDTeacher(EncoderDecoderNet):
             DecoderBlock,
             decoder_channels,
             head,
-            connectivity=connectivity,
-            srfb=srfb,
-            sab=sab,
-            separated_attention=separated_attention,
+            **options,
         )
         # Non-local attention on the first (stride-16) decoder stage as well as on the context.
         self.attention16 = NonLocalBlock(decoder_channels[0])

@@ -60,11 +60,20 @@ def test_bench_prints_a_row_per_model_and_writes_every_report(models, tmp_path, 
     assert set(rows) == {
         f"dbd_{m}:torch:fp32:{map_}" for m in ("teacher", "student") for map_ in ("guided", "bilinear")
     }
-    student = rows["dbd_student:torch:fp32:guided"]
-    assert student["latency"]["1"]["runs"] == 50 and student["latency"]["1"]["median_ms"] > 0
-    assert 0 < student["latency"]["1"]["peak_fraction"] < 2
+    student, teacher = rows["dbd_student:torch:fp32:guided"], rows["dbd_teacher:torch:fp32:guided"]
+    lat = student["latency"]["1"]
+    assert lat["runs"] == 50 and lat["median_ms"] > 0
+    assert lat["gmacs_per_s"] == pytest.approx(student["gmacs"] / (lat["median_ms"] / 1000))
+    assert lat["peak_fraction"] == pytest.approx(
+        lat["gmacs_per_s"] / report["machine"]["gemm_peak"]["best_gmacs_per_s"]["1"]
+    )
     assert {"mae", "fbeta_fixed", "fbeta_adaptive", "fbeta_max", "iou"} <= set(student["metrics"])
-    assert student["vs_teacher"]["psnr"] > 0 and rows["dbd_teacher:torch:fp32:guided"]["vs_teacher"] is None
+    # the cards carry no stage (files made before stages were recorded): the roles by released name
+    assert {r["role"] for r in report["rows"] if r["model"] == "dbd_student"} == {"student"}
+    assert student["vs_teacher"]["d_fbeta"] == pytest.approx(
+        student["metrics"]["fbeta_fixed"] - teacher["metrics"]["fbeta_fixed"]
+    )
+    assert 0 < student["vs_teacher"]["psnr"] < 100 and teacher["vs_teacher"] is None  # 100+ dB: the same maps
     assert set(report["machine"]["refine_ms"]) == {"640x427", "1920x1080", "12 MP"}
     assert all(ms > 0 for ms in report["machine"]["refine_ms"].values())
     assert "Refinement cost" in out and "Size and speed" in out
@@ -144,8 +153,13 @@ def test_run_as_a_library_call_scores_the_shipped_checkpoints(tmp_path):
     for row in result.rows:
         assert 0 <= row["metrics"]["mae"] <= 1 and 0 <= row["metrics"]["fbeta_fixed"] <= 1, row["id"]
         assert row["latency"] == {} and row["peak_mem_mb"] is None and "_maps" not in row  # --runs 0: accuracy only
-    assert result.rows[-1]["vs_teacher"]["psnr"] > 0 and result.rows[-1]["vs_student"] is None
-    assert result.rows[-2]["vs_student"] is None  # the student's guided row is the guided rows' reference
+    assert [r["role"] for r in result.rows] == ["teacher"] * (len(expected) - 2) + ["student"] * 2  # the stages
+    # each student row against the teacher with its last step, as distillation uses it (TTA: guided only)
+    by_id = {r["id"]: r for r in result.rows}
+    for row, reference in ((result.rows[-2], by_id[expected[2 if tta else 0]]), (result.rows[-1], result.rows[1])):
+        d_mae = row["metrics"]["mae"] - reference["metrics"]["mae"]
+        assert row["vs_teacher"]["d_mae"] == pytest.approx(d_mae), row["id"]
+        assert 0 < row["vs_teacher"]["psnr"] < 100 and row["vs_student"] is None  # each is its refine's reference
     assert result.report_files == [
         tmp_path / "report" / n for n in ("bench.md", "bench.json", "curves.png", "latency_accuracy.png")
     ]
