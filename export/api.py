@@ -187,17 +187,20 @@ def make_job(
     verbose: bool = False,
     int8_float: str | Iterable[str] | None = None,
 ) -> ExportJob:
-    """Load the checkpoint and the real images: the ExportJob every format works from."""
+    """Load the checkpoint and the real images: the ExportJob every format works from (unknown
+    `options` and a test split as `calib` are refused first)."""
     from dbd.models.base import DBDNet
     from dbd.models.checkpoint import load_checkpoint
     from dbd.models.shipped import released_checkpoint
     from dbd.runtime.spec import PreprocessSpec
 
     from .base import ExportJob
-    from .calibration import load_images
+    from .calibration import load_images, open_calibration_dataset
     from .mixed_precision import default_modules, resolve_modules
     from .parity import ParityBudget
 
+    options = check_options(options)
+    open_calibration_dataset(calib, polarity)  # refuse test splits before any heavy work
     weights = Path(weights) if weights is not None else released_checkpoint("dbd_student")
     model, card = load_checkpoint(weights)
     if not isinstance(model, DBDNet):
@@ -232,7 +235,7 @@ def make_job(
         calibration=calibration,
         parity=parity_images,
         budget=budget or ParityBudget(),
-        options=check_options(options),
+        options=options,
         verbose=verbose,
         int8_float=float_modules,
     )
@@ -293,12 +296,9 @@ def export_model(
 
     if budget is not None and not isinstance(budget, ParityBudget):
         raise DBDError(f"budget must be a dbd.export.parity.ParityBudget, got {type(budget).__name__}")
-    options = check_options(options)
 
-    from .calibration import open_calibration_dataset
     from .pipeline import Outcome, export_one, output_path, prepare, run_tempdir, update_report
 
-    open_calibration_dataset(calib, polarity)  # refuse test splits before any heavy work
     formats_: list[FileFormat] = [get_format(name) for name, _ in plan]
     calibrated = any(fmt.needs_calibration(p) for fmt, (_, precisions_) in zip(formats_, plan) for p in precisions_)
     job = make_job(

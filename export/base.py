@@ -1,11 +1,18 @@
 """What the export side of every format plug-in works with: the job, the verification outcome, and
 helpers the plug-ins share.
 
-The interface itself is `dbd.runtime.formats.FileFormat` (called `ExportFormat` here): a format
-plug-in implements `export(job, precision, dest)`, `verify(job, precision, path)`,
-`describe(path)` and optionally `prepare(job)`, the conversion all its precisions share, done
-once per job and timed on its own; see that class. Formats are found through the registry
+The interface itself is `dbd.runtime.formats.FileFormat` (called `ExportFormat` here). A format
+plug-in provides its conversion, `export(job, precision, dest)` and optionally `prepare(job)` (the
+conversion all its precisions share, done once per job and timed on its own), its structural check
+`check_structure(path, meta)`, `describe(path)`, and its runner (`runner(path)`, the runtime side);
+see that class. Verifying a written file is the same template for every format
+(`pipeline.verify`): read the metadata, the plug-in's structural check, then its runner against
+PyTorch on the parity images and the precision's budget. Formats are found through the registry
 (`get_format`, `list_formats`): this module imports no plug-in.
+
+What several plug-ins need from one job is made once, on first use, and kept on the job: the example
+input, the reference maps, the `torch.export` program (`ExportJob.exported_program`); a plug-in's own
+intermediate (e.g. its float conversion) is kept with `ExportJob.memo(plug_in, make)`.
 
 Everything shared (loading the checkpoint, calibration images, reference maps, parity figures and
 budgets, metadata, atomic replacement, the report) lives outside the plug-ins, in `run`,
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
@@ -36,6 +43,7 @@ if TYPE_CHECKING:
     from .parity import ParityBudget
 
 ExportFormat = FileFormat  # the export layer's name for the one format interface
+T = TypeVar("T")
 
 
 @dataclass
@@ -53,7 +61,10 @@ class ExportJob:
     options: dict[str, str] = field(default_factory=dict)  # format-specific settings (FormatOption.key -> value)
     int8_float: tuple[str, ...] = ()  # modules int8 exports keep in float (mixed_precision.py)
     verbose: bool = False
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Made once, on first use (a `dataclasses.replace` of the job starts without them):
+    _reference: np.ndarray | None = field(default=None, init=False, repr=False)
+    _program: torch.export.ExportedProgram | None = field(default=None, init=False, repr=False)
+    _memos: dict[ExportFormat, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def arch(self) -> str:
@@ -67,16 +78,34 @@ class ExportJob:
 
     def reference_maps(self) -> np.ndarray:
         """PyTorch fp32 P(blur) of the parity images, (N, H, W), computed once per job."""
-        if "reference" not in self._cache:
+        if self._reference is None:
             from .parity import torch_maps
 
-            self._cache["reference"] = torch_maps(self.model, self.spec, self.parity.unit)
-        return self._cache["reference"]
+            self._reference = torch_maps(self.model, self.spec, self.parity.unit)
+        return self._reference
+
+    def exported_program(self) -> torch.export.ExportedProgram:
+        """`torch.export` of the float32 model at `example_input()`, exported once per job for every
+        format that converts from one (the formats must not change it)."""
+        if self._program is None:
+            import torch
+
+            from dbd.runtime.engines.shared import quiet
+
+            with quiet(not self.verbose):
+                self._program = torch.export.export(self.model.eval(), (self.example_input(),))
+        return self._program
+
+    def memo(self, owner: ExportFormat, make: Callable[[], T]) -> T:
+        """`owner`'s own intermediate for this job (e.g. its float conversion): `make()` on first use."""
+        if owner not in self._memos:
+            self._memos[owner] = make()
+        return self._memos[owner]
 
 
 @dataclass
 class Verification:
-    """The outcome of `ExportFormat.verify`."""
+    """The outcome of verifying one written file (`pipeline.verify`)."""
 
     parity: dict[str, Any] | None  # figures from parity.measure, None where not runnable here
     failures: list[str]  # budget violations (empty: passed)

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import collections
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,10 +32,14 @@ from dbd.core import DBDError, reraise_interrupt
 from dbd.runtime.engines.coreml import CoreMLRunner, metadata_entry
 from dbd.runtime.engines.shared import package_versions, quiet
 from dbd.runtime.formats import Availability, FileFormat
-from dbd.runtime.metadata import METADATA_KEY, read_metadata
+from dbd.runtime.metadata import METADATA_KEY
 
-from .base import ExportJob, Verification, check_io
+from .base import ExportJob, check_io
 from .metadata import dumps, float_nchw_metadata
+
+if TYPE_CHECKING:
+    import coremltools as ct
+    import torch
 
 INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"
 QUANTIZATION_WORDS = {
@@ -85,6 +90,14 @@ def weight_dtypes(spec) -> collections.Counter:
     return counts
 
 
+@dataclass
+class Conversions:
+    """What a job's CoreML files are converted from, made once per job."""
+
+    program: torch.export.ExportedProgram  # the job's exported program with the core ATen decompositions
+    models: dict[str, ct.models.MLModel] = field(default_factory=dict)  # by compute precision: fp32, fp16
+
+
 class CoreMLFormat(FileFormat):
     name = "coreml"
     suffix = ".mlpackage"
@@ -114,35 +127,32 @@ class CoreMLFormat(FileFormat):
         return package_versions("torch", "coremltools")
 
     def prepare(self, job: ExportJob) -> None:
-        self._program(job)
+        self._conversions(job)
 
-    def _program(self, job: ExportJob):
-        if "coreml_program" not in job._cache:
-            import torch
-
-            h, w = job.spec.input_size
+    def _conversions(self, job: ExportJob) -> Conversions:
+        def decomposed() -> Conversions:
             with quiet(not job.verbose):
-                program = torch.export.export(job.model.eval(), (torch.zeros(1, 3, h, w),))
-                job._cache["coreml_program"] = program.run_decompositions({})
-        return job._cache["coreml_program"]
+                return Conversions(job.exported_program().run_decompositions({}))
+
+        return job.memo(self, decomposed)
 
     def _convert(self, job: ExportJob, precision: str):
         """An MLModel for `precision`; int8 quantises the weights of the fp16 program (converted once per job)."""
         ct = _ct()
         h, w = job.spec.input_size
         compute = "fp32" if precision == "fp32" else "fp16"
-        key = f"coreml_{compute}"
+        conversions = self._conversions(job)
         with quiet(not job.verbose):
-            if key not in job._cache:
-                job._cache[key] = ct.convert(
-                    self._program(job),
+            if compute not in conversions.models:
+                conversions.models[compute] = ct.convert(
+                    conversions.program,
                     inputs=[ct.TensorType(name=INPUT_NAME, shape=(1, 3, h, w), dtype=np.float32)],
                     outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
                     convert_to="mlprogram",
                     compute_precision=ct.precision.FLOAT32 if compute == "fp32" else ct.precision.FLOAT16,
                     minimum_deployment_target=ct.target.iOS16,
                 )
-            model = job._cache[key]
+            model = conversions.models[compute]
             if precision == "int8":
                 import coremltools.optimize.coreml as cto
 
@@ -204,8 +214,8 @@ class CoreMLFormat(FileFormat):
             )
         return rows[0], rows[1]
 
-    def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
-        meta = read_metadata(path)
+    def check_structure(self, path: Path, meta: dict[str, Any]) -> list[str]:
+        precision = meta["file"]["precision"]
         spec = self._load_spec(path)
         if not spec.HasField("mlProgram"):
             raise DBDError(f"'{path}' is not an ML Program; re-export it with dbd-export")
@@ -217,20 +227,13 @@ class CoreMLFormat(FileFormat):
             raise DBDError(f"'{path}' should hold int8 weights but has none ({dict(dtypes)}); re-export it")
         if precision != "int8" and (dtypes.get(expected[1], 0) > dtypes.get(expected[0], 0) or quantized):
             raise DBDError(f"'{path}' should hold {expected[0]} weights but has {dict(dtypes)}; re-export it")
-        if not self.available():
-            return Verification(
-                None,
-                [],
-                [
-                    f"CoreML prediction is macOS-only: validated on {platform.system()} without "
-                    "running it (package and spec load, I/O names/shapes/types match the "
-                    f"metadata, {precision} weights as promised); parity not measured here"
-                ],
-            )
-        from . import parity
-
-        figures = parity.measure(job.reference_maps(), CoreMLRunner(path).run(job.parity.unit), job.parity.masks)
-        return Verification(figures, parity.check(precision, figures, job.budget))
+        if self.available():
+            return []  # dbd-export runs it for the parity check, as the other formats
+        return [
+            f"CoreML prediction is macOS-only: validated on {platform.system()} without "
+            "running it (package and spec load, I/O names/shapes/types match the "
+            f"metadata, {precision} weights as promised); parity not measured here"
+        ]
 
     def describe(self, path: Path) -> dict[str, Any]:
         spec = self._load_spec(path)

@@ -44,9 +44,8 @@ from dbd.runtime.engines.executorch import (
 )
 from dbd.runtime.engines.shared import package_versions, quiet
 from dbd.runtime.formats import Availability, FileFormat, ProfiledRun
-from dbd.runtime.metadata import read_metadata
 
-from .base import ExportJob, Verification, check_io
+from .base import ExportJob, check_io
 from .metadata import dumps, float_nchw_metadata
 
 INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"  # documentation only: a .pte addresses I/O by position
@@ -124,15 +123,10 @@ class ExecuTorchFormat(FileFormat):
         self._program(job)
 
     def _program(self, job: ExportJob):
-        """The float32 `torch.export` program (exported once per job)."""
-        if "executorch_program" not in job._cache:
-            import torch
-
-            if not super().available():
-                raise DBDError(f"exporting ExecuTorch programs needs the package executorch ({INSTALL_HINT})")
-            with quiet(not job.verbose):
-                job._cache["executorch_program"] = torch.export.export(job.model.eval(), (job.example_input(),))
-        return job._cache["executorch_program"]
+        """The float32 `torch.export` program (the job's, exported once per job)."""
+        if not super().available():
+            raise DBDError(f"exporting ExecuTorch programs needs the package executorch ({INSTALL_HINT})")
+        return job.exported_program()
 
     def _quantized(self, job: ExportJob):
         """The int8 program: PT2E with the XNNPACK quantizer, calibrated, float modules left out."""
@@ -158,7 +152,7 @@ class ExecuTorchFormat(FileFormat):
             in_float = [get_module_name_filter(name) for name in job.int8_float]
             if in_float:  # the quantizer annotates only the nodes this returns True for
                 quantizer.set_filter_function(lambda node: not any(f(node) for f in in_float))
-            graph = torch.export.export(job.model.eval(), (job.example_input(),)).module()
+            graph = self._program(job).module()  # a copy: annotating it leaves the job's program as it is
             prepared = prepare_pt2e(graph, quantizer)
             with torch.no_grad():
                 for i in range(len(job.calibration)):
@@ -202,14 +196,7 @@ class ExecuTorchFormat(FileFormat):
                 rows[-1].append({"name": None, "shape": list(tensor.sizes()), "dtype": dtype, "quantization": None})
         return rows[0], rows[1]
 
-    def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
-        from . import parity
-
-        meta = read_metadata(path)
-        if meta["file"]["format"] != self.name or meta["file"]["precision"] != precision:
-            raise DBDError(
-                f"'{path}' says it is a {meta['file']['format']} {meta['file']['precision']} file; re-export"
-            )
+    def check_structure(self, path: Path, meta: dict[str, Any]) -> None:
         summary = program_summary(Path(path).read_bytes(), Path(path))
         if summary["operators"] or not summary["delegates"]:
             left = ", ".join(summary["operators"][:3]) or "no delegate at all"
@@ -219,8 +206,6 @@ class ExecuTorchFormat(FileFormat):
             for entry in row:
                 entry["name"] = meta[role]["name"]
         check_io(path, meta, inputs, outputs)
-        figures = parity.measure(job.reference_maps(), ExecuTorchRunner(path).run(job.parity.unit), job.parity.masks)
-        return Verification(figures, parity.check(precision, figures, job.budget))
 
     def describe(self, path: Path) -> dict[str, Any]:
         summary = program_summary(Path(path).read_bytes(), Path(path))

@@ -56,9 +56,8 @@ from dbd.runtime.engines.ncnn import (
 )
 from dbd.runtime.engines.shared import package_versions, quiet
 from dbd.runtime.formats import Availability, FileFormat, ProfiledRun
-from dbd.runtime.metadata import read_metadata
 
-from .base import ExportJob, Verification
+from .base import ExportJob
 from .metadata import dumps, float_nchw_metadata
 
 INPUT_NAME, OUTPUT_NAME = "in0", "out0"  # pnnx's blob names
@@ -109,15 +108,16 @@ class NcnnFormat(FileFormat):
 
     def _torchscript(self, job: ExportJob) -> bytes:
         """The traced float32 model, serialised (traced once per job; pnnx converts it per precision)."""
-        if "ncnn_torchscript" not in job._cache:
-            import torch
+        return job.memo(self, lambda: self._trace(job))
 
-            with quiet(not job.verbose), torch.no_grad():
-                traced = torch.jit.trace(job.model.eval(), job.example_input())
-                buffer = io.BytesIO()
-                torch.jit.save(traced, buffer)
-            job._cache["ncnn_torchscript"] = buffer.getvalue()
-        return job._cache["ncnn_torchscript"]
+    def _trace(self, job: ExportJob) -> bytes:
+        import torch
+
+        with quiet(not job.verbose), torch.no_grad():
+            traced = torch.jit.trace(job.model.eval(), job.example_input())
+            buffer = io.BytesIO()
+            torch.jit.save(traced, buffer)
+        return buffer.getvalue()
 
     def _pnnx(self, job: ExportJob, precision: str, dest: Path) -> None:
         """pnnx: TorchScript -> model.param + model.bin in `dest` (fp16 weights for fp16)."""
@@ -163,24 +163,15 @@ class NcnnFormat(FileFormat):
         (dest / METADATA_FILE).write_text(dumps(meta), encoding="utf-8")
         return meta
 
-    def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
-        from . import parity
-
-        meta = read_metadata(path)
-        if meta["file"]["format"] != self.name or meta["file"]["precision"] != precision:
-            raise DBDError(
-                f"'{path}' says it is a {meta['file']['format']} {meta['file']['precision']} file; re-export"
-            )
+    def check_structure(self, path: Path, meta: dict[str, Any]) -> None:
         foreign = sorted({kind for kind, _, _, _ in _read_param(path) if "." in kind})
         if foreign:  # pnnx leaves ops ncnn has no layer for as pnnx.*/torch.* entries
             raise DBDError(
                 f"'{path}' holds ops ncnn cannot run ({', '.join(foreign[:3])}); the conversion is incomplete"
             )
-        expected = "float16" if precision == "fp16" else "float32"
+        expected = "float16" if meta["file"]["precision"] == "fp16" else "float32"
         if weight_storage(path) != expected:
             raise DBDError(f"'{path}' should hold {expected} weights but holds {weight_storage(path)}; re-export it")
-        figures = parity.measure(job.reference_maps(), NcnnRunner(path).run(job.parity.unit), job.parity.masks)
-        return Verification(figures, parity.check(precision, figures, job.budget))
 
     def describe(self, path: Path) -> dict[str, Any]:
         path = Path(path)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import collections
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -35,10 +35,13 @@ from dbd.core import DBDError, reraise_interrupt
 from dbd.runtime.engines.onnx import OnnxRunner, metadata_entry, profile_onnx
 from dbd.runtime.engines.shared import package_versions, quiet
 from dbd.runtime.formats import FileFormat, FormatOption, ProfiledRun
-from dbd.runtime.metadata import METADATA_KEY, read_metadata
+from dbd.runtime.metadata import METADATA_KEY
 
-from .base import ExportJob, Verification, check_io
+from .base import ExportJob, check_io
 from .metadata import dumps, float_nchw_metadata
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "blur_prob"
@@ -57,6 +60,13 @@ QUANTIZATION_WORDS = {
 
 CALIBRATION_PERCENTILE = 99.999  # int8 activation ranges: this percentile of the calibration values
 CALIB_CHUNK = 64  # calibration images whose activations onnxruntime holds at once
+
+
+class Fp32Graph(NamedTuple):
+    """What every precision starts from (converted once per job): the simplified, checked fp32 graph."""
+
+    model: onnx.ModelProto
+    exporter: str  # the torch.onnx exporter that made it
 
 
 def _export_torch(job: ExportJob, path: Path) -> str:
@@ -131,22 +141,22 @@ class OnnxFormat(FileFormat):
     def prepare(self, job: ExportJob) -> None:
         self._fp32(job)
 
-    def _fp32(self, job: ExportJob):
-        """The simplified, checked fp32 ModelProto (converted once per job)."""
+    def _fp32(self, job: ExportJob) -> Fp32Graph:
+        return job.memo(self, lambda: self._convert_fp32(job))
+
+    def _convert_fp32(self, job: ExportJob) -> Fp32Graph:
         import onnx
         import onnxsim
 
-        if "onnx_fp32" not in job._cache:
-            with tempfile.TemporaryDirectory(prefix="dbd-onnx-") as tmp, quiet(not job.verbose):
-                raw = Path(tmp) / "raw.onnx"
-                exporter = _export_torch(job, raw)
-                model = onnx.load(str(raw))
-                simplified, ok = onnxsim.simplify(model)
-                if ok:
-                    model = simplified
-                onnx.checker.check_model(model, full_check=True)
-            job._cache["onnx_fp32"] = (model, exporter)
-        return job._cache["onnx_fp32"]
+        with tempfile.TemporaryDirectory(prefix="dbd-onnx-") as tmp, quiet(not job.verbose):
+            raw = Path(tmp) / "raw.onnx"
+            exporter = _export_torch(job, raw)
+            model = onnx.load(str(raw))
+            simplified, ok = onnxsim.simplify(model)
+            if ok:
+                model = simplified
+            onnx.checker.check_model(model, full_check=True)
+        return Fp32Graph(model, exporter)
 
     def export(self, job: ExportJob, precision: str, dest: Path) -> dict[str, Any]:
         import onnx
@@ -268,10 +278,7 @@ class OnnxFormat(FileFormat):
         options.log_severity_level = 3
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def verify(self, job: ExportJob, precision: str, path: Path) -> Verification:
-        from . import parity
-
-        meta = read_metadata(path)
+    def check_structure(self, path: Path, meta: dict[str, Any]) -> None:
         session = self._session(path)
         io = [
             [
@@ -281,8 +288,6 @@ class OnnxFormat(FileFormat):
             for tensors in (session.get_inputs(), session.get_outputs())
         ]
         check_io(path, meta, *io)
-        figures = parity.measure(job.reference_maps(), OnnxRunner(path).run(job.parity.unit), job.parity.masks)
-        return Verification(figures, parity.check(precision, figures, job.budget))
 
     def describe(self, path: Path) -> dict[str, Any]:
         import onnx

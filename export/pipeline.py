@@ -1,7 +1,8 @@
 """Export, verify, then (and only then) replace: the flow every format and precision goes through.
 
 For each file: the format writes it to a hidden temporary path beside the final one (same folder,
-same suffix), `verify` checks it structurally and against PyTorch, and only a file that passes is
+same suffix), `verify` checks it structurally and against PyTorch (the same steps for every format:
+the plug-in gives its structural check and its runner), and only a file that passes is
 moved over the final name (`os.replace`; a format whose file is a folder, `FileFormat.directory`,
 is swapped in with two renames, the old folder removed after). A failed check or a converter error deletes the temporary file and leaves
 any previous export untouched. `export_report.json` in the out folder is rewritten atomically after
@@ -25,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from dbd.core import DBDError, atomic_write, remove_stale_temps, reraise_interrupt, temp_path
+from dbd.runtime.metadata import read_metadata
 
-from .base import ExportFormat, ExportJob
+from .base import ExportFormat, ExportJob, Verification
 from .metadata import sha256_path, size_of
 
 REPORT_NAME = "export_report.json"
@@ -141,6 +143,26 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
 
 
+def verify(job: ExportJob, fmt: ExportFormat, precision: str, path: Path) -> Verification:
+    """Check a written file the same way for every format: its metadata names this format and precision,
+    the format's structural checks pass (`check_structure`: raise DBDError, or return notes), and
+    where its files run on this host (`available()`), its runner's maps of the parity images are
+    within the precision's budget of PyTorch's. Where they cannot run, the file is verified by
+    structure only: no parity figures, and a note (the format's own, or why it cannot run here)."""
+    from . import parity  # imports torch
+
+    meta = read_metadata(path)
+    said = meta["file"]["format"], meta["file"]["precision"]
+    if said != (fmt.name, precision):
+        raise DBDError(f"'{path}' says it is a {said[0]} {said[1]} file; re-export")
+    notes = list(fmt.check_structure(path, meta) or [])
+    availability = fmt.available()
+    if not availability:
+        return Verification(None, [], notes or [f"parity not measured: {availability.reason}"])
+    figures = parity.measure(job.reference_maps(), fmt.runner(path).run(job.parity.unit), job.parity.masks)
+    return Verification(figures, parity.check(precision, figures, job.budget), notes)
+
+
 def export_one(job: ExportJob, fmt: ExportFormat, precision: str, out_dir: Path, prepare_s: float = 0.0) -> Outcome:
     final = output_path(out_dir, job, fmt, precision)
     outcome = Outcome(fmt.name, precision, final, prepare_s=prepare_s, calibrated=fmt.needs_calibration(precision))
@@ -157,7 +179,7 @@ def export_one(job: ExportJob, fmt: ExportFormat, precision: str, out_dir: Path,
                 f"fix the format plug-in"
             )
         start = time.perf_counter()
-        verification = fmt.verify(job, precision, tmp)
+        verification = verify(job, fmt, precision, tmp)
         outcome.verify_s = time.perf_counter() - start
         outcome.parity, outcome.failures = verification.parity, verification.failures
         outcome.notes = list(verification.notes)

@@ -70,8 +70,8 @@ def embed_metadata(data: bytes, text: str) -> bytes:
     return write_model(model)
 
 
-def op_histogram(data: bytes) -> tuple[collections.Counter, list[str], list[list[int]]]:
-    """(op name -> count over all subgraphs, custom op codes, perms of rank-4 TRANSPOSE ops)."""
+def op_histogram(data: bytes) -> tuple[collections.Counter, list[str], list[tuple[list[int], list[int]]]]:
+    """(op name -> count over all subgraphs, custom op codes, (perm, input shape) of each TRANSPOSE)."""
     schema = _schema()
     model = read_model(data)
     names = _op_names()
@@ -91,7 +91,8 @@ def op_histogram(data: bytes) -> tuple[collections.Counter, list[str], list[list
                 perm_tensor = subgraph.tensors[op.inputs[1]]
                 data_ = model.buffers[perm_tensor.buffer].data if perm_tensor.buffer < len(model.buffers) else None
                 perm = np.frombuffer(bytes(data_), np.int32).tolist() if data_ is not None else []
-                transposes.append(perm)
+                shape = subgraph.tensors[op.inputs[0]].shape
+                transposes.append((perm, [] if shape is None else [int(v) for v in shape]))
     return counts, custom, transposes
 
 
@@ -105,8 +106,12 @@ def op_scopes(data: bytes) -> list[str]:
     ]
 
 
-def is_layout_transpose(perm: list[int]) -> bool:
-    """NHWC <-> NCHW (or unknown perm): what a layout conversion leaves behind."""
+def is_layout_transpose(perm: list[int], shape: list[int] | None = None) -> bool:
+    """NHWC <-> NCHW (or unknown perm): what a layout conversion leaves behind. A tensor with at most
+    two dimensions over 1 is a matrix whatever the perm says: its transpose is the computation's
+    own (e.g. tflite_rewrites.SeparableUpsample), not a feature map changing layout."""
+    if shape and sum(v > 1 for v in shape) <= 2:
+        return False
     return not perm or perm in ([0, 3, 1, 2], [0, 2, 3, 1])
 
 
@@ -122,7 +127,7 @@ def check_ops(path: Path, data: bytes) -> collections.Counter:
             f"'{path}' contains {what} ({listed}), which the phone's builtin TFLite runtime cannot run; "
             f"the model must use builtin ops only (replace the layer that produces them)"
         )
-    layout = [p for p in transposes if is_layout_transpose(p)]
+    layout = [p for p, shape in transposes if is_layout_transpose(p, shape)]
     if layout:
         raise DBDError(
             f"'{path}' contains {len(layout)} layout Transpose op(s) (NCHW<->NHWC) inside the graph, "

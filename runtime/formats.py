@@ -2,9 +2,9 @@
 
 A format is one object that owns everything about its files: the suffix, the precisions it
 offers, how to read the "dbd" metadata document out of its container, the runner that executes
-it (`Runner`), and the export side (convert a PyTorch model, verify the written file, describe
-it). dbd itself never names a format: the runtime, the benchmarks and `dbd-export` look formats up
-here by name or by file suffix and ask them.
+it (`Runner`), and the export side (convert a PyTorch model, check the written file's structure,
+describe it). dbd itself never names a format: the runtime, the benchmarks and `dbd-export` look
+formats up here by name or by file suffix and ask them.
 
 Formats come from two places:
 
@@ -94,13 +94,18 @@ class FileFormat(ABC):
     (per-operator times from the runtime's own profiler, for `dbd-bench --profile`).
     Export side (`job` is a `dbd.export.base.ExportJob`):
 
-    * `prepare(job)`: optional, the conversion every precision shares (cached on `job._cache`),
-      done once per job and timed on its own;
+    * `prepare(job)`: optional, the conversion every precision shares (kept on the job with
+      `job.memo(self, make)`), done once per job and timed on its own;
     * `export(job, precision, dest)`: write the converted model with its "dbd" metadata embedded
       to `dest` (a temporary path beside the final one, same suffix); return the metadata;
-    * `verify(job, precision, path)`: structural checks of the written file and the parity run
-      against PyTorch on `job.parity`; return a `dbd.export.base.Verification`;
+    * `check_structure(path, meta)`: optional, the structural checks of the written file against its
+      metadata (raise DBDError; may return notes for the report);
     * `describe(path)`: what is inside the file ({"ops": {op: count}, "inputs", "outputs", ...}).
+
+    dbd-export verifies every written file the same way (`dbd.export.pipeline.verify`): the metadata
+    names the format and precision, `check_structure` passes, and, where `available()`, the maps of
+    `runner(path)` on real images are within the precision's parity budget of PyTorch's; where the
+    files cannot run here, the file is verified by its structure only.
     """
 
     name: str = ""  # lower-case identifier: --format NAME, metadata file.format
@@ -160,15 +165,17 @@ class FileFormat(ABC):
     # ---- export side ---------------------------------------------------------------------------
 
     def prepare(self, job: Any) -> None:
-        """Optional: the conversion every precision of this format shares (cached on the job), timed apart."""
+        """Optional: the conversion every precision of this format shares (kept on the job), timed apart."""
 
     @abstractmethod
     def export(self, job: Any, precision: str, dest: Path) -> dict[str, Any]:
         """Write the converted model with its "dbd" metadata to `dest`; return the metadata."""
 
-    @abstractmethod
-    def verify(self, job: Any, precision: str, path: Path) -> Any:
-        """Check the file at `path` structurally and against PyTorch on `job.parity` (a Verification)."""
+    def check_structure(self, path: Path, meta: dict[str, Any]) -> list[str] | None:
+        """Optional: check the written file at `path` against its metadata `meta` (whose format and
+        precision dbd-export has checked) without running it; raise DBDError for a file that is not what
+        `meta` says. Returns notes for the report, or None. The parity run is dbd-export's, with `runner`."""
+        return None
 
     @abstractmethod
     def describe(self, path: Path) -> dict[str, Any]:

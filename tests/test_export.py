@@ -24,10 +24,10 @@ from torch import nn
 from dbd.core import DBDError
 from dbd.data.datasets import open_dataset
 from dbd.export import onnx_format, tflite_flatbuffer, tflite_format
-from dbd.export.base import Verification, get_format, list_formats
+from dbd.export.base import get_format, list_formats
 from dbd.export.calibration import _is_test_split, load_images, open_calibration_dataset
 from dbd.export.cli import main, make_job
-from dbd.export.pipeline import REPORT_NAME, export_one, replace_path
+from dbd.export.pipeline import REPORT_NAME, export_one, replace_path, verify
 from dbd.models import create_model
 from dbd.models.checkpoint import load_checkpoint, read_card, save_checkpoint
 from dbd.runtime.metadata import METADATA_FORMAT, decode_output, encode_input, read_metadata
@@ -157,7 +157,8 @@ def test_tflite_is_camera_native_builtin_only_and_int8_is_pixel_minus_128(tflite
         entry = next(m for m in model.metadata if m.name == b"dbd")
         assert json.loads(bytes(model.buffers[entry.buffer].data).decode()) == read_metadata(path)
         ops, custom, transposes = tflite_flatbuffer.op_histogram(data)
-        assert not custom and not any(tflite_flatbuffer.is_layout_transpose(p) for p in transposes)
+        assert not custom and not any(tflite_flatbuffer.is_layout_transpose(p, s) for p, s in transposes)
+        assert "MUL" not in ops  # the normalisation is folded into the input convolution (tflite_rewrites)
         assert report["files"][path.name]["ops"] == dict(ops.most_common())
         meta = read_metadata(path)
         assert meta["input"]["normalization"] == "folded" and meta["input"]["layout"] == "NHWC"
@@ -351,8 +352,8 @@ def small_job(student_ckpt, data_root):
 
 
 def _job_with_float_graph(small_job, data: bytes):
-    job = dataclasses.replace(small_job, _cache={"reference": small_job.reference_maps()})
-    job._cache["tflite_float"] = data
+    job = dataclasses.replace(small_job)  # a job of its own: the float graph below is the tflite plug-in's
+    job.memo(get_format("tflite"), lambda: data)
     return job
 
 
@@ -371,29 +372,25 @@ def test_tflite_int8_input_scale_other_than_pixel_minus_128_is_refused(tflite_ex
     assert sha256(tmp_path / name) == before and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def _const_input(model, subgraph, op):
-    for index in op.inputs:
-        tensor = subgraph.tensors[index]
-        data = model.buffers[tensor.buffer].data
-        if data is not None and len(data) == 12:  # 3 float32: the folded per-channel constant
-            return model.buffers[tensor.buffer]
-    return None
-
-
 def test_tflite_wrong_folded_normalisation_fails_parity(tflite_export, small_job, tmp_path):
+    """The normalisation lives in the stem convolution's weights and bias (tflite_rewrites.fold_input):
+    a file whose stem forgot the "- mean / std" part (its bias) must fail parity, not ship."""
     from ai_edge_litert import schema_py_generated as schema
 
     _, good_dir, _, _ = tflite_export
     model = tflite_flatbuffer.read_model((good_dir / "dbd_student_64_fp32.tflite").read_bytes())
     subgraph = model.subgraphs[0]
-    add = [
+    stem = next(
         op
-        for op in subgraph.operators[:4]
-        if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.ADD
-    ]
-    bias = _const_input(model, subgraph, add[0])
-    assert bias is not None
-    bias.data = np.zeros(3, np.float32).view(np.uint8)  # forget the "- mean / std" of the wrapper
+        for op in subgraph.operators
+        if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.CONV_2D
+    )
+    assert all(
+        model.operatorCodes[op.opcodeIndex].builtinCode != schema.BuiltinOperator.MUL for op in subgraph.operators
+    )  # folded: no multiply-add of the pixels in the graph
+    bias = subgraph.tensors[stem.inputs[2]]
+    buffer = model.buffers[bias.buffer]
+    buffer.data = np.zeros(len(buffer.data) // 4, np.float32).view(np.uint8)
     job = _job_with_float_graph(small_job, tflite_flatbuffer.write_model(model))
     outcome = export_one(job, get_format("tflite"), "fp32", tmp_path)
     assert not outcome.ok and outcome.error.startswith("parity check failed") and "max|Δ|" in outcome.error
@@ -431,7 +428,7 @@ def test_flex_custom_and_layout_transpose_ops_are_refused(tflite_export, tmp_pat
     path = tmp_path / "flex.tflite"
     path.write_bytes(flex)
     with pytest.raises(DBDError, match=r"select-TensorFlow \(Flex\) ops \(FlexConv2D x1\)") as err:
-        get_format("tflite").verify(None, "fp32", path)  # verify refuses before running anything
+        verify(None, get_format("tflite"), "fp32", path)  # verify refuses before running anything
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     custom = _mutated(data, lambda m: _set_op_code(m, 5, schema.BuiltinOperator.CUSTOM, b"MyOp"))
     with pytest.raises(DBDError, match="custom ops"):
@@ -456,8 +453,9 @@ def test_flex_custom_and_layout_transpose_ops_are_refused(tflite_export, tmp_pat
 
     with pytest.raises(DBDError, match="layout Transpose"):
         tflite_flatbuffer.check_ops(path, _mutated(data, to_transpose([0, 3, 1, 2])))
+    before = tflite_flatbuffer.check_ops(path, data)["TRANSPOSE"]  # the separable upsample's matrix transposes
     counts = tflite_flatbuffer.check_ops(path, _mutated(data, to_transpose([0, 2, 1])))  # not a layout change
-    assert counts["TRANSPOSE"] == 1
+    assert counts["TRANSPOSE"] == before + 1
 
 
 class _Broken(onnx_format.OnnxFormat):
@@ -468,9 +466,6 @@ class _Broken(onnx_format.OnnxFormat):
     def export(self, job, precision, dest):
         Path(dest).write_bytes(b"half a fi")
         raise RuntimeError("converter crashed\nwith a multi-line message")
-
-    def verify(self, job, precision, path):
-        return Verification(None, [])
 
     def describe(self, path):
         return {}

@@ -26,7 +26,6 @@ import torch
 
 from dbd.core import DBDError
 from dbd.export import export_model
-from dbd.export.base import Verification
 from dbd.export.metadata import build_metadata, dumps, input_entry, output_entry
 from dbd.models import create_model
 from dbd.models.checkpoint import save_checkpoint
@@ -69,6 +68,10 @@ class NpzRunner(ExportedRunner):
             return self.module(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
 
 
+def weights_bytes(model: torch.nn.Module) -> bytes:
+    return safetensors.torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()})
+
+
 def load_network(path: Path, meta: dict[str, Any]) -> torch.nn.Module:
     """The network the archive holds: built from its metadata's model entry, weights from the archive."""
     with zipfile.ZipFile(path) as archive:
@@ -101,12 +104,13 @@ class NpzFormat(FileFormat):
         return package_versions("torch")
 
     def prepare(self, job) -> None:
-        if "npz_weights" not in job._cache:
-            state = {k: v.detach().contiguous() for k, v in job.model.state_dict().items()}
-            job._cache["npz_weights"] = safetensors.torch.save(state)
+        self._weights(job)
+
+    def _weights(self, job) -> bytes:
+        """The conversion every precision shares, made once per job: the weights as safetensors bytes."""
+        return job.memo(self, lambda: weights_bytes(job.model))
 
     def export(self, job, precision: str, dest: Path) -> dict[str, Any]:
-        self.prepare(job)
         meta = build_metadata(
             job,
             self.name,
@@ -119,18 +123,14 @@ class NpzFormat(FileFormat):
         )
         deflated = self.option(job, "npz_compression") == "deflated"
         with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED if deflated else zipfile.ZIP_STORED) as archive:
-            archive.writestr(MODEL_ENTRY, job._cache["npz_weights"])
+            archive.writestr(MODEL_ENTRY, self._weights(job))
             archive.writestr(METADATA_ENTRY, dumps(meta))
         return meta
 
-    def verify(self, job, precision: str, path: Path) -> Verification:
-        from dbd.export import parity
-
-        meta = read_metadata(path)
-        if meta["file"]["format"] != self.name:
-            raise DBDError(f"'{path}' says it is a {meta['file']['format']} file; re-export it")
-        figures = parity.measure(job.reference_maps(), self.runner(path).run(job.parity.unit), job.parity.masks)
-        return Verification(figures, parity.check(precision, figures, job.budget))
+    def check_structure(self, path: Path, meta: dict[str, Any]) -> None:
+        with zipfile.ZipFile(path) as archive:
+            if MODEL_ENTRY not in archive.namelist():
+                raise DBDError(f"'{path}' holds no {MODEL_ENTRY}; re-export it")
 
     def describe(self, path: Path) -> dict[str, Any]:
         model = load_network(path, read_metadata(path))
