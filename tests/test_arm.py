@@ -56,8 +56,11 @@ def emulated(kit, small_shipped_student, data_root, tmp_path_factory):
     files = []
     for fmt, precision in [("tflite", "int8")] + ([("ncnn", "fp32")] if HAS_NCNN else []):
         argv = ["--format", fmt, "--precision", precision, "--weights", str(small_shipped_student)]
-        # int8 is exported as shipped (its parity check: Fβ on 32 images); fp32 parity is a max |Δ|
+        # int8 parity is Fβ on 32 images (budget widened below for 64x64); fp32 parity is a max |Δ|
         argv += ["--parity-n", "4"] if precision == "fp32" else []
+        # At 64x64 (32 parity photos of 4096 pixels) int8 calibration noise alone moves Fβ by up to
+        # ~0.009 (0.0078 with the folded stem); 0.005 is the budget of the shipped 320² file.
+        argv += ["--int8-max-dfbeta", "0.01"] if precision == "int8" else []
         code, stdout, stderr = quietly(export_main, [*argv, "--out", str(out)])
         assert code == 0, stderr + stdout
         files.append(out / f"dbd_student_{SMALL_SIZE}_{precision}.{fmt}")
