@@ -10,7 +10,6 @@ formats are looked up (dbd.runtime.engines).
 from __future__ import annotations
 
 import re
-import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from dbd.runtime.formats import ProfiledRun, ProfilingUnavailable
 from dbd.runtime.metadata import METADATA_KEY
 from dbd.runtime.runners import ExportedRunner
 
+from . import flatbuffer as fb
 from .shared import package_versions, quiet
 
 METHOD = "forward"
@@ -36,51 +36,14 @@ _KERNEL_TYPE_STRING = 6  # union KernelTypes { Null, Int, Bool, Double, Tensor, 
 _FILE_IDENTIFIER = b"ET12"
 
 
-def _u32(data: bytes, pos: int) -> int:
-    return struct.unpack_from("<I", data, pos)[0]
-
-
-def _field(data: bytes, table: int, index: int) -> int | None:
-    """Absolute position of field `index` of the table at `table`, or None when absent."""
-    vtable = table - struct.unpack_from("<i", data, table)[0]
-    size = struct.unpack_from("<H", data, vtable)[0]
-    if 4 + 2 * index >= size:
-        return None
-    offset = struct.unpack_from("<H", data, vtable + 4 + 2 * index)[0]
-    return table + offset if offset else None
-
-
-def _tables(data: bytes, table: int, index: int) -> list[int]:
-    """The tables of a vector-of-tables field (empty when absent)."""
-    pos = _field(data, table, index)
-    if pos is None:
-        return []
-    vec = pos + _u32(data, pos)
-    length = _u32(data, vec)
-    if vec + 4 + 4 * length > len(data):
-        raise ValueError("vector past the end")
-    return [vec + 4 + 4 * i + _u32(data, vec + 4 + 4 * i) for i in range(length)]
-
-
-def _string(data: bytes, table: int, index: int) -> str | None:
-    pos = _field(data, table, index)
-    if pos is None:
-        return None
-    start = pos + _u32(data, pos)
-    length = _u32(data, start)
-    if start + 4 + length > len(data):
-        raise ValueError("string past the end")
-    return data[start + 4 : start + 4 + length].decode("utf-8")
-
-
 def _plans(data: bytes, path: Path) -> dict[str, int]:
     """{name: ExecutionPlan table} of a .pte's program."""
     if len(data) < 8 or data[4:8] != _FILE_IDENTIFIER:
         raise DBDError(
             f"'{path}' is not an ExecuTorch program (no {_FILE_IDENTIFIER.decode()} identifier); re-export it"
         )
-    root = _u32(data, 0)
-    return {_string(data, plan, _PLAN_NAME) or "": plan for plan in _tables(data, root, _PROGRAM_PLANS)}
+    root = fb.table_at(data, 0)
+    return {fb.string(data, plan, _PLAN_NAME) or "": plan for plan in fb.tables(data, root, _PROGRAM_PLANS)}
 
 
 def metadata_entry(data: bytes, path: Path) -> str | None:
@@ -88,15 +51,15 @@ def metadata_entry(data: bytes, path: Path) -> str | None:
     plan = _plans(data, path).get(METADATA_METHOD)
     if plan is None:
         return None
-    values = _tables(data, plan, _PLAN_VALUES)
+    values = fb.tables(data, plan, _PLAN_VALUES)
     if len(values) != 1:
         raise ValueError(f"{METADATA_METHOD} holds {len(values)} values")
-    kind = _field(data, values[0], _EVALUE_TYPE)
+    kind = fb.field(data, values[0], _EVALUE_TYPE)
     if kind is None or data[kind] != _KERNEL_TYPE_STRING:
         raise ValueError(f"{METADATA_METHOD} does not return a string")
-    value = _field(data, values[0], _EVALUE_VAL)
-    string_table = value + _u32(data, value)
-    return _string(data, string_table, 0)  # table String { string_val: string }
+    value = fb.field(data, values[0], _EVALUE_VAL)
+    string_table = fb.table_at(data, value)
+    return fb.string(data, string_table, 0)  # table String { string_val: string }
 
 
 def program_summary(data: bytes, path: Path) -> dict[str, Any]:
@@ -105,10 +68,10 @@ def program_summary(data: bytes, path: Path) -> dict[str, Any]:
     if plan is None:
         raise DBDError(f"'{path}' has no '{METHOD}' method; re-export it with dbd-export")
     operators = [
-        f"{_string(data, op, 0)}" + (f".{_string(data, op, 1)}" if _string(data, op, 1) else "")
-        for op in _tables(data, plan, _PLAN_OPERATORS)
+        f"{fb.string(data, op, 0)}" + (f".{fb.string(data, op, 1)}" if fb.string(data, op, 1) else "")
+        for op in fb.tables(data, plan, _PLAN_OPERATORS)
     ]
-    delegates = [_string(data, d, 0) or "?" for d in _tables(data, plan, _PLAN_DELEGATES)]
+    delegates = [fb.string(data, d, 0) or "?" for d in fb.tables(data, plan, _PLAN_DELEGATES)]
     return {"operators": operators, "delegates": delegates}
 
 

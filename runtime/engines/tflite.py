@@ -21,6 +21,7 @@ from dbd.runtime.formats import ProfiledRun, ProfilingUnavailable
 from dbd.runtime.metadata import METADATA_KEY, check_graph_io
 from dbd.runtime.runners import ExportedRunner
 
+from . import flatbuffer as fb
 from .shared import package_versions
 
 
@@ -225,65 +226,30 @@ _TFL_METADATA_NAME, _TFL_METADATA_BUFFER = 0, 1  # `table Metadata`
 _TFL_BUFFER_DATA, _TFL_BUFFER_OFFSET, _TFL_BUFFER_SIZE = 0, 1, 2  # `table Buffer`
 
 
-def _u32(data: bytes, pos: int) -> int:
-    return struct.unpack_from("<I", data, pos)[0]
-
-
-def _fb_field(data: bytes, table: int, index: int) -> int | None:
-    """Absolute position of field `index` of the table at `table`, or None when absent."""
-    vtable = table - struct.unpack_from("<i", data, table)[0]
-    vt_size = struct.unpack_from("<H", data, vtable)[0]
-    if 4 + 2 * index >= vt_size:
-        return None
-    offset = struct.unpack_from("<H", data, vtable + 4 + 2 * index)[0]
-    return table + offset if offset else None
-
-
-def _fb_vector(data: bytes, table: int, index: int) -> tuple[int, int]:
-    """(start, length) of a vector field; (0, 0) when absent."""
-    pos = _fb_field(data, table, index)
-    if pos is None:
-        return 0, 0
-    vec = pos + _u32(data, pos)
-    length = _u32(data, vec)
-    if vec + 4 + length > len(data):
-        raise ValueError("vector past the end")
-    return vec + 4, length
-
-
-def _fb_table_at(data: bytes, pos: int) -> int:
-    return pos + _u32(data, pos)
-
-
 def metadata_entry(data: bytes, path: Path) -> str | None:
     """The "dbd" metadata entry of a TFLite flatbuffer (None when absent)."""
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise DBDError(
             f"'{path}' is not a TFLite flatbuffer (no TFL3 identifier); pass a .tflite written by dbd-export"
         )
-    model = _fb_table_at(data, 0)
-    meta_start, meta_len = _fb_vector(data, model, _TFL_MODEL_METADATA)
-    buf_start, buf_len = _fb_vector(data, model, _TFL_MODEL_BUFFERS)
+    model = fb.table_at(data, 0)
+    meta_start, meta_len = fb.vector(data, model, _TFL_MODEL_METADATA, item_size=4)
+    buf_start, buf_len = fb.vector(data, model, _TFL_MODEL_BUFFERS, item_size=4)
     for i in range(meta_len):
-        entry = _fb_table_at(data, meta_start + 4 * i)
-        name_pos = _fb_field(data, entry, _TFL_METADATA_NAME)
-        if name_pos is None:
+        entry = fb.table_at(data, meta_start + 4 * i)
+        if fb.string(data, entry, _TFL_METADATA_NAME) != METADATA_KEY:
             continue
-        name_start = name_pos + _u32(data, name_pos)
-        name = data[name_start + 4 : name_start + 4 + _u32(data, name_start)].decode("utf-8")
-        if name != METADATA_KEY:
-            continue
-        index_pos = _fb_field(data, entry, _TFL_METADATA_BUFFER)
-        index = _u32(data, index_pos) if index_pos is not None else 0
+        index_pos = fb.field(data, entry, _TFL_METADATA_BUFFER)
+        index = fb.u32(data, index_pos) if index_pos is not None else 0
         if index >= buf_len:
             raise ValueError("metadata buffer index out of range")
-        buffer = _fb_table_at(data, buf_start + 4 * index)
-        start, length = _fb_vector(data, buffer, _TFL_BUFFER_DATA)
+        buffer = fb.table_at(data, buf_start + 4 * index)
+        start, length = fb.vector(data, buffer, _TFL_BUFFER_DATA)
         if length:
             return data[start : start + length].decode("utf-8")
         # Buffers of large models may live after the flatbuffer: Buffer.offset / Buffer.size.
-        off_pos = _fb_field(data, buffer, _TFL_BUFFER_OFFSET)
-        size_pos = _fb_field(data, buffer, _TFL_BUFFER_SIZE)
+        off_pos = fb.field(data, buffer, _TFL_BUFFER_OFFSET)
+        size_pos = fb.field(data, buffer, _TFL_BUFFER_SIZE)
         if off_pos is not None and size_pos is not None:
             offset, size = (struct.unpack_from("<Q", data, p)[0] for p in (off_pos, size_pos))
             if offset > 1 and offset + size <= len(data):
