@@ -51,14 +51,15 @@ def _inside(name: str, prefixes: Iterable[str]) -> bool:
 
 
 def trace_calls(model: nn.Module, example: torch.Tensor, on_call) -> None:
-    """Run `model(example)`, calling on_call(name, module, stack of called (name, module)) at each module entry."""
+    """Run `model(example)`, calling on_call(name, module, stack of called (name, module), args) at each
+    module entry (args: the positional inputs of that call)."""
     stack: list[tuple[str, nn.Module]] = []
     handles = []
     for name, module in model.named_modules():
 
         def pre(mod, args, name=name):
             stack.append((name, mod))
-            on_call(name, mod, list(stack))
+            on_call(name, mod, list(stack), args)
 
         def post(mod, args, output):
             stack.pop()
@@ -76,7 +77,7 @@ def conv_call_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, 
     """(name, weight shape) of every Conv2d in the order the forward pass runs them."""
     calls: list[tuple[str, tuple[int, ...]]] = []
 
-    def on_call(name, module, stack):
+    def on_call(name, module, stack, args):
         if isinstance(module, nn.Conv2d):
             calls.append((name, tuple(module.weight.shape)))
 

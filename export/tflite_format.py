@@ -295,7 +295,7 @@ def litert_scopes(model: nn.Module, example: torch.Tensor, names: Iterable[str])
 
     wanted, scopes = set(names), {}
 
-    def on_call(name, module, stack):
+    def on_call(name, module, stack, args):
         if name in wanted and name not in scopes:
             parts = [f"{type(m).__module__}.{type(m).__qualname__}_{n.rsplit('.', 1)[-1]}" for n, m in stack if n]
             scopes[name] = "/" + "/".join(parts) + "/"

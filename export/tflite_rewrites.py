@@ -40,6 +40,8 @@ from torch import nn
 
 from dbd.models.layers import BilinearUpsample, upsample_like
 
+from .mixed_precision import trace_calls
+
 TOLERANCE = 1e-4  # max |Δ P(blur)| between the rewritten and the original network on a random input
 
 
@@ -87,20 +89,12 @@ def _input_conv(model: nn.Module, x: torch.Tensor) -> str | None:
     """The qualified name of the one plain zero-padded Conv2d that reads the model's input tensor
     itself, None when there is not exactly one."""
     readers: list[str] = []
-    handles = []
-    for name, module in model.named_modules():
 
-        def hook(_module, args, name=name):
-            if args and args[0] is x:
-                readers.append(name)
+    def on_call(name, module, stack, args):
+        if args and args[0] is x:
+            readers.append(name)
 
-        handles.append(module.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    trace_calls(model, x, on_call)
     # The model itself and containers (a Sequential whose first layer is the conv) also receive x.
     convs = [n for n in readers if type(model.get_submodule(n)) is nn.Conv2d]
     if len(convs) != 1:
@@ -148,16 +142,15 @@ def rewrite_for_tflite(model: nn.Module, scale: np.ndarray, bias: np.ndarray, si
     s = torch.as_tensor(scale, dtype=torch.float32).view(1, 3, 1, 1)
     b = torch.as_tensor(bias, dtype=torch.float32).view(1, 3, 1, 1)
     normalised = NormalisedInput(model, s, b)
-    folded = fold_input(model, scale, bias, size)
-    rewritten, applied = (folded, ["normalisation folded into the input convolution"]) if folded else (normalised, [])
-    if isinstance(getattr(model, "upsample_logits", None), BilinearUpsample):
-        if folded is None:
-            rewritten = copy.deepcopy(normalised)
-        target = rewritten.model if folded is None else rewritten
-        target.upsample_logits = SeparableUpsample()
+    folded = fold_input(model, scale, bias, size)  # a copy of the model, or None
+    network = folded if folded is not None else copy.deepcopy(model)
+    applied = ["normalisation folded into the input convolution"] if folded is not None else []
+    if isinstance(getattr(network, "upsample_logits", None), BilinearUpsample):
+        network.upsample_logits = SeparableUpsample()
         applied.append("final upsample separable")
     if not applied:
         return normalised, []
+    rewritten = network if folded is not None else NormalisedInput(network, s, b)
     x = torch.rand(1, 3, *size) * 255
     with torch.no_grad():
         agree = (rewritten(x) - normalised(x)).abs().max().item() <= TOLERANCE
