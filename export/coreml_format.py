@@ -107,6 +107,7 @@ class CoreMLFormat(FileFormat):
     calibrated_precisions = ()  # int8 is weight-only: no calibration images
     runtime_modules = ("coremltools",)
     order = 30
+    structure_only_where_unavailable = True  # off macOS nothing can run it: checked without running
 
     def available(self) -> Availability:
         if platform.system() != "Darwin":

@@ -146,9 +146,10 @@ def _one_line(err: BaseException) -> str:
 def verify(job: ExportJob, fmt: ExportFormat, precision: str, path: Path) -> Verification:
     """Check a written file the same way for every format: its metadata names this format and precision,
     the format's structural checks pass (`check_structure`: raise DBDError, or return notes), and
-    where its files run on this host (`available()`), its runner's maps of the parity images are
-    within the precision's budget of PyTorch's. Where they cannot run, the file is verified by
-    structure only: no parity figures, and a note (the format's own, or why it cannot run here)."""
+    its runner's maps of the parity images are within the precision's budget of PyTorch's. Where its
+    files cannot run on this host (`available()`), the export fails, unless no export host could run
+    them (`structure_only_where_unavailable`, CoreML off macOS): then the file is verified by
+    structure only, with no parity figures and a note (the format's own, or why it cannot run here)."""
     from . import parity  # imports torch
 
     meta = read_metadata(path)
@@ -158,6 +159,8 @@ def verify(job: ExportJob, fmt: ExportFormat, precision: str, path: Path) -> Ver
     notes = list(fmt.check_structure(path, meta) or [])
     availability = fmt.available()
     if not availability:
+        if not fmt.structure_only_where_unavailable:
+            raise DBDError(f"'{path}' cannot be checked against PyTorch here: {availability.reason}")
         return Verification(None, [], notes or [f"parity not measured: {availability.reason}"])
     figures = parity.measure(job.reference_maps(), fmt.runner(path).run(job.parity.unit), job.parity.masks)
     return Verification(figures, parity.check(precision, figures, job.budget), notes)

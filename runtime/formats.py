@@ -105,7 +105,8 @@ class FileFormat(ABC):
     dbd-export verifies every written file the same way (`dbd.export.pipeline.verify`): the metadata
     names the format and precision, `check_structure` passes, and, where `available()`, the maps of
     `runner(path)` on real images are within the precision's parity budget of PyTorch's; where the
-    files cannot run here, the file is verified by its structure only.
+    files cannot run here, the export fails, or, for a format with `structure_only_where_unavailable`,
+    the file is verified by its structure only.
     """
 
     name: str = ""  # lower-case identifier: --format NAME, metadata file.format
@@ -120,6 +121,9 @@ class FileFormat(ABC):
     export_modules: tuple[str, ...] = ()
     options: tuple[FormatOption, ...] = ()  # settings of this format only (dbd-export flags)
     order: int = 100  # place in listings and in --format all (lower first)
+    # Where available() is false, may dbd-export verify its files by structure alone? Only for a
+    # format no export host can run (CoreML off macOS); any other format fails its export there.
+    structure_only_where_unavailable: bool = False
 
     def needs_calibration(self, precision: str) -> bool:
         """Does exporting `precision` read the calibration images (static int8 quantisation)?"""

@@ -285,6 +285,26 @@ def test_a_plug_in_format_exports_verifies_predicts_and_benchmarks(toy_formats, 
     assert f"{phone}: not run: npzphone files run only on the phone" in result.notes
 
 
+def test_a_file_this_host_cannot_run_is_not_exported_unchecked_unless_no_host_could(toy_formats, student, tmp_path):
+    """Parity through the runner is the pipeline's: a format whose runtime is missing here fails its
+    export (nothing written); only a format no export host can run (CoreML off macOS) declares that
+    its files are verified by structure alone, and the report says so."""
+    options = dict(weights=student, formats="npzphone", precisions="fp32", imgsz=64, calib="dut", calib_n=1, parity_n=2)
+    report = export_model(**options, out=tmp_path / "refused")
+    [outcome] = report.outcomes
+    assert not outcome.ok and "cannot be checked against PyTorch here: npzphone files run only on the phone" in (
+        outcome.error
+    )
+    assert not (tmp_path / "refused" / "dbd_student_64_fp32.npzphone").exists()
+
+    phone_only = toy_formats[1]
+    phone_only.structure_only_where_unavailable = True  # an instance attribute: the class stays as it was
+    report = export_model(**options, out=tmp_path / "structure")
+    [outcome] = report.outcomes
+    assert outcome.ok and outcome.parity is None
+    assert outcome.notes == ["parity not measured: npzphone files run only on the phone"]
+
+
 def test_the_command_line_offers_plug_in_formats_and_their_options(toy_formats, student, tmp_path, capsys):
     from dbd.export.cli import build_parser, main
 
