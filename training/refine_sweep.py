@@ -35,13 +35,19 @@ def _ints(text: str) -> list[int]:
         raise DBDError(f"'{text}' is not a comma-separated list of whole numbers, e.g. 128,256") from None
 
 
-def sweep(weights: str, specs: list[RefineSpec], data: str = "cuhk", split: str = "val") -> list[dict]:
-    """Score every refinement setting on the same maps of `weights` (one model run per photo)."""
+def model_maps(runner, data: str, split: str) -> tuple[list, list]:
+    """The model's maps (at its input size) of every photo of `split`, and the (photo, mask) pairs:
+    computed once, then refined many ways. Settings are chosen on training's hold-out only."""
     if split not in ("val",):
         raise DBDError(f"--split {split!r}: settings are chosen on training's validation hold-out only (val)")
     pairs = scored_pairs(data, split)
+    return [runner.run(runner.model_inputs([photo]))[0] for photo, _ in pairs], pairs
+
+
+def sweep(weights: str, specs: list[RefineSpec], data: str = "cuhk", split: str = "val") -> list[dict]:
+    """Score every refinement setting on the same maps of `weights` (one model run per photo)."""
     runner = open_runner(weights)
-    maps = [runner.run(runner.model_inputs([photo]))[0] for photo, _ in pairs]
+    maps, pairs = model_maps(runner, data, split)
     rows = []
     for spec in specs:
         metrics, decisions = score_maps(maps, pairs, runner.spec.with_refine(spec))
